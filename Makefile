@@ -1,0 +1,50 @@
+# eddy — see README.md. Every target installs what it needs (scripts/deps.sh, idempotent).
+GO       ?= go
+BIN      := bin/eddy
+PKGS     := ./...
+DEMO_DIR ?= /tmp/eddy-demo
+
+.PHONY: all build test test-unit test-faults vet bench bench-quick bench-sched demo fuzz clean deps
+
+all: build
+
+deps:
+	@scripts/deps.sh fuse nfs ssh containers bench
+
+build:
+	$(GO) build -o $(BIN) ./cmd/eddy
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet $(PKGS)
+
+# The whole test suite: unit tests, integration tests against real FUSE, NFS
+# (nfs-ganesha), sshd/sshfs and containerd, and the fault tests.
+test: deps vet build
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+test-unit:
+	$(GO) test -count=1 -short $(PKGS)
+
+test-faults: deps build
+	$(GO) test -count=1 -timeout 15m -run 'Fault' ./integration/...
+
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+bench: deps build
+	$(BIN) bench --out bench-results
+
+bench-quick: deps build
+	$(BIN) bench --quick --out bench-results-quick
+
+bench-sched: build
+	$(BIN) bench sched --trace ../shared/traces/lab-16.json
+
+# A single node over a local origin directory, no config. Leaves the mount up until Ctrl-C.
+demo: build
+	@scripts/deps.sh fuse
+	@scripts/demo.sh $(DEMO_DIR)
+
+clean:
+	rm -rf bin
