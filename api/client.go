@@ -1,0 +1,262 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/eddy-cluster/eddy/cache"
+)
+
+// Error is a non-2xx answer from the API.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("api: %s", http.StatusText(e.Status))
+	}
+	return e.Message
+}
+
+// Client talks to one eddy daemon's API, over its unix socket or over TCP
+// (cluster mode) with a bearer token.
+type Client struct {
+	base  string // "http://eddy" for unix sockets, "http(s)://host:port" for TCP
+	token string
+	hc    *http.Client
+	where string // for error messages
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithToken sends "Authorization: Bearer TOKEN" on every call.
+func WithToken(token string) Option { return func(c *Client) { c.token = strings.TrimSpace(token) } }
+
+// WithTLS uses HTTPS with the given configuration for TCP addresses.
+func WithTLS(cfg *tls.Config) Option {
+	return func(c *Client) {
+		if strings.HasPrefix(c.base, "http://") && c.where != "" && !strings.HasPrefix(c.where, "unix:") {
+			c.base = "https://" + strings.TrimPrefix(c.base, "http://")
+		}
+		if t, ok := c.hc.Transport.(*http.Transport); ok {
+			t.TLSClientConfig = cfg
+		}
+	}
+}
+
+// WithTimeout bounds each call that does not stream (default: none; the
+// caller's context bounds calls).
+func WithTimeout(d time.Duration) Option { return func(c *Client) { c.hc.Timeout = d } }
+
+// NewUnix returns a client for the daemon listening on a unix socket.
+func NewUnix(socket string, opts ...Option) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns:    2,
+		IdleConnTimeout: 30 * time.Second,
+	}
+	c := &Client{base: "http://eddy", hc: &http.Client{Transport: tr}, where: "unix:" + socket}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// NewTCP returns a client for a daemon's TCP address ("host:port", or a full
+// "http://" / "https://" URL).
+func NewTCP(addr string, opts ...Option) *Client {
+	base := addr
+	if !strings.Contains(addr, "://") {
+		base = "http://" + addr
+	}
+	base = strings.TrimRight(base, "/")
+	c := &Client{base: base, hc: &http.Client{Transport: &http.Transport{MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second}}, where: addr}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// String names the daemon the client talks to.
+func (c *Client) String() string { return c.where }
+
+// Do sends one call: in (if not nil) is sent as the JSON body, and a 2xx
+// answer's JSON body is decoded into out (if not nil). Other packages use it
+// for their own endpoints.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// Stream sends one call and hands each JSON line of the answer to fn.
+func (c *Client) Stream(ctx context.Context, method, path string, in any, fn func(line []byte) error) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		if err := fn(line); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s %s: read stream: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: encode request: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("cannot reach the eddy daemon at %s (is `eddy daemon` running? set --socket or EDDY_SOCKET): %w", c.where, unwrapURL(err))
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var eb ErrorBody
+		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+			return nil, &Error{Status: resp.StatusCode, Message: eb.Error}
+		}
+		return nil, &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
+	}
+	return resp, nil
+}
+
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// Health calls GET /v1/health.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	err := c.Do(ctx, http.MethodGet, "/v1/health", nil, &h)
+	return h, err
+}
+
+// CacheStats calls GET /v1/cache/stats.
+func (c *Client) CacheStats(ctx context.Context) (CacheStats, error) {
+	var s CacheStats
+	err := c.Do(ctx, http.MethodGet, "/v1/cache/stats", nil, &s)
+	return s, err
+}
+
+// CacheList calls GET /v1/cache/ls for a path (share-relative, or absolute
+// under the mountpoint; "" for everything), resolved against cwd as in
+// PathsRequest.
+func (c *Client) CacheList(ctx context.Context, path, cwd string) ([]cache.FileInfo, error) {
+	q := url.Values{}
+	q.Set("path", path)
+	if cwd != "" {
+		q.Set("cwd", cwd)
+	}
+	var out []cache.FileInfo
+	err := c.Do(ctx, http.MethodGet, "/v1/cache/ls?"+q.Encode(), nil, &out)
+	return out, err
+}
+
+// CacheWarm calls POST /v1/cache/warm and hands every progress line to fn.
+// It returns an error naming the paths that failed, after all were tried.
+func (c *Client) CacheWarm(ctx context.Context, req PathsRequest, fn func(WarmEvent)) error {
+	var failed []string
+	err := c.Stream(ctx, http.MethodPost, "/v1/cache/warm", req, func(line []byte) error {
+		var ev WarmEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("warm: decode progress: %w", err)
+		}
+		if ev.Done && ev.Error != "" {
+			failed = append(failed, fmt.Sprintf("%s: %s", ev.Arg, ev.Error))
+		}
+		if fn != nil {
+			fn(ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("warm failed: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// CachePin, CacheUnpin and CacheEvict call POST /v1/cache/{pin,unpin,evict}.
+func (c *Client) CachePin(ctx context.Context, req PathsRequest) (PathsResponse, error) {
+	return c.paths(ctx, "pin", req)
+}
+
+// CacheUnpin: see CachePin.
+func (c *Client) CacheUnpin(ctx context.Context, req PathsRequest) (PathsResponse, error) {
+	return c.paths(ctx, "unpin", req)
+}
+
+// CacheEvict: see CachePin.
+func (c *Client) CacheEvict(ctx context.Context, req PathsRequest) (PathsResponse, error) {
+	return c.paths(ctx, "evict", req)
+}
+
+func (c *Client) paths(ctx context.Context, op string, req PathsRequest) (PathsResponse, error) {
+	var out PathsResponse
+	err := c.Do(ctx, http.MethodPost, "/v1/cache/"+op, req, &out)
+	return out, err
+}

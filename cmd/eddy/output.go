@@ -1,0 +1,179 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/eddy-cluster/eddy/api"
+)
+
+const defaultSocket = api.DefaultSocket
+
+// jsonFlag is the --json flag commands add when they can print JSON.
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: flagJSON, Usage: "print JSON instead of a table"}
+}
+
+// wantJSON reports whether --json was given (on the command or globally).
+func wantJSON(c *cli.Context) bool {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet(flagJSON) && ctx.Bool(flagJSON) {
+			return true
+		}
+	}
+	return false
+}
+
+// printJSON writes v as indented JSON followed by a newline.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printJSONLine writes v as one compact JSON line (for streams).
+func printJSONLine(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
+}
+
+// table accumulates aligned rows; Flush prints them.
+type table struct {
+	tw *tabwriter.Writer
+}
+
+// newTable starts a table with the given column headers.
+func newTable(w io.Writer, headers ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
+	if len(headers) > 0 {
+		t.row(anySlice(headers)...)
+	}
+	return t
+}
+
+func anySlice(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
+
+// row adds one row; values are printed with fmt's %v.
+func (t *table) row(cols ...any) {
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		parts[i] = fmt.Sprint(c)
+	}
+	fmt.Fprintln(t.tw, strings.Join(parts, "\t"))
+}
+
+// flush prints the table.
+func (t *table) flush() error { return t.tw.Flush() }
+
+// humanBytes renders a byte count with binary units ("1.5 GiB").
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v := float64(n)
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	i := -1
+	for (v >= unit || v <= -unit) && i < len(units)-1 {
+		v /= unit
+		i++
+	}
+	if v >= 100 || v <= -100 {
+		return fmt.Sprintf("%.0f %s", v, units[i])
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
+}
+
+// humanRate renders bytes per second.
+func humanRate(bytesPerSec float64) string {
+	if bytesPerSec <= 0 {
+		return "-"
+	}
+	return humanBytes(int64(bytesPerSec)) + "/s"
+}
+
+// humanDuration renders a duration compactly ("3s", "2m05s", "1h02m").
+func humanDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "-"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second))
+	case d < time.Hour:
+		d = d.Round(time.Second)
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	default:
+		d = d.Round(time.Minute)
+		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	}
+}
+
+// humanAgo renders how long ago t was ("5m ago"), "-" for the zero time.
+func humanAgo(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return humanDuration(time.Since(t)) + " ago"
+}
+
+// isTerminal reports whether f is a terminal (progress bars only there).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// newClient returns an API client for the daemon the flags name: the
+// cluster address (--addr with --token/--client-token-file/EDDY_TOKEN) when
+// given, else the local unix socket (--socket / EDDY_SOCKET).
+func newClient(c *cli.Context) (*api.Client, error) {
+	if addr := lookupString(c, flagAddr); addr != "" {
+		token := lookupString(c, flagToken)
+		if f := lookupString(c, "client-token-file"); f != "" && token == "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("read token file: %w", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		return api.NewTCP(addr, api.WithToken(token)), nil
+	}
+	sock := lookupString(c, flagSocket)
+	if sock == "" {
+		sock = defaultSocket
+	}
+	return api.NewUnix(sock), nil
+}
+
+// lookupString finds a string flag set anywhere in the command lineage,
+// falling back to its (global) default.
+func lookupString(c *cli.Context, name string) string {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet(name) {
+			return ctx.String(name)
+		}
+	}
+	return c.String(name)
+}
+
+// cwd returns the working directory the API resolves relative paths
+// against (see api.PathsRequest).
+func cwd() string {
+	d, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	return filepath.Clean(d)
+}
