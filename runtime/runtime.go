@@ -1,0 +1,259 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Spec describes one task to run on this node.
+type Spec struct {
+	ID      string   `json:"id"`
+	Command []string `json:"command"`
+	Env     []string `json:"env,omitempty"` // KEY=VALUE
+	// Cores is the CPU limit in cores (0: unlimited); MemBytes the memory limit (0: unlimited).
+	Cores    float64 `json:"cores,omitempty"`
+	MemBytes int64   `json:"mem_bytes,omitempty"`
+	// GPUs are the device indices handed to the task (CUDA_VISIBLE_DEVICES).
+	GPUs []string `json:"gpus,omitempty"`
+	// Uid and Gid the task runs as; supplementary groups are cleared. Uid 0 needs Config.AllowRoot.
+	Uid uint32 `json:"uid"`
+	Gid uint32 `json:"gid"`
+	// WorkDir is the working directory (inside the container for container tasks).
+	WorkDir string `json:"work_dir,omitempty"`
+	// SharedDir is the share as the task sees it (EDDY_SHARED_DIR) for process tasks.
+	SharedDir string `json:"shared_dir,omitempty"`
+	// LogDir receives stdout.log and stderr.log; created and chowned to Uid/Gid.
+	LogDir    string     `json:"log_dir"`
+	Container *Container `json:"container,omitempty"`
+}
+
+// Container selects a container task: Env names an environment tarball on the share, Image a
+// registry reference (exactly one of them).
+type Container struct {
+	Env   string `json:"env,omitempty"`
+	Image string `json:"image,omitempty"`
+	// SharedMount is where DataDir appears inside the container (default /shared).
+	SharedMount string `json:"shared_mount,omitempty"`
+	// DataDir is the host directory bind-mounted at SharedMount (typically <share>/shared_data).
+	DataDir string `json:"data_dir,omitempty"`
+}
+
+// Result is how a task ended.
+type Result struct {
+	ExitCode  int       `json:"exit_code"`
+	OOMKilled bool      `json:"oom_killed"`
+	Signal    string    `json:"signal,omitempty"` // e.g. "SIGKILL" when killed by a signal
+	Err       string    `json:"err,omitempty"`    // set when the task could not run or its end is unknown
+	Started   time.Time `json:"started"`
+	Finished  time.Time `json:"finished"`
+}
+
+// Runner starts tasks.
+type Runner interface {
+	Start(ctx context.Context, spec Spec) (Running, error)
+}
+
+// Running is a started task.
+type Running interface {
+	// Wait blocks until the task ended (or ctx is done, which does not stop the task).
+	Wait(ctx context.Context) (Result, error)
+	// Kill stops the task and everything it started.
+	Kill(ctx context.Context) error
+}
+
+// Sentinel errors callers branch on.
+var (
+	ErrRootRefused   = errors.New("refusing to run a task as uid 0 (root): AllowRoot is off")
+	ErrNoContainerd  = errors.New("no containerd configured for container tasks")
+	ErrNoCgroups     = errors.New("no usable cgroup controllers for cpu/memory limits")
+	ErrEnvNotFound   = errors.New("environment not found on the share")
+	ErrInvalidSpec   = errors.New("invalid task spec")
+	ErrAlreadyExists = errors.New("a task with this id is already running")
+)
+
+// Config configures a Runtime.
+type Config struct {
+	// CgroupParent is the cgroup (relative to each hierarchy's root) under which task cgroups
+	// are made: <parent>/<task-id>. Default "eddy".
+	CgroupParent string
+	// ShareRoot is the share as this node sees it (the FUSE mount); environment tarballs are
+	// read from it.
+	ShareRoot string
+	// ContainerdSocket: use the node's running containerd at this address.
+	ContainerdSocket string
+	// ContainerdDir: when ContainerdSocket is empty and this is set, start a private containerd
+	// with root, state and socket under this directory (stopped by Close).
+	ContainerdDir string
+	// ContainerdNamespace (default "eddy") and Snapshotter (default "overlayfs").
+	ContainerdNamespace string
+	Snapshotter         string
+	// AllowRoot permits tasks with Uid 0.
+	AllowRoot bool
+	Logger    *slog.Logger
+}
+
+// Option adjusts a Runtime.
+type Option func(*Runtime)
+
+// WithLogger sets the logger (overrides Config.Logger).
+func WithLogger(l *slog.Logger) Option { return func(r *Runtime) { r.log = l } }
+
+// WithImportLease makes the runtime write a lease file next to a tarball while it imports it,
+// so that `eddy env prune` on any node leaves it alone (default on).
+func WithImportLease(on bool) Option { return func(r *Runtime) { r.lease = on } }
+
+// Runtime runs process and container tasks on this node. It implements Runner.
+type Runtime struct {
+	cfg   Config
+	log   *slog.Logger
+	cg    cgroupSystem
+	lease bool
+
+	ctr *containerRuntime // nil when containers are not configured
+
+	mu      sync.Mutex
+	running map[string]Running // guarded by mu; by task ID
+}
+
+var _ Runner = (*Runtime)(nil)
+
+// New builds a Runtime: it detects cgroups and, when configured, connects to (or starts)
+// containerd and reconciles containers left by an earlier daemon (see Adopted).
+func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = "eddy"
+	}
+	if cfg.ContainerdNamespace == "" {
+		cfg.ContainerdNamespace = "eddy"
+	}
+	if cfg.Snapshotter == "" {
+		cfg.Snapshotter = "overlayfs"
+	}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, lease: true, running: map[string]Running{}}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	r.log = r.log.With("component", "runtime")
+	r.cg = detectCgroups(cfg.CgroupParent, r.log)
+	if cfg.ContainerdSocket != "" || cfg.ContainerdDir != "" {
+		c, err := newContainerRuntime(ctx, r)
+		if err != nil {
+			return nil, fmt.Errorf("runtime: containerd: %w", err)
+		}
+		r.ctr = c
+	}
+	return r, nil
+}
+
+// Close releases the containerd connection and stops a private containerd. Running container
+// tasks keep running (their shims outlive containerd) and are re-adopted by the next New.
+func (r *Runtime) Close() error {
+	if r.ctr != nil {
+		return r.ctr.close()
+	}
+	return nil
+}
+
+// CgroupMode reports "v2", "v1" or "none".
+func (r *Runtime) CgroupMode() string { return r.cg.mode() }
+
+// Start runs spec as a process, or as a container when spec.Container is set.
+func (r *Runtime) Start(ctx context.Context, spec Spec) (Running, error) {
+	if err := r.validate(spec); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if _, ok := r.running[spec.ID]; ok {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("runtime: start %s: %w", spec.ID, ErrAlreadyExists)
+	}
+	r.running[spec.ID] = nil // reserve
+	r.mu.Unlock()
+
+	var (
+		run Running
+		err error
+	)
+	if spec.Container != nil {
+		if r.ctr == nil {
+			err = fmt.Errorf("runtime: start %s: %w", spec.ID, ErrNoContainerd)
+		} else {
+			run, err = r.ctr.start(ctx, spec)
+		}
+	} else {
+		run, err = r.startProcess(ctx, spec)
+	}
+	r.mu.Lock()
+	if err != nil {
+		delete(r.running, spec.ID)
+	} else {
+		r.running[spec.ID] = run
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		_, _ = run.Wait(context.Background())
+		r.mu.Lock()
+		if r.running[spec.ID] == run {
+			delete(r.running, spec.ID)
+		}
+		r.mu.Unlock()
+	}()
+	return run, nil
+}
+
+// Running returns the running task with this ID, if any.
+func (r *Runtime) Running(id string) (Running, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	run, ok := r.running[id]
+	return run, ok && run != nil
+}
+
+func (r *Runtime) validate(spec Spec) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("runtime: start %q: %w: %s", spec.ID, ErrInvalidSpec, fmt.Sprintf(format, a...))
+	}
+	if spec.ID == "" || !validID(spec.ID) {
+		return bad("task id must be non-empty and use only [A-Za-z0-9_.-]")
+	}
+	if spec.Container == nil && len(spec.Command) == 0 {
+		return bad("empty command")
+	}
+	if spec.Cores < 0 || spec.MemBytes < 0 {
+		return bad("negative cores or memory")
+	}
+	if spec.LogDir == "" {
+		return bad("no log dir")
+	}
+	if spec.Container != nil && (spec.Container.Env == "") == (spec.Container.Image == "") {
+		return bad("container needs exactly one of env or image")
+	}
+	if spec.Uid == 0 && !r.cfg.AllowRoot {
+		return fmt.Errorf("runtime: start %q: %w", spec.ID, ErrRootRefused)
+	}
+	return nil
+}
+
+func validID(s string) bool {
+	if s == "." || s == ".." || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
