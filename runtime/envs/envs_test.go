@@ -213,4 +213,3 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("second prune: %+v %v", rep, err)
 	}
 }
-
