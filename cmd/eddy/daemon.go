@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/urfave/cli/v2"
+
+	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/daemon"
+)
+
+func init() { register(daemonCommand) }
+
+// envName is the EDDY_* variable of a daemon flag.
+func envName(flag string) []string {
+	return []string{"EDDY_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))}
+}
+
+func daemonFlags() []cli.Flag {
+	str := func(name, value, usage string) cli.Flag {
+		return &cli.StringFlag{Name: name, Value: value, Usage: usage, EnvVars: envName(name)}
+	}
+	dur := func(name string, value time.Duration, usage string) cli.Flag {
+		return &cli.DurationFlag{Name: name, Value: value, Usage: usage, EnvVars: envName(name)}
+	}
+	boolf := func(name, usage string) cli.Flag {
+		return &cli.BoolFlag{Name: name, Usage: usage, EnvVars: envName(name)}
+	}
+	slice := func(name, usage string) cli.Flag {
+		return &cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: envName(name)}
+	}
+	return []cli.Flag{
+		str("origin", "", "the shared directory: a `PATH` (any POSIX dir: NFS/SSHFS/local) or a URL such as nfs://server/export (required)"),
+		str("mount", "", "mount the cached view on `DIR` (required)"),
+		str("cache-dir", "", "local cache directory (index and chunks), on local disk outside the share (required unless --no-cache)"),
+		str("cache-size", fmt.Sprintf("%d%%", cache.DefaultMaxPercent), "cache quota: bytes with a unit (50G) or a percentage of the cache filesystem (20%)"),
+		str("min-free", fmt.Sprintf("%d%%", cache.DefaultMinFreePercent), "keep this percentage of the cache filesystem free"),
+		dur("revalidate", cache.DefaultRevalidate, "revalidate open files against the origin at least this often (always on open)"),
+		str("chunk-size", fmt.Sprintf("%dM", cache.DefaultChunkSize>>20), "cache chunk size (64K-256M, multiple of 4K)"),
+		slice("include", "cache only files matching this `GLOB` (repeatable; default: every regular file)"),
+		slice("exclude", "never cache files matching this `GLOB` (repeatable)"),
+		boolf("no-cache", "no local cache: plain origin-over-FUSE"),
+		dur("offline-grace", 0, "while the origin is down, serve fully cached files validated within this window read-only (0: off)"),
+		dur("origin-timeout", daemon.DefaultOriginTimeout, "fail origin operations with EIO after this long"),
+		str("socket", defaultSocket, "unix socket of the local control API (mode 0600)"),
+		&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with any of these flags as keys (flags and EDDY_* variables take precedence)", EnvVars: envName("config")},
+		str("metrics", "off", "OpenTelemetry metrics exporter: off, stdout or prometheus"),
+		str("metrics-addr", daemon.DefaultMetricsAddr, "address of the Prometheus /metrics endpoint (with --metrics prometheus)"),
+		dur("metrics-interval", daemon.DefaultMetricsInterval, "export period (with --metrics stdout)"),
+		str("log-level", "info", "log level: debug, info, warn, error"),
+		dur("shutdown-timeout", daemon.DefaultShutdownTimeout, "bound on unmounting at SIGINT/SIGTERM"),
+		// Cluster mode.
+		boolf("scheduler", "cluster: this daemon holds the task queue and places tasks"),
+		str("join", "", "cluster: join the scheduler at `ADDR`"),
+		str("listen", "", "cluster: serve the cluster API on `ADDR` (host:port)"),
+		str("token-file", "", "cluster: read the cluster token from `FILE` (or set EDDY_TOKEN)"),
+		str("tls-cert", "", "cluster: TLS certificate `FILE` for --listen"),
+		str("tls-key", "", "cluster: TLS key `FILE` for --listen"),
+		str("node-name", "", "cluster: this node's name (default: the hostname)"),
+		slice("label", "cluster: node label `k=v` (repeatable)"),
+		dur("locality-wait", daemon.DefaultLocalityWait, "cluster: how long a task may wait for a node with its inputs cached"),
+	}
+}
+
+func daemonCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "daemon",
+		Usage: "run this node's eddy: the cached FUSE view of the share and the control API",
+		Description: "Mounts a read-write view of --origin on --mount, caching file contents in --cache-dir.\n" +
+			"Configuration precedence: flags, then EDDY_<FLAG> environment variables (EDDY_CACHE_SIZE, ...),\n" +
+			"then the TOML --config file (keys are flag names: cache-size = \"50G\").",
+		Flags:  daemonFlags(),
+		Before: applyConfigFile,
+		Action: runDaemon,
+	}
+}
+
+// applyConfigFile fills flags that neither the command line nor the
+// environment set from the TOML file named by --config.
+func applyConfigFile(c *cli.Context) error {
+	file := c.String("config")
+	if file == "" {
+		return nil
+	}
+	var m map[string]any
+	if _, err := toml.DecodeFile(file, &m); err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
+	known := map[string]bool{}
+	for _, f := range daemonFlags() {
+		known[f.Names()[0]] = true
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		name := strings.ReplaceAll(k, "_", "-")
+		if !known[name] || name == "config" {
+			return fmt.Errorf("config %s: unknown key %q (keys are daemon flag names, e.g. cache-size)", file, k)
+		}
+		if c.IsSet(name) {
+			continue // flags and EDDY_* variables win
+		}
+		vals, err := tomlValues(m[k])
+		if err != nil {
+			return fmt.Errorf("config %s: %s: %w", file, k, err)
+		}
+		for _, v := range vals {
+			if err := c.Set(name, v); err != nil {
+				return fmt.Errorf("config %s: %s = %q: %w", file, k, v, err)
+			}
+		}
+	}
+	return nil
+}
+
+func tomlValues(v any) ([]string, error) {
+	switch x := v.(type) {
+	case string, bool, int64, float64:
+		return []string{fmt.Sprint(x)}, nil
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			s, err := tomlValues(e)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s...)
+		}
+		return out, nil
+	case map[string]any:
+		// labels as a table: label = { gpu = "a100" }
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		out := make([]string, 0, len(x))
+		for _, k := range keys {
+			out = append(out, fmt.Sprintf("%s=%v", k, x[k]))
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unsupported value %v (%T)", v, v)
+}
+
+// daemonConfig turns the command's flags into a daemon.Config.
+func daemonConfig(c *cli.Context) (daemon.Config, error) {
+	cfg := daemon.Config{
+		Origin:          c.String("origin"),
+		Mount:           c.String("mount"),
+		CacheDir:        c.String("cache-dir"),
+		Revalidate:      c.Duration("revalidate"),
+		Include:         c.StringSlice("include"),
+		Exclude:         c.StringSlice("exclude"),
+		NoCache:         c.Bool("no-cache"),
+		OfflineGrace:    c.Duration("offline-grace"),
+		OriginTimeout:   c.Duration("origin-timeout"),
+		Socket:          lookupString(c, "socket"),
+		Metrics:         c.String("metrics"),
+		MetricsAddr:     c.String("metrics-addr"),
+		MetricsInterval: c.Duration("metrics-interval"),
+		ShutdownTimeout: c.Duration("shutdown-timeout"),
+		Scheduler:       c.Bool("scheduler"),
+		Join:            c.String("join"),
+		Listen:          c.String("listen"),
+		Token:           os.Getenv("EDDY_TOKEN"),
+		TokenFile:       c.String("token-file"),
+		TLSCert:         c.String("tls-cert"),
+		TLSKey:          c.String("tls-key"),
+		NodeName:        c.String("node-name"),
+		LocalityWait:    c.Duration("locality-wait"),
+		Version:         version,
+	}
+	var err error
+	if cfg.CacheBytes, cfg.CachePercent, err = daemon.ParseSizeOrPercent(c.String("cache-size")); err != nil {
+		return cfg, fmt.Errorf("--cache-size: %w", err)
+	}
+	if cfg.CacheBytes == 0 && cfg.CachePercent == 0 {
+		cfg.NoCache = true // a cache of size 0 is no cache
+	}
+	if cfg.MinFreePercent, err = daemon.ParsePercent(c.String("min-free")); err != nil {
+		return cfg, fmt.Errorf("--min-free: %w", err)
+	}
+	if cfg.ChunkSize, err = daemon.ParseSize(c.String("chunk-size")); err != nil {
+		return cfg, fmt.Errorf("--chunk-size: %w", err)
+	}
+	if cfg.Labels, err = daemon.ParseLabels(c.StringSlice("label")); err != nil {
+		return cfg, err
+	}
+	if cfg.Metrics == "off" {
+		cfg.Metrics = ""
+	}
+	return cfg, nil
+}
+
+func runDaemon(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("daemon takes no arguments (got %q); use --origin, --mount and --cache-dir", c.Args().Slice())
+	}
+	cfg, err := daemonConfig(c)
+	if err != nil {
+		return err
+	}
+	lvl, err := parseLogLevel(lookupString(c, "log-level"))
+	if err != nil {
+		return err
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(cfg.Logger)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills the process at once
+	}()
+	return daemon.Run(ctx, cfg)
+}

@@ -1,0 +1,212 @@
+package daemon
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Config is everything `eddy daemon` takes. The command fills it from flags,
+// EDDY_* variables and the TOML file, in that precedence.
+type Config struct {
+	// Origin is the shared directory: a POSIX path, or a URL (contains "://",
+	// e.g. nfs://server/export).
+	Origin string
+	// Mount is the mountpoint of the FUSE view.
+	Mount string
+	// CacheDir holds the cache's index and data.
+	CacheDir string
+	// CacheBytes is the cache quota in bytes; when 0, CachePercent of the
+	// cache filesystem (when both are 0, the cache's default percent).
+	CacheBytes   int64
+	CachePercent float64
+	// MinFreePercent of the cache filesystem is kept free.
+	MinFreePercent float64
+	// Revalidate bounds how long an open file goes without revalidation.
+	Revalidate time.Duration
+	// ChunkSize of cached files, bytes (0: the cache's default).
+	ChunkSize int64
+	// Include and Exclude are globs selecting cacheable files.
+	Include, Exclude []string
+	// NoCache serves the origin through the mount with no local cache.
+	NoCache bool
+	// OfflineGrace: while the origin is unreachable, fully cached files
+	// validated within this window are still served read-only (0: off).
+	OfflineGrace time.Duration
+	// OriginTimeout bounds every origin operation.
+	OriginTimeout time.Duration
+
+	// Socket is the unix socket of the local API.
+	Socket string
+
+	// Metrics selects an OpenTelemetry exporter: "" (off), "stdout" or
+	// "prometheus" (served at MetricsAddr/metrics).
+	Metrics         string
+	MetricsAddr     string
+	MetricsInterval time.Duration // stdout export period
+
+	// Cluster mode (issue 5).
+	Scheduler    bool              // this daemon holds the cluster's queue and places tasks
+	Join         string            // scheduler address to join
+	Listen       string            // TCP address of this daemon's cluster API
+	Token        string            // cluster token (EDDY_TOKEN or the config file)
+	TokenFile    string            // file holding the cluster token
+	TLSCert      string            // TLS certificate for Listen
+	TLSKey       string            // TLS key for Listen
+	NodeName     string            // this node's name (default: hostname)
+	Labels       map[string]string // node labels
+	LocalityWait time.Duration     // how long a task may wait for a warm node
+
+	// ShutdownTimeout bounds the unmount at SIGINT/SIGTERM.
+	ShutdownTimeout time.Duration
+
+	// Version is reported by /v1/health.
+	Version string
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Meter, when set, is used instead of the one Metrics would build.
+	Meter metric.Meter
+}
+
+// Defaults of Config (and of `eddy daemon`'s flags).
+const (
+	DefaultSocket          = "/run/eddy/eddy.sock"
+	DefaultMetricsAddr     = "127.0.0.1:9464"
+	DefaultMetricsInterval = 30 * time.Second
+	DefaultOriginTimeout   = 30 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultLocalityWait    = 5 * time.Second
+)
+
+func (c *Config) setDefaults() {
+	if c.Socket == "" {
+		c.Socket = DefaultSocket
+	}
+	if c.MetricsAddr == "" {
+		c.MetricsAddr = DefaultMetricsAddr
+	}
+	if c.MetricsInterval <= 0 {
+		c.MetricsInterval = DefaultMetricsInterval
+	}
+	if c.OriginTimeout <= 0 {
+		c.OriginTimeout = DefaultOriginTimeout
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.LocalityWait <= 0 {
+		c.LocalityWait = DefaultLocalityWait
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// validate reports the first problem with the configuration itself (before
+// anything on disk is looked at).
+func (c *Config) validate() error {
+	switch {
+	case c.Origin == "":
+		return fmt.Errorf("--origin is required (a directory, or a URL such as nfs://server/export)")
+	case c.Mount == "":
+		return fmt.Errorf("--mount is required (the directory to mount the share on)")
+	case c.CacheDir == "" && !c.NoCache:
+		return fmt.Errorf("--cache-dir is required (or --no-cache)")
+	case c.CacheBytes < 0:
+		return fmt.Errorf("--cache-size must not be negative")
+	case c.CachePercent < 0 || c.CachePercent > 100:
+		return fmt.Errorf("--cache-size %g%%: a percentage must be within 0-100", c.CachePercent)
+	case c.MinFreePercent < 0 || c.MinFreePercent >= 100:
+		return fmt.Errorf("--min-free %g%%: must be within 0-99", c.MinFreePercent)
+	case c.Revalidate < 0:
+		return fmt.Errorf("--revalidate must not be negative")
+	case c.ChunkSize < 0 || (c.ChunkSize > 0 && (c.ChunkSize < 64<<10 || c.ChunkSize > 256<<20)):
+		return fmt.Errorf("--chunk-size %d: must be between 64KiB and 256MiB", c.ChunkSize)
+	case c.ChunkSize > 0 && c.ChunkSize&(4096-1) != 0:
+		return fmt.Errorf("--chunk-size %d: must be a multiple of 4KiB", c.ChunkSize)
+	}
+	switch c.Metrics {
+	case "", "off", "none", "stdout", "prometheus":
+	default:
+		return fmt.Errorf("--metrics %q: want stdout or prometheus (default off)", c.Metrics)
+	}
+	for _, g := range append(append([]string{}, c.Include...), c.Exclude...) {
+		if err := checkGlob(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ParseSize parses a byte count: a plain number of bytes or a number with a
+// unit (K, M, G, T, P with optional "i" and "B", all binary: 50G = 50 GiB).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return 0, fmt.Errorf("size %q: empty", s)
+	}
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("size %q: want a number with an optional unit (K, M, G, T)", s)
+	}
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	mult := map[string]float64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+	m, ok := mult[unit]
+	if !ok {
+		return 0, fmt.Errorf("size %q: unknown unit (want K, M, G, T or P)", s)
+	}
+	b := v * m
+	if b > math.MaxInt64/2 {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return int64(b), nil
+}
+
+// ParseSizeOrPercent parses "50G" (bytes) or "20%" (percent of the cache
+// filesystem). Exactly one of the results is set (both 0 for "0").
+func ParseSizeOrPercent(s string) (bytes int64, percent float64, err error) {
+	t := strings.TrimSpace(s)
+	if strings.HasSuffix(t, "%") {
+		p, err := ParsePercent(t)
+		return 0, p, err
+	}
+	b, err := ParseSize(t)
+	return b, 0, err
+}
+
+// ParsePercent parses "10%" or "10".
+func ParsePercent(s string) (float64, error) {
+	t := strings.TrimSuffix(strings.TrimSpace(s), "%")
+	p, err := strconv.ParseFloat(t, 64)
+	if err != nil || p < 0 || p > 100 || math.IsNaN(p) {
+		return 0, fmt.Errorf("percentage %q: want a number within 0-100, e.g. 20%%", s)
+	}
+	return p, nil
+}
+
+// ParseLabels parses k=v pairs.
+func ParseLabels(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: want key=value", kv)
+		}
+		out[k] = strings.TrimSpace(v)
+	}
+	return out, nil
+}

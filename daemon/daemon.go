@@ -1,0 +1,298 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/eddy-cluster/eddy/api"
+	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/cache/origin"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Daemon is one running node: origin, cache, FUSE mount and control API.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	meter   metric.Meter
+	origin  origin.FS
+	cache   Store   // nil with --no-cache
+	mnt     Mounted // the FUSE server
+	api     *apiServer
+	started time.Time
+	// mounted is closed when the FUSE server has stopped (unmounted).
+	mounted chan struct{}
+	// closers run at shutdown, last added first.
+	closers []func(context.Context) error
+}
+
+// Handle registers an extra API route on the daemon's control API (local
+// socket, and the cluster listener), e.g. from startCluster.
+func (d *Daemon) Handle(pattern string, h http.Handler) { d.api.mux.Handle(pattern, h) }
+
+// APIHandler is the control API's handler, for the cluster's TCP listener.
+func (d *Daemon) APIHandler() http.Handler { return d.api }
+
+// Config returns the daemon's configuration (defaults applied, paths absolute).
+func (d *Daemon) Config() Config { return d.cfg }
+
+// Cache returns the node's cache, nil with --no-cache.
+func (d *Daemon) Cache() Store { return d.cache }
+
+// Origin returns the origin.
+func (d *Daemon) Origin() origin.FS { return d.origin }
+
+// OnShutdown runs fn when the daemon stops (after the mount is gone, in
+// reverse order of registration).
+func (d *Daemon) OnShutdown(fn func(context.Context) error) { d.closers = append(d.closers, fn) }
+
+// Run checks the configuration and the machine, mounts the cached view of
+// the origin, serves the control API, and blocks until ctx ends (SIGINT or
+// SIGTERM in `eddy daemon`) or the mount goes away; it then unmounts (bounded
+// by ShutdownTimeout) and returns.
+func Run(ctx context.Context, cfg Config) (err error) {
+	d, err := start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down", "reason", context.Cause(ctx))
+	case <-d.mounted:
+		d.log.Warn("the mount went away (unmounted from outside); shutting down", "mount", d.cfg.Mount)
+	}
+	return d.stop()
+}
+
+func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if err := absPaths(&cfg); err != nil {
+		return nil, err
+	}
+	if err := checkFuse(); err != nil {
+		return nil, err
+	}
+	originDir := ""
+	if !isURL(cfg.Origin) {
+		if err := checkOriginDir(cfg.Origin); err != nil {
+			return nil, err
+		}
+		if originDir, err = resolvePath(cfg.Origin); err != nil {
+			return nil, fmt.Errorf("origin %s: %w", cfg.Origin, err)
+		}
+	}
+	if err := prepareMountpoint(cfg.Mount, log.Info); err != nil {
+		return nil, err
+	}
+	mountReal, err := resolvePath(cfg.Mount)
+	if err != nil {
+		return nil, fmt.Errorf("mountpoint %s: %w", cfg.Mount, err)
+	}
+	cacheReal := ""
+	if !cfg.NoCache {
+		if cacheReal, err = resolvePath(cfg.CacheDir); err != nil {
+			return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)
+		}
+	}
+	if err := checkLayout(originDir, mountReal, cacheReal); err != nil {
+		return nil, err
+	}
+
+	d := &Daemon{cfg: cfg, log: log, started: time.Now(), mounted: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.runClosers()
+		}
+	}()
+
+	meter := cfg.Meter
+	if meter == nil {
+		m, shutdown, err := metricsSetup(ctx, &d.cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		meter = m
+		d.OnShutdown(shutdown)
+	}
+	d.meter = meter
+
+	octx, cancel := context.WithTimeout(ctx, cfg.OriginTimeout)
+	d.origin, err = openOrigin(octx, &d.cfg)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	d.OnShutdown(func(context.Context) error { return d.origin.Close() })
+
+	if !cfg.NoCache {
+		if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("cache dir %s: %w", cfg.CacheDir, err)
+		}
+		st, err := openCache(ctx, d.origin, cache.Config{
+			Dir:            cfg.CacheDir,
+			ChunkSize:      cfg.ChunkSize,
+			MaxBytes:       cfg.CacheBytes,
+			MaxPercent:     cfg.CachePercent,
+			MinFreePercent: cfg.MinFreePercent,
+			Revalidate:     cfg.Revalidate,
+			Include:        cfg.Include,
+			Exclude:        cfg.Exclude,
+			Logger:         log.With("part", "cache"),
+			Meter:          meter,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open cache %s: %w", cfg.CacheDir, err)
+		}
+		d.cache = st
+		d.OnShutdown(func(context.Context) error { return st.Close() })
+	}
+
+	var cc CacheControl
+	if d.cache != nil {
+		cc = d.cache
+	}
+	d.api = newAPIServer(cc, cfg.Mount, d.origin.String(), d.health, log.With("part", "api"))
+
+	mnt, err := mountFS(ctx, cfg.Mount, d.origin, d.cache, d)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", cfg.Mount, err)
+	}
+	d.mnt = mnt
+	go func() { mnt.Wait(); close(d.mounted) }()
+	mountedOK := false
+	defer func() {
+		if !mountedOK {
+			d.unmount()
+		}
+	}()
+
+	l, err := listenUnix(cfg.Socket)
+	if err != nil {
+		return nil, err
+	}
+	srv := serveHTTP(l, d.api, log.With("part", "api"))
+	d.OnShutdown(func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		_ = os.Remove(cfg.Socket)
+		return err
+	})
+
+	if err := d.startCluster(ctx); err != nil {
+		return nil, err
+	}
+	mountedOK = true
+	mode := "cached"
+	if cfg.NoCache {
+		mode = "no cache"
+	}
+	log.Info("eddy ready", "origin", d.origin.String(), "mount", cfg.Mount, "cache", cfg.CacheDir, "mode", mode, "socket", cfg.Socket, "pid", os.Getpid())
+	return d, nil
+}
+
+// stop unmounts (bounded) and closes everything.
+func (d *Daemon) stop() error {
+	d.unmount()
+	return d.runClosers()
+}
+
+func (d *Daemon) runClosers() error {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		if err := d.closers[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	d.closers = nil
+	return errors.Join(errs...)
+}
+
+// unmount unmounts the FUSE view within ShutdownTimeout: a plain unmount,
+// retried while the mount is busy, then a lazy one; if the FUSE server still
+// has not stopped, the daemon exits anyway (which aborts the connection).
+func (d *Daemon) unmount() {
+	if d.mnt == nil {
+		return
+	}
+	deadline := time.Now().Add(d.cfg.ShutdownTimeout)
+	for {
+		select {
+		case <-d.mounted:
+			d.log.Info("unmounted", "mount", d.cfg.Mount)
+			return
+		default:
+		}
+		err := d.mnt.Unmount()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline.Add(-d.cfg.ShutdownTimeout / 2)) {
+			d.log.Warn("unmount failed; detaching lazily", "mount", d.cfg.Mount, "err", err)
+			if err := unix.Unmount(d.cfg.Mount, unix.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+				d.log.Warn("lazy unmount", "mount", d.cfg.Mount, "err", err)
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case <-d.mounted:
+		d.log.Info("unmounted", "mount", d.cfg.Mount)
+	case <-time.After(time.Until(deadline)):
+		d.log.Warn("the FUSE server did not stop in time; exiting anyway", "mount", d.cfg.Mount, "timeout", d.cfg.ShutdownTimeout)
+	}
+}
+
+func (d *Daemon) health() api.Health {
+	h := api.Health{
+		Status:    "ok",
+		Version:   d.cfg.Version,
+		Node:      d.cfg.NodeName,
+		Origin:    d.origin.String(),
+		Mount:     d.cfg.Mount,
+		CacheDir:  d.cfg.CacheDir,
+		NoCache:   d.cfg.NoCache,
+		StartedAt: d.started,
+		PID:       os.Getpid(),
+	}
+	if d.cache != nil && d.cache.Stats().Degraded {
+		h.Status = "degraded"
+	}
+	return h
+}
+
+func absPaths(cfg *Config) error {
+	var err error
+	abs := func(p *string) {
+		if err != nil || *p == "" {
+			return
+		}
+		var a string
+		a, err = filepath.Abs(*p)
+		*p = a
+	}
+	if !isURL(cfg.Origin) {
+		abs(&cfg.Origin)
+	}
+	abs(&cfg.Mount)
+	abs(&cfg.CacheDir)
+	abs(&cfg.Socket)
+	if cfg.NodeName == "" {
+		cfg.NodeName, _ = os.Hostname()
+	}
+	return err
+}
