@@ -19,9 +19,12 @@ type Store interface {
 	Close() error
 }
 
-// Mounted is a live FUSE mount (*fuse.Server).
+// Mounted is a live FUSE view (*fusefs.View).
 type Mounted interface {
-	Unmount() error
+	// Unmount unmounts within ctx's deadline (lazily and by aborting the
+	// connection when a plain unmount cannot finish).
+	Unmount(ctx context.Context) error
+	// Wait blocks until the FUSE server has stopped.
 	Wait()
 }
 

@@ -8,10 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/cache"
@@ -221,40 +218,35 @@ func (d *Daemon) runClosers() error {
 	return errors.Join(errs...)
 }
 
-// unmount unmounts the FUSE view within ShutdownTimeout: a plain unmount,
-// retried while the mount is busy, then a lazy one; if the FUSE server still
-// has not stopped, the daemon exits anyway (which aborts the connection).
+// unmount unmounts the FUSE view within ShutdownTimeout (the view detaches
+// lazily and aborts its connection when a plain unmount cannot finish); if
+// the FUSE server still has not stopped, the daemon goes on exiting, which
+// closes /dev/fuse.
 func (d *Daemon) unmount() {
 	if d.mnt == nil {
 		return
 	}
-	deadline := time.Now().Add(d.cfg.ShutdownTimeout)
-	for {
-		select {
-		case <-d.mounted:
-			d.log.Info("unmounted", "mount", d.cfg.Mount)
-			return
-		default:
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+	defer cancel()
+	select {
+	case <-d.mounted:
+	default:
+		if err := d.mnt.Unmount(ctx); err != nil {
+			d.log.Warn("unmount", "mount", d.cfg.Mount, "err", err)
 		}
-		err := d.mnt.Unmount()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline.Add(-d.cfg.ShutdownTimeout / 2)) {
-			d.log.Warn("unmount failed; detaching lazily", "mount", d.cfg.Mount, "err", err)
-			if err := unix.Unmount(d.cfg.Mount, unix.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
-				d.log.Warn("lazy unmount", "mount", d.cfg.Mount, "err", err)
-			}
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	select {
 	case <-d.mounted:
 		d.log.Info("unmounted", "mount", d.cfg.Mount)
-	case <-time.After(time.Until(deadline)):
+	case <-time.After(time.Second + time.Until(deadlineOf(ctx))):
 		d.log.Warn("the FUSE server did not stop in time; exiting anyway", "mount", d.cfg.Mount, "timeout", d.cfg.ShutdownTimeout)
 	}
+	d.mnt = nil
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	dl, _ := ctx.Deadline()
+	return dl
 }
 
 func (d *Daemon) health() api.Health {
