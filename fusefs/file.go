@@ -1,0 +1,457 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/cache/origin"
+)
+
+// openFlagMask keeps the open(2) flags that mean something to the origin
+// file (the kernel adds others, such as FMODE_EXEC, O_LARGEFILE).
+const openFlagMask = syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_TRUNC | syscall.O_EXCL |
+	syscall.O_SYNC | syscall.O_DSYNC | syscall.O_NOATIME
+
+// handle is one open file. Writable handles (and read-only handles of files
+// the cache does not take) read and write the origin file; read-only handles
+// of cacheable files read through a cache.Handle.
+type handle struct {
+	n        *node
+	name     string
+	flags    int // open(2) flags for the origin file
+	writable bool
+
+	mu sync.Mutex
+	// of is the origin file (guarded by mu; for cached handles opened
+	// lazily, for locks and fallocate).
+	of     origin.File
+	ch     cache.Handle // read-only cached view, or nil (immutable)
+	dirty  bool         // written since the last sync (guarded by mu)
+	posix  bool         // POSIX locks taken through this handle (guarded by mu)
+	closed bool         // guarded by mu
+}
+
+// ptHandle is a read-only cached handle whose content is a complete local
+// file: it offers the kernel a passthrough backing fd. A distinct type,
+// because go-fuse gives every handle implementing FilePassthroughFder the
+// inode's existing backing file.
+type ptHandle struct {
+	*handle
+	f        *os.File
+	readSeen sync.Once
+}
+
+var (
+	_ fs.FileReader    = (*handle)(nil)
+	_ fs.FileWriter    = (*handle)(nil)
+	_ fs.FileFlusher   = (*handle)(nil)
+	_ fs.FileFsyncer   = (*handle)(nil)
+	_ fs.FileReleaser  = (*handle)(nil)
+	_ fs.FileGetlker   = (*handle)(nil)
+	_ fs.FileSetlker   = (*handle)(nil)
+	_ fs.FileSetlkwer  = (*handle)(nil)
+	_ fs.FileAllocater = (*handle)(nil)
+
+	_ fs.FilePassthroughFder = (*ptHandle)(nil)
+	_ fs.FileReader          = (*ptHandle)(nil)
+)
+
+func asHandle(f fs.FileHandle) *handle {
+	switch h := f.(type) {
+	case *handle:
+		return h
+	case *ptHandle:
+		return h.handle
+	}
+	return nil
+}
+
+// originFile returns the open origin file, nil if there is none.
+func (h *handle) originFile() origin.File {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.of
+}
+
+// originFileOpen returns the origin file, opening it for a cached handle.
+func (h *handle) originFileOpen(ctx context.Context) (origin.File, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, syscall.EBADF
+	}
+	if h.of != nil {
+		return h.of, nil
+	}
+	octx, cancel := h.n.st.octx(ctx)
+	defer cancel()
+	of, err := h.n.st.org.Open(octx, h.name, h.flags&^syscall.O_TRUNC)
+	if err != nil {
+		return nil, err
+	}
+	h.of = of
+	return of, nil
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	st := n.st
+	name := n.name()
+	oflags := int(flags) & openFlagMask
+	writable := oflags&syscall.O_ACCMODE != syscall.O_RDONLY || oflags&syscall.O_TRUNC != 0
+	octx, cancel := st.octx(ctx)
+	defer cancel()
+	if writable {
+		of, err := st.org.Open(octx, name, oflags)
+		if err != nil {
+			return nil, 0, errno(err)
+		}
+		if st.cache != nil && oflags&syscall.O_TRUNC != 0 {
+			st.cache.Invalidate(name)
+		}
+		n.addHandle()
+		return &handle{n: n, name: name, flags: oflags, writable: true, of: of}, 0, 0
+	}
+
+	// Read-only: close-to-open. Ask the origin now, not the kernel's attrs.
+	a, offline, err := st.lstat(ctx, name, n)
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	if offline {
+		return n.openOffline(ctx, name)
+	}
+	fp := a.Fingerprint()
+	n.mu.Lock()
+	keep := n.openFPSet && n.openFP == fp
+	n.openFP, n.openFPSet = fp, true
+	lastSize := n.last.Size
+	n.mu.Unlock()
+	if !keep || lastSize != a.Size {
+		// The kernel may hold attrs (size) from before the change.
+		n.NotifyContent(-1, 0)
+	}
+
+	if st.cache != nil && a.IsRegular() && st.cache.Cacheable(name) {
+		ch, res, err := st.cache.OpenFile(octx, name, a)
+		if err == nil {
+			if res.Changed {
+				keep = false
+			}
+			h := &handle{n: n, name: name, flags: oflags, ch: ch}
+			var fuseFlags uint32
+			if keep {
+				fuseFlags = fuse.FOPEN_KEEP_CACHE
+			}
+			if pf := ch.PassthroughFile(); pf != nil && st.passthroughOK() && n.claimPassthrough(fp) {
+				st.cache.NotePassthroughOpen()
+				return &ptHandle{handle: h, f: pf}, fuseFlags, 0
+			}
+			n.addHandle()
+			return h, fuseFlags, 0
+		}
+		// Never fail a read because of the cache: read the origin.
+		st.log.Debug("fusefs: cache open failed; reading the origin", "name", name, "err", err)
+	}
+	of, err := st.org.Open(octx, name, oflags)
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	n.addHandle()
+	var fuseFlags uint32
+	if keep {
+		fuseFlags = fuse.FOPEN_KEEP_CACHE
+	}
+	return &handle{n: n, name: name, flags: oflags, of: of}, fuseFlags, 0
+}
+
+// openOffline serves a read-only open from the cache alone while the origin
+// is in trouble.
+func (n *node) openOffline(ctx context.Context, name string) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.st.offline == nil {
+		return nil, 0, syscall.EIO
+	}
+	ch, err := n.st.offline.OpenOffline(ctx, name)
+	if err != nil {
+		return nil, 0, syscall.EIO
+	}
+	n.addHandle()
+	return &handle{n: n, name: name, flags: syscall.O_RDONLY, ch: ch}, 0, 0
+}
+
+func (n *node) addHandle() {
+	n.mu.Lock()
+	n.handles++
+	n.mu.Unlock()
+}
+
+// claimPassthrough decides whether an open of content version fp may use
+// passthrough, and counts the handle.
+func (n *node) claimPassthrough(fp origin.Fingerprint) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.handles++
+	if n.ptSet && n.ptFP != fp {
+		return false // a backing file of another version may still be registered
+	}
+	n.ptFP, n.ptSet = fp, true
+	return true
+}
+
+func (n *node) releaseHandle() {
+	n.mu.Lock()
+	n.handles--
+	if n.handles <= 0 {
+		// go-fuse has unregistered the backing file once every handle of the
+		// inode is released.
+		n.handles = 0
+		n.ptSet = false
+	}
+	n.mu.Unlock()
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	st := n.st
+	full := n.child(name)
+	oflags := int(flags) & openFlagMask
+	octx, cancel := st.octx(ctx)
+	defer cancel()
+	of, err := st.org.Create(octx, full, oflags, mode&07777, caller(ctx))
+	if err != nil {
+		return nil, nil, 0, errno(err)
+	}
+	a, err := of.Stat(octx)
+	if err != nil {
+		of.Close()
+		return nil, nil, 0, errno(err)
+	}
+	if st.cache != nil {
+		st.cache.Invalidate(full)
+	}
+	ch := n.newChild(ctx, a, out)
+	cn := ch.Operations().(*node)
+	cn.addHandle()
+	return ch, &handle{n: cn, name: full, flags: oflags, writable: true, of: of}, 0, 0
+}
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.ch != nil {
+		n, err := h.ch.ReadAt(ctx, dest, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, errno(err)
+		}
+		return fuse.ReadResultData(dest[:n]), 0
+	}
+	of := h.originFile()
+	if of == nil {
+		return nil, syscall.EBADF
+	}
+	if fd, ok := of.(origin.Fder); ok {
+		return fuse.ReadResultFd(uintptr(fd.Fd()), off, len(dest)), 0
+	}
+	octx, cancel := h.n.st.octx(ctx)
+	defer cancel()
+	n, err := of.ReadAt(octx, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, errno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Read on a passthrough handle means the kernel did not take the backing
+// file (go-fuse turned passthrough off): serve it, and say so once.
+func (p *ptHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	p.readSeen.Do(p.n.st.notePassthroughFailed)
+	return p.handle.Read(ctx, dest, off)
+}
+
+// PassthroughFd offers the complete cached file as the inode's backing file.
+func (p *ptHandle) PassthroughFd() (int, bool) {
+	return int(p.f.Fd()), true
+}
+
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	of := h.originFile()
+	if of == nil || !h.writable {
+		return 0, syscall.EBADF
+	}
+	octx, cancel := h.n.st.octx(ctx)
+	defer cancel()
+	n, err := of.WriteAt(octx, data, off)
+	h.mu.Lock()
+	first := !h.dirty
+	h.dirty = true
+	h.mu.Unlock()
+	if first && h.n.st.cache != nil {
+		h.n.st.cache.Invalidate(h.name)
+	}
+	if err != nil {
+		return uint32(n), errno(err)
+	}
+	return uint32(n), 0
+}
+
+// sync flushes written data to the origin if anything was written.
+func (h *handle) sync(ctx context.Context, force bool) syscall.Errno {
+	h.mu.Lock()
+	of, dirty := h.of, h.dirty
+	h.dirty = false
+	h.mu.Unlock()
+	if of == nil || (!dirty && !force) {
+		return 0
+	}
+	octx, cancel := h.n.st.octx(ctx)
+	defer cancel()
+	if err := of.Sync(octx); err != nil {
+		h.mu.Lock()
+		h.dirty = true
+		h.mu.Unlock()
+		return errno(err)
+	}
+	if dirty && h.n.st.cache != nil {
+		h.n.st.cache.Invalidate(h.name)
+	}
+	return 0
+}
+
+// Flush runs at every close(2): written data reaches the origin's storage
+// before close returns, and the closing process's POSIX locks are dropped.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	posix, of := h.posix, h.of
+	h.mu.Unlock()
+	if posix && of != nil {
+		if fd, ok := of.(origin.Fder); ok {
+			lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: 0, Len: 0}
+			unix.FcntlFlock(uintptr(fd.Fd()), unix.F_OFD_SETLK, &lk)
+		}
+	}
+	return h.sync(ctx, false)
+}
+
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.sync(ctx, h.writable)
+}
+
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	e := h.sync(ctx, false)
+	h.mu.Lock()
+	of, ch := h.of, h.ch
+	h.of, h.closed = nil, true
+	h.mu.Unlock()
+	if of != nil {
+		if err := of.Close(); err != nil && e == 0 {
+			e = errno(err)
+		}
+	}
+	if ch != nil {
+		ch.Close()
+	}
+	h.n.releaseHandle()
+	return e
+}
+
+func (h *handle) lockFd(ctx context.Context) (int, syscall.Errno) {
+	of, err := h.originFileOpen(ctx)
+	if err != nil {
+		return -1, errno(err)
+	}
+	fd, ok := of.(origin.Fder)
+	if !ok {
+		return -1, syscall.ENOLCK
+	}
+	return fd.Fd(), 0
+}
+
+func (h *handle) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	fd, e := h.lockFd(ctx)
+	if e != 0 {
+		return e
+	}
+	var flk syscall.Flock_t
+	lk.ToFlockT(&flk)
+	err := syscall.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &flk)
+	out.FromFlockT(&flk)
+	return fs.ToErrno(err)
+}
+
+func (h *handle) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return h.setLock(ctx, lk, flags, false)
+}
+
+func (h *handle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return h.setLock(ctx, lk, flags, true)
+}
+
+// setLock takes flock(2) locks and POSIX record locks on the origin file
+// (open-file-description locks, so two handles conflict as two processes do).
+func (h *handle) setLock(ctx context.Context, lk *fuse.FileLock, flags uint32, wait bool) syscall.Errno {
+	fd, e := h.lockFd(ctx)
+	if e != 0 {
+		return e
+	}
+	if flags&fuse.FUSE_LK_FLOCK != 0 {
+		var op int
+		switch lk.Typ {
+		case syscall.F_RDLCK:
+			op = syscall.LOCK_SH
+		case syscall.F_WRLCK:
+			op = syscall.LOCK_EX
+		case syscall.F_UNLCK:
+			op = syscall.LOCK_UN
+		default:
+			return syscall.EINVAL
+		}
+		if !wait {
+			op |= syscall.LOCK_NB
+		}
+		return fs.ToErrno(syscall.Flock(fd, op))
+	}
+	var flk syscall.Flock_t
+	lk.ToFlockT(&flk)
+	cmd := unix.F_OFD_SETLK
+	if wait {
+		cmd = unix.F_OFD_SETLKW
+	}
+	if err := syscall.FcntlFlock(uintptr(fd), cmd, &flk); err != nil {
+		return fs.ToErrno(err)
+	}
+	if lk.Typ != syscall.F_UNLCK {
+		h.mu.Lock()
+		h.posix = true
+		h.mu.Unlock()
+	}
+	return 0
+}
+
+func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	if !h.writable {
+		return syscall.EBADF
+	}
+	of := h.originFile()
+	fd, ok := of.(origin.Fder)
+	if of == nil || !ok {
+		return syscall.EOPNOTSUPP
+	}
+	if err := unix.Fallocate(fd.Fd(), mode, int64(off), int64(size)); err != nil {
+		return fs.ToErrno(err)
+	}
+	h.mu.Lock()
+	h.dirty = true
+	h.mu.Unlock()
+	if h.n.st.cache != nil {
+		h.n.st.cache.Invalidate(h.name)
+	}
+	return 0
+}

@@ -1,0 +1,442 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/eddy-cluster/eddy/cache/origin"
+)
+
+// node is one file system object (directory, file, symlink, special file).
+// Its origin name is its path from the root in go-fuse's tree; go-fuse keeps
+// that tree in step with lookups, renames and unlinks.
+//
+// Lock order: node.mu is a leaf lock; no other lock is taken while holding it.
+type node struct {
+	fs.Inode
+	st *state
+
+	mu sync.Mutex
+	// last is the attrs last read from the origin and when (guarded by mu);
+	// used for disconnected lookups of directories within OfflineGrace.
+	last   origin.Attr
+	lastAt time.Time
+	// openFP is the fingerprint seen by the last read-only open (guarded by
+	// mu): an unchanged fingerprint lets the kernel keep its page cache.
+	openFP    origin.Fingerprint
+	openFPSet bool
+	// handles counts open file handles (guarded by mu).
+	handles int
+	// ptFP is the content version of the kernel passthrough backing file of
+	// this inode while passthrough handles may be open (guarded by mu). The
+	// kernel allows one backing file per inode and go-fuse reuses the first
+	// one registered, so only opens of that same version may use passthrough.
+	ptFP  origin.Fingerprint
+	ptSet bool
+}
+
+var (
+	_ fs.NodeLookuper      = (*node)(nil)
+	_ fs.NodeGetattrer     = (*node)(nil)
+	_ fs.NodeSetattrer     = (*node)(nil)
+	_ fs.NodeReaddirer     = (*node)(nil)
+	_ fs.NodeOpener        = (*node)(nil)
+	_ fs.NodeCreater       = (*node)(nil)
+	_ fs.NodeMkdirer       = (*node)(nil)
+	_ fs.NodeMknoder       = (*node)(nil)
+	_ fs.NodeUnlinker      = (*node)(nil)
+	_ fs.NodeRmdirer       = (*node)(nil)
+	_ fs.NodeRenamer       = (*node)(nil)
+	_ fs.NodeSymlinker     = (*node)(nil)
+	_ fs.NodeReadlinker    = (*node)(nil)
+	_ fs.NodeLinker        = (*node)(nil)
+	_ fs.NodeGetxattrer    = (*node)(nil)
+	_ fs.NodeSetxattrer    = (*node)(nil)
+	_ fs.NodeListxattrer   = (*node)(nil)
+	_ fs.NodeRemovexattrer = (*node)(nil)
+	_ fs.NodeStatfser      = (*node)(nil)
+)
+
+// name is the node's origin name ("." for the root).
+func (n *node) name() string {
+	p := n.Path(n.Root())
+	if p == "" {
+		return "."
+	}
+	return p
+}
+
+func (n *node) child(name string) string { return origin.Join(n.name(), name) }
+
+func (n *node) setLast(a origin.Attr) {
+	n.mu.Lock()
+	n.last, n.lastAt = a, time.Now()
+	n.mu.Unlock()
+}
+
+// octx bounds an origin call by Options.OriginTimeout.
+func (st *state) octx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if st.opts.OriginTimeout > 0 {
+		return context.WithTimeout(ctx, st.opts.OriginTimeout)
+	}
+	return ctx, func() {}
+}
+
+// errno maps an origin error to the errno the caller sees.
+func errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, origin.ErrEscape) {
+		return syscall.EACCES
+	}
+	return origin.Errno(err)
+}
+
+// ino maps an origin inode number to the mount's: objects on the origin's
+// root device keep their number; others (submounts) get the device mixed in.
+func (st *state) ino(a origin.Attr) uint64 {
+	swap := func(d uint64) uint64 { return d<<32 | d>>32 }
+	return a.Ino ^ swap(a.Dev) ^ swap(st.rootDev)
+}
+
+func (st *state) stable(a origin.Attr) fs.StableAttr {
+	return fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: st.ino(a)}
+}
+
+func (st *state) fillAttr(a origin.Attr, out *fuse.Attr) {
+	out.Ino = st.ino(a)
+	out.Size = uint64(a.Size)
+	out.Blocks = uint64(a.Blocks)
+	out.Mode = a.Mode
+	out.Nlink = a.Nlink
+	out.Owner = fuse.Owner{Uid: a.Uid, Gid: a.Gid}
+	out.Rdev = uint32(a.Rdev)
+	out.Blksize = a.Blksize
+	out.Atime, out.Atimensec = uint64(a.Atime.Unix()), uint32(a.Atime.Nanosecond())
+	out.Mtime, out.Mtimensec = uint64(a.Mtime.Unix()), uint32(a.Mtime.Nanosecond())
+	out.Ctime, out.Ctimensec = uint64(a.Ctime.Unix()), uint32(a.Ctime.Nanosecond())
+}
+
+// lstat reads name's attrs from the origin. While the origin is in trouble
+// and disconnected reads are on, it answers from what the cache (files) or
+// this mount (directories, via known) last saw within OfflineGrace; offline
+// is then true.
+func (st *state) lstat(ctx context.Context, name string, known *node) (a origin.Attr, offline bool, err error) {
+	octx, cancel := st.octx(ctx)
+	a, err = st.org.Lstat(octx, name)
+	cancel()
+	if err == nil {
+		if known != nil {
+			known.setLast(a)
+		}
+		return a, false, nil
+	}
+	if !origin.IsTrouble(err) || st.opts.OfflineGrace <= 0 {
+		return a, false, err
+	}
+	if st.offline != nil {
+		if la, at, ok := st.offline.LastKnown(name); ok && time.Since(at) <= st.opts.OfflineGrace {
+			return la, true, nil
+		}
+	}
+	if known != nil {
+		known.mu.Lock()
+		la, at := known.last, known.lastAt
+		known.mu.Unlock()
+		if !at.IsZero() && time.Since(at) <= st.opts.OfflineGrace {
+			return la, true, nil
+		}
+	}
+	return a, false, err
+}
+
+func caller(ctx context.Context) origin.Owner {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return origin.Owner{Uid: c.Uid, Gid: c.Gid}
+	}
+	return origin.Owner{}
+}
+
+// newChild makes (or finds, by inode number) the inode for a child.
+func (n *node) newChild(ctx context.Context, a origin.Attr, out *fuse.EntryOut) *fs.Inode {
+	n.st.fillAttr(a, &out.Attr)
+	cn := &node{st: n.st}
+	cn.last, cn.lastAt = a, time.Now()
+	ch := n.NewInode(ctx, cn, n.st.stable(a))
+	if ex, ok := ch.Operations().(*node); ok && ex != cn {
+		ex.setLast(a)
+	}
+	return ch
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	full := n.child(name)
+	var known *node
+	if ch := n.GetChild(name); ch != nil {
+		known, _ = ch.Operations().(*node)
+	}
+	a, _, err := n.st.lstat(ctx, full, known)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.newChild(ctx, a, out), 0
+}
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h := asHandle(f); h != nil {
+		if of := h.originFile(); of != nil {
+			octx, cancel := n.st.octx(ctx)
+			a, err := of.Stat(octx)
+			cancel()
+			if err == nil {
+				n.st.fillAttr(a, &out.Attr)
+				return 0
+			}
+		}
+	}
+	a, _, err := n.st.lstat(ctx, n.name(), n)
+	if err != nil {
+		return errno(err)
+	}
+	n.st.fillAttr(a, &out.Attr)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	name := n.name()
+	var set origin.SetAttr
+	if m, ok := in.GetMode(); ok {
+		m &= 07777
+		set.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		set.Uid = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		set.Gid = &g
+	}
+	if t, ok := in.GetATime(); ok {
+		set.Atime = &t
+	}
+	if t, ok := in.GetMTime(); ok {
+		set.Mtime = &t
+	}
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	if sz, ok := in.GetSize(); ok {
+		s := int64(sz)
+		h := asHandle(f)
+		var err error
+		if of := h.originFile(); of != nil && h.writable {
+			err = of.Truncate(octx, s)
+		} else {
+			err = n.st.org.SetAttr(octx, name, origin.SetAttr{Size: &s})
+		}
+		if n.st.cache != nil {
+			n.st.cache.Invalidate(name)
+		}
+		if err != nil {
+			return errno(err)
+		}
+	}
+	if set.Mode != nil || set.Uid != nil || set.Gid != nil || set.Atime != nil || set.Mtime != nil {
+		if err := n.st.org.SetAttr(octx, name, set); err != nil {
+			return errno(err)
+		}
+	}
+	return n.Getattr(ctx, f, out)
+}
+
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	octx, cancel := n.st.octx(ctx)
+	ents, err := n.st.org.ReadDir(octx, n.name())
+	cancel()
+	if err != nil {
+		return nil, errno(err)
+	}
+	list := make([]fuse.DirEntry, 0, len(ents))
+	for _, e := range ents {
+		list = append(list, fuse.DirEntry{Name: e.Name, Mode: e.Mode, Ino: n.st.ino(origin.Attr{Ino: e.Ino, Dev: n.st.rootDev})})
+	}
+	return fs.NewListDirStream(list), 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	full := n.child(name)
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	if err := n.st.org.Mkdir(octx, full, mode, caller(ctx)); err != nil {
+		return nil, errno(err)
+	}
+	a, err := n.st.org.Lstat(octx, full)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.newChild(ctx, a, out), 0
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	full := n.child(name)
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	if err := n.st.org.Mknod(octx, full, mode, uint64(dev), caller(ctx)); err != nil {
+		return nil, errno(err)
+	}
+	a, err := n.st.org.Lstat(octx, full)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.newChild(ctx, a, out), 0
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	full := n.child(name)
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	if err := n.st.org.Symlink(octx, target, full, caller(ctx)); err != nil {
+		return nil, errno(err)
+	}
+	a, err := n.st.org.Lstat(octx, full)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.newChild(ctx, a, out), 0
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	t, err := n.st.org.Readlink(octx, n.name())
+	if err != nil {
+		return nil, errno(err)
+	}
+	return []byte(t), 0
+}
+
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	tn, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	full := n.child(name)
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	if err := n.st.org.Link(octx, tn.name(), full); err != nil {
+		return nil, errno(err)
+	}
+	a, err := n.st.org.Lstat(octx, full)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.newChild(ctx, a, out), 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	full := n.child(name)
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	err := n.st.org.Unlink(octx, full)
+	if err == nil && n.st.cache != nil {
+		n.st.cache.Invalidate(full)
+	}
+	return errno(err)
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	return errno(n.st.org.Rmdir(octx, n.child(name)))
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	oldFull, newFull := n.child(name), np.child(newName)
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	if err := n.st.org.Rename(octx, oldFull, newFull, flags); err != nil {
+		return errno(err)
+	}
+	if c := n.st.cache; c != nil {
+		if flags&fs.RENAME_EXCHANGE != 0 {
+			c.Invalidate(oldFull)
+			c.Invalidate(newFull)
+		} else {
+			c.Invalidate(newFull) // the replaced file, if any
+			c.Rename(oldFull, newFull)
+		}
+	}
+	return 0
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	v, err := n.st.org.Getxattr(octx, n.name(), attr)
+	if err != nil {
+		return 0, errno(err)
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	return errno(n.st.org.Setxattr(octx, n.name(), attr, data, int(flags)))
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	return errno(n.st.org.Removexattr(octx, n.name(), attr))
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	l, err := n.st.org.Listxattr(octx, n.name())
+	if err != nil {
+		return 0, errno(err)
+	}
+	var b strings.Builder
+	for _, s := range l {
+		b.WriteString(s)
+		b.WriteByte(0)
+	}
+	if len(dest) == 0 {
+		return uint32(b.Len()), 0
+	}
+	if len(dest) < b.Len() {
+		return uint32(b.Len()), syscall.ERANGE
+	}
+	return uint32(copy(dest, b.String())), 0
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	s, err := n.st.org.Statfs(octx)
+	if err != nil {
+		return errno(err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = s.Blocks, s.Bfree, s.Bavail
+	out.Files, out.Ffree = s.Files, s.Ffree
+	out.Bsize, out.Frsize, out.NameLen = s.Bsize, s.Frsize, s.NameLen
+	return 0
+}
