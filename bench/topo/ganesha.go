@@ -158,7 +158,13 @@ EXPORT {
 	Squash = No_Root_Squash;
 	Transports = TCP;
 	SecType = sys;
+	# Tests change the export behind ganesha's back: never trust cached
+	# attributes or directory entries.
+	Attr_Expiration_Time = 0;
 	FSAL { Name = VFS; }
+}
+MDCACHE {
+	Use_Getattr_Directory_Invalidation = true;
 }
 LOG {
 	Default_Log_Level = EVENT;
