@@ -1,0 +1,515 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/eddy-cluster/eddy/bench/topo"
+)
+
+// Backend names (results.json "backend").
+const (
+	BLocal      = "local"
+	BNFS        = "nfs"
+	BNFSCat     = "nfs-cat"
+	BSSHFS      = "sshfs"
+	BSSHFSKC    = "sshfs-kcache"
+	BEddyNFS    = "eddy-nfs"
+	BEddySSHFS  = "eddy-sshfs"
+	backendsAll = "local,nfs,nfs-cat,sshfs,sshfs-kcache,eddy-nfs,eddy-sshfs"
+)
+
+// AllBackends lists every backend in the order the suite runs them.
+func AllBackends() []string { return strings.Split(backendsAll, ",") }
+
+// backendLabels describe each backend honestly (results.md, plots).
+var backendLabels = map[string]string{
+	BLocal:     "local disk (same files, no network): the physical limit",
+	BNFS:       "NFSv3, user space, via FUSE (eddy's nfs:// origin, --no-cache; the kernel has no NFS client)",
+	BNFSCat:    "NFSv3 protocol-level read with libnfs nfs-cat (no FUSE, no file system)",
+	BSSHFS:     "sshfs (aes128-gcm, no compression)",
+	BSSHFSKC:   "sshfs -o kernel_cache (aes128-gcm, no compression)",
+	BEddyNFS:   "eddy daemon, cache on, nfs:// origin",
+	BEddySSHFS: "eddy daemon, cache on, path origin on an sshfs mount",
+}
+
+// backend serves the dataset at a directory for the workloads.
+type backend interface {
+	name() string
+	// prepare readies the backend for one run and returns the directory
+	// holding the dataset. cold empties every cache first (the backend's
+	// own, then the kernel's page cache, which on this one machine is also
+	// the servers').
+	prepare(ctx context.Context, cold bool) (string, error)
+	close() error
+}
+
+// streamer is a backend that reads a file as a byte stream (nfs-cat), for
+// the sequential workload only.
+type streamer interface {
+	stream(ctx context.Context, name string) (io.ReadCloser, func() error, error)
+}
+
+// dropCaches writes dirty pages back and drops the page, dentry and inode
+// caches of the whole machine.
+func dropCaches() error {
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
+		return fmt.Errorf("drop caches: %w", err)
+	}
+	return nil
+}
+
+// --- local ---
+
+type localBackend struct{ root string }
+
+func (b *localBackend) name() string { return BLocal }
+func (b *localBackend) prepare(_ context.Context, cold bool) (string, error) {
+	if cold {
+		if err := dropCaches(); err != nil {
+			return "", err
+		}
+	}
+	return b.root, nil
+}
+func (b *localBackend) close() error { return nil }
+
+// --- sshfs ---
+
+type sshfsBackend struct {
+	env    *env
+	kcache bool
+	mnt    string
+	m      *topo.SSHFSMount
+}
+
+func (b *sshfsBackend) name() string {
+	if b.kcache {
+		return BSSHFSKC
+	}
+	return BSSHFS
+}
+
+func (b *sshfsBackend) prepare(ctx context.Context, cold bool) (string, error) {
+	if b.m != nil && cold {
+		if err := b.m.Unmount(); err != nil {
+			return "", err
+		}
+		b.m = nil
+	}
+	if b.m == nil {
+		s, err := b.env.sshServer(ctx)
+		if err != nil {
+			return "", err
+		}
+		if cold {
+			if err := dropCaches(); err != nil {
+				return "", err
+			}
+		}
+		m, err := topo.MountSSHFS(ctx, s, topo.SSHFSOptions{Netns: b.env.clientNetns(), Remote: b.env.ds.Root,
+			Mountpoint: b.mnt, KernelCache: b.kcache})
+		if err != nil {
+			return "", err
+		}
+		b.m = m
+		b.env.noteCommand(b.name(), m.Args)
+	}
+	return b.mnt, nil
+}
+
+func (b *sshfsBackend) close() error {
+	if b.m == nil {
+		return nil
+	}
+	err := b.m.Unmount()
+	b.m = nil
+	return err
+}
+
+// --- eddy daemon (eddy-nfs, eddy-sshfs, and the nfs baseline with --no-cache) ---
+
+type eddyBackend struct {
+	env     *env
+	bname   string
+	noCache bool
+	// origin returns the --origin value (starting servers or mounts it needs).
+	origin func(ctx context.Context) (string, error)
+	// resetOrigin, when set, empties the origin's own client-side caches
+	// for a cold run (the sshfs mount under eddy-sshfs is remounted).
+	resetOrigin func() error
+	dir         string // this backend's working directory
+	d           *eddyDaemon
+	gen         int // cache directories used so far
+}
+
+func (b *eddyBackend) name() string { return b.bname }
+
+func (b *eddyBackend) prepare(ctx context.Context, cold bool) (string, error) {
+	if b.d != nil && cold {
+		if err := b.d.stop(); err != nil {
+			return "", err
+		}
+		b.d = nil
+		if b.resetOrigin != nil {
+			if err := b.resetOrigin(); err != nil {
+				return "", err
+			}
+		}
+	}
+	if b.d == nil {
+		org, err := b.origin(ctx)
+		if err != nil {
+			return "", err
+		}
+		b.gen++
+		cacheDir := filepath.Join(b.dir, fmt.Sprintf("cache-%d", b.gen))
+		// Previous caches go: a new daemon starts from an empty cache dir.
+		old, _ := filepath.Glob(filepath.Join(b.dir, "cache-*"))
+		for _, o := range old {
+			if err := os.RemoveAll(o); err != nil {
+				return "", fmt.Errorf("remove old cache: %w", err)
+			}
+		}
+		if cold {
+			if err := dropCaches(); err != nil {
+				return "", err
+			}
+		}
+		d := &eddyDaemon{
+			bin: b.env.cfg.Eddy, netns: b.env.clientNetns(), origin: org, noCache: b.noCache,
+			mnt: filepath.Join(b.dir, "mnt"), cacheDir: cacheDir, socket: filepath.Join(b.dir, "eddy.sock"),
+			logPath: filepath.Join(b.dir, fmt.Sprintf("daemon-%d.log", b.gen)),
+		}
+		if err := d.start(ctx); err != nil {
+			return "", err
+		}
+		b.d = d
+		b.env.noteCommand(b.name(), d.args)
+	}
+	return b.d.mnt, nil
+}
+
+func (b *eddyBackend) close() error {
+	if b.d == nil {
+		return nil
+	}
+	err := b.d.stop()
+	b.d = nil
+	return err
+}
+
+// eddyDaemon is one `eddy daemon` process started by the suite, in the
+// client network namespace, in its own process group.
+type eddyDaemon struct {
+	bin, netns, origin             string
+	noCache                        bool
+	mnt, cacheDir, socket, logPath string
+	args                           []string
+
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+}
+
+// daemonArgs is the command line of `eddy daemon` (flags of issue 2 and 3).
+func (d *eddyDaemon) daemonArgs() []string {
+	a := []string{d.bin, "daemon", "--origin", d.origin, "--mount", d.mnt, "--socket", d.socket}
+	if d.noCache {
+		a = append(a, "--no-cache")
+	} else {
+		a = append(a, "--cache-dir", d.cacheDir)
+	}
+	return a
+}
+
+func (d *eddyDaemon) start(ctx context.Context) error {
+	for _, dir := range []string{d.mnt, filepath.Dir(d.socket)} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("start eddy daemon: %w", err)
+		}
+	}
+	if !d.noCache {
+		if err := os.MkdirAll(d.cacheDir, 0o755); err != nil {
+			return fmt.Errorf("start eddy daemon: %w", err)
+		}
+	}
+	d.args = d.daemonArgs()
+	args := d.args
+	if d.netns != "" {
+		args = append([]string{"nsenter", "--net=" + topo.NetnsPath(d.netns), "--"}, args...)
+	}
+	logf, err := os.Create(d.logPath)
+	if err != nil {
+		return fmt.Errorf("start eddy daemon: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "EDDY_SOCKET="+d.socket)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start eddy daemon: %w", err)
+	}
+	d.cmd, d.done = cmd, make(chan struct{})
+	go func() { d.waitErr = cmd.Wait(); close(d.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if ok, _ := topo.SSHMounted(d.mnt); ok {
+			// The mount is up; wait until the root answers.
+			if _, err := os.Stat(d.mnt); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-d.done:
+			return fmt.Errorf("start eddy daemon: exited (%v): %s", d.waitErr, tailFile(d.logPath, 800))
+		case <-ctx.Done():
+			_ = d.stop()
+			return fmt.Errorf("start eddy daemon: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = d.stop()
+			return fmt.Errorf("start eddy daemon: not mounted after 30s: %s", tailFile(d.logPath, 800))
+		}
+	}
+}
+
+// stop sends SIGTERM (the daemon unmounts), waits, then kills the group and
+// detaches a mount left behind.
+func (d *eddyDaemon) stop() error {
+	if d.cmd == nil {
+		return nil
+	}
+	var errs []error
+	select {
+	case <-d.done:
+	default:
+		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(20 * time.Second):
+			errs = append(errs, fmt.Errorf("eddy daemon %d ignored SIGTERM for 20s; killed", d.cmd.Process.Pid))
+			_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+			select {
+			case <-d.done:
+			case <-time.After(5 * time.Second):
+				errs = append(errs, fmt.Errorf("eddy daemon %d survived SIGKILL", d.cmd.Process.Pid))
+			}
+		}
+	}
+	if ok, _ := topo.SSHMounted(d.mnt); ok {
+		errs = append(errs, fmt.Errorf("eddy daemon left %s mounted", d.mnt))
+		if out, err := exec.Command("umount", "-l", d.mnt).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("umount -l %s: %w: %s", d.mnt, err, out))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// --- nfs-cat ---
+
+type nfsCatBackend struct{ env *env }
+
+func (b *nfsCatBackend) name() string { return BNFSCat }
+
+func (b *nfsCatBackend) prepare(ctx context.Context, cold bool) (string, error) {
+	if _, err := b.env.nfsServer(ctx); err != nil {
+		return "", err
+	}
+	if cold {
+		if err := dropCaches(); err != nil {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+func (b *nfsCatBackend) close() error { return nil }
+
+func (b *nfsCatBackend) stream(ctx context.Context, name string) (io.ReadCloser, func() error, error) {
+	g, err := b.env.nfsServer(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	url := g.URL() + "/" + name
+	args := []string{"nsenter", "--net=" + topo.NetnsPath(b.env.clientNetns()), "--", "nfs-cat", url}
+	b.env.noteCommand(BNFSCat, args)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("nfs-cat: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("nfs-cat: %w", err)
+	}
+	wait := func() error {
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("nfs-cat %s: %w: %s", url, err, strings.TrimSpace(stderr.String()))
+		}
+		return nil
+	}
+	return out, wait, nil
+}
+
+// env holds what the backends share: the dataset, the topology and the
+// servers, started on first use.
+type env struct {
+	cfg  *Config
+	work string
+	ds   *Dataset
+	pair *topo.Pair
+
+	sshOnce sync.Once
+	sshd    *topo.SSHD
+	sshErr  error
+
+	nfsOnce sync.Once
+	nfs     *topo.Ganesha
+	nfsErr  error
+
+	// sshfs mount used as eddy-sshfs's path origin
+	originMnt *topo.SSHFSMount
+
+	mu       sync.Mutex
+	commands map[string][]string // guarded by mu: backend -> exact command line
+	coldDone map[string]bool     // guarded by mu: backend/workload -> last cold run did all its work
+}
+
+func (e *env) clientNetns() string {
+	if e.pair == nil {
+		return ""
+	}
+	return e.pair.Client
+}
+
+func (e *env) noteCommand(backend string, args []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.commands == nil {
+		e.commands = map[string][]string{}
+	}
+	e.commands[backend] = append([]string(nil), args...)
+}
+
+func (e *env) sshServer(ctx context.Context) (*topo.SSHD, error) {
+	e.sshOnce.Do(func() {
+		if e.pair == nil {
+			e.sshErr = errors.New("no network topology")
+			return
+		}
+		e.sshd, e.sshErr = topo.StartSSHD(ctx, topo.SSHDConfig{Netns: e.pair.Server, Addr: e.pair.ServerAddr,
+			Port: sshPort, Dir: filepath.Join(e.work, "sshd")})
+	})
+	return e.sshd, e.sshErr
+}
+
+func (e *env) nfsServer(ctx context.Context) (*topo.Ganesha, error) {
+	e.nfsOnce.Do(func() {
+		if e.pair == nil {
+			e.nfsErr = errors.New("no network topology")
+			return
+		}
+		e.nfs, e.nfsErr = topo.StartGanesha(ctx, topo.GaneshaOptions{Netns: e.pair.Server, Addr: e.pair.ServerAddr,
+			Export: e.ds.Root, ReadyFrom: e.pair.Client})
+	})
+	return e.nfs, e.nfsErr
+}
+
+// sshfsOrigin mounts (once) the plain sshfs mount eddy-sshfs uses as its
+// origin directory.
+func (e *env) sshfsOrigin(ctx context.Context) (string, error) {
+	if e.originMnt != nil {
+		return e.originMnt.Mountpoint, nil
+	}
+	s, err := e.sshServer(ctx)
+	if err != nil {
+		return "", err
+	}
+	m, err := topo.MountSSHFS(ctx, s, topo.SSHFSOptions{Netns: e.clientNetns(), Remote: e.ds.Root,
+		Mountpoint: filepath.Join(e.work, "origin-sshfs")})
+	if err != nil {
+		return "", fmt.Errorf("sshfs origin: %w", err)
+	}
+	e.originMnt = m
+	return m.Mountpoint, nil
+}
+
+// resetSSHFSOrigin unmounts eddy-sshfs's origin mount; the next
+// sshfsOrigin mounts it afresh.
+func (e *env) resetSSHFSOrigin() error {
+	if e.originMnt == nil {
+		return nil
+	}
+	err := e.originMnt.Unmount()
+	e.originMnt = nil
+	return err
+}
+
+// close stops the shared servers and mounts.
+func (e *env) close() error {
+	var errs []error
+	if e.originMnt != nil {
+		errs = append(errs, e.originMnt.Unmount())
+		e.originMnt = nil
+	}
+	if e.sshd != nil {
+		errs = append(errs, e.sshd.Stop())
+		e.sshd = nil
+	}
+	if e.nfs != nil {
+		errs = append(errs, e.nfs.Close())
+		e.nfs = nil
+	}
+	return errors.Join(errs...)
+}
+
+const sshPort = 2278
+
+func newBackend(e *env, name string) (backend, error) {
+	dir := filepath.Join(e.work, name)
+	switch name {
+	case BLocal:
+		return &localBackend{root: e.ds.Root}, nil
+	case BSSHFS, BSSHFSKC:
+		return &sshfsBackend{env: e, kcache: name == BSSHFSKC, mnt: filepath.Join(e.work, "mnt-"+name)}, nil
+	case BNFSCat:
+		return &nfsCatBackend{env: e}, nil
+	case BNFS, BEddyNFS:
+		return &eddyBackend{env: e, bname: name, noCache: name == BNFS, dir: dir,
+			origin: func(ctx context.Context) (string, error) {
+				g, err := e.nfsServer(ctx)
+				if err != nil {
+					return "", err
+				}
+				return g.URL(), nil
+			}}, nil
+	case BEddySSHFS:
+		return &eddyBackend{env: e, bname: name, dir: dir, origin: e.sshfsOrigin, resetOrigin: e.resetSSHFSOrigin}, nil
+	}
+	return nil, fmt.Errorf("unknown backend %q (want one of %s)", name, backendsAll)
+}

@@ -1,0 +1,403 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Result status values.
+const (
+	StatusOK     = "ok"
+	StatusFailed = "failed"
+)
+
+// RunFigure is one run of a Result.
+type RunFigure struct {
+	Seconds   float64 `json:"seconds"`
+	Bytes     int64   `json:"bytes"`
+	Ops       int64   `json:"ops"`
+	MBps      float64 `json:"mb_per_s"`
+	OpsPerSec float64 `json:"ops_per_s"`
+	Partial   bool    `json:"partial,omitempty"`
+}
+
+func newRunFigure(m Measure) RunFigure {
+	return RunFigure{Seconds: m.Seconds, Bytes: m.Bytes, Ops: m.Ops, MBps: m.MBps(), OpsPerSec: m.OpsPerSec(), Partial: m.Partial}
+}
+
+// Result is one (backend, workload, state, link): the median of its runs.
+type Result struct {
+	Backend  string `json:"backend"`
+	Label    string `json:"label"`
+	Workload string `json:"workload"`
+	State    string `json:"state"` // cold | warm
+	Link     string `json:"link"`
+	Status   string `json:"status"` // ok | failed
+	Error    string `json:"error,omitempty"`
+	// MBps and OpsPerSec are medians over Runs (decimal MB/s); ops_per_s
+	// only where the workload counts operations.
+	MBps      float64     `json:"mb_per_s"`
+	OpsPerSec float64     `json:"ops_per_s,omitempty"`
+	Runs      []RunFigure `json:"runs"`
+}
+
+func (r *Result) summarize(w Workload) {
+	var mb, ops []float64
+	for _, f := range r.Runs {
+		mb = append(mb, f.MBps)
+		ops = append(ops, f.OpsPerSec)
+	}
+	if w.HasMBps {
+		r.MBps = median(mb)
+	}
+	if w.HasOps {
+		r.OpsPerSec = median(ops)
+	}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// value is the figure results are compared by: ops/s for metadata, MB/s
+// otherwise.
+func (r Result) value() float64 {
+	if r.Workload == WMeta {
+		return r.OpsPerSec
+	}
+	return r.MBps
+}
+
+// Machine describes where the suite ran.
+type Machine struct {
+	Hostname string `json:"hostname"`
+	CPU      string `json:"cpu"`
+	CPUs     int    `json:"cpus"`
+	MemBytes int64  `json:"mem_bytes"`
+	OS       string `json:"os"`
+}
+
+// Report is results.json.
+type Report struct {
+	Started    time.Time           `json:"started"`
+	Finished   time.Time           `json:"finished"`
+	Machine    Machine             `json:"machine"`
+	Kernel     string              `json:"kernel"`
+	Versions   map[string]string   `json:"versions"`
+	Parameters map[string]any      `json:"parameters"`
+	Commands   map[string][]string `json:"commands,omitempty"` // backend -> exact command line used
+	Results    []Result            `json:"results"`
+	Errors     []string            `json:"errors,omitempty"`
+}
+
+func newReport(cfg *Config) *Report {
+	host, _ := os.Hostname()
+	r := &Report{
+		Started: time.Now().UTC(),
+		Machine: Machine{Hostname: host, CPUs: runtime.NumCPU(), CPU: cpuModel(), MemBytes: memBytes(), OS: osRelease()},
+		Kernel:  commandVersion("uname", "-srvm"),
+		Versions: map[string]string{
+			"eddy": cfg.EddyVersion,
+			"go":   runtime.Version(),
+		},
+		Results: []Result{},
+	}
+	for _, pkg := range []string{"nfs-ganesha", "libnfs-utils", "openssh-server", "sshfs", "fuse3", "fio"} {
+		r.Versions[pkg] = commandVersion("dpkg-query", "-W", "-f", "${Version}", pkg)
+	}
+	return r
+}
+
+func (r *Report) setParameters(cfg *Config, spec DatasetSpec, ws []Workload) {
+	wp := map[string]any{}
+	for _, w := range ws {
+		wp[w.Name] = w.Params
+	}
+	rates := map[string]string{}
+	for _, l := range cfg.Links {
+		if rt := linkRate(l); rt != "" {
+			rates[l] = "tbf rate " + rt + " burst 256kb latency 50ms on both veth ends"
+		} else {
+			rates[l] = "no qdisc"
+		}
+	}
+	r.Parameters = map[string]any{
+		"quick":     cfg.Quick,
+		"runs":      cfg.Runs,
+		"figure":    "median of runs",
+		"links":     cfg.Links,
+		"link_spec": rates,
+		"backends":  cfg.Backends,
+		"labels":    backendLabels,
+		"dataset": map[string]any{
+			"big_file_bytes": spec.BigSize, "shared_file_bytes": spec.SharedSize,
+			"small_files": spec.SmallCount, "small_file_bytes": spec.SmallSize, "files_per_dir": spec.PerDir,
+			"content": "pseudo-random (splitmix64 per 4 KiB block), incompressible",
+		},
+		"workloads": wp,
+		"cold":      "backend's caches emptied (sshfs remounted; eddy restarted on a fresh cache dir), then sync + echo 3 > /proc/sys/vm/drop_caches (server and client share this kernel, so the server's page cache is dropped too)",
+		"warm":      "the same data read before by the cold runs (or one unmeasured priming run), nothing dropped",
+		"verify":    "every byte read is checked: xxhash64 per file/stream, 4 KiB blocks compared with the generated content",
+		"mb":        "decimal megabytes (1e6 bytes)",
+	}
+}
+
+// Write writes results.json, results.md and the plots into dir.
+func (r *Report) Write(dir string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	plots, err := r.writePlots(dir)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(r.Markdown(plots)), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}
+
+// links, backends and workloads present in the results, in suite order.
+func (r *Report) axes() (links, backends, workloads []string) {
+	add := func(s []string, v string) []string {
+		if !slices.Contains(s, v) {
+			s = append(s, v)
+		}
+		return s
+	}
+	for _, x := range r.Results {
+		links = add(links, x.Link)
+		backends = add(backends, x.Backend)
+		workloads = add(workloads, x.Workload)
+	}
+	return
+}
+
+func (r *Report) find(link, backend, workload, state string) (Result, bool) {
+	for _, x := range r.Results {
+		if x.Link == link && x.Backend == backend && x.Workload == workload && x.State == state {
+			return x, true
+		}
+	}
+	return Result{}, false
+}
+
+func fmtFigure(x Result) string {
+	if x.Status != StatusOK {
+		return "FAILED"
+	}
+	switch {
+	case x.Workload == WMeta:
+		return fmt.Sprintf("%s ops/s", fmtNum(x.OpsPerSec))
+	case x.OpsPerSec > 0:
+		return fmt.Sprintf("%s MB/s (%s ops/s)", fmtNum(x.MBps), fmtNum(x.OpsPerSec))
+	}
+	return fmt.Sprintf("%s MB/s", fmtNum(x.MBps))
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// speedupPairs are the comparisons results.md reports: eddy over each
+// baseline on the same origin, and each eddy over the local-disk limit.
+var speedupPairs = [][2]string{
+	{BEddyNFS, BNFS}, {BEddyNFS, BNFSCat}, {BEddySSHFS, BSSHFS}, {BEddySSHFS, BSSHFSKC},
+	{BEddySSHFS, BNFS},
+}
+
+// Markdown renders results.md.
+func (r *Report) Markdown(plots []string) string {
+	var b strings.Builder
+	links, backends, workloads := r.axes()
+	fmt.Fprintf(&b, "# eddy bench results\n\n")
+	fmt.Fprintf(&b, "%s, %d CPUs (%s), %.1f GiB RAM, kernel %s. Started %s, finished %s.\n\n",
+		r.Machine.Hostname, r.Machine.CPUs, r.Machine.CPU, float64(r.Machine.MemBytes)/(1<<30), r.Kernel,
+		r.Started.Format(time.RFC3339), r.Finished.Format(time.RFC3339))
+	if q, _ := r.Parameters["quick"].(bool); q {
+		b.WriteString("Quick suite (`eddy bench --quick`): smaller files than the full suite.\n\n")
+	}
+	fmt.Fprintf(&b, "Figures are medians of %v runs; MB = 10^6 bytes; every byte read was verified. Exact parameters in results.json.\n\n", r.Parameters["runs"])
+	b.WriteString("Backends:\n\n")
+	for _, bn := range backends {
+		fmt.Fprintf(&b, "- **%s**: %s\n", bn, backendLabels[bn])
+	}
+	b.WriteString("\n")
+	for _, link := range links {
+		fmt.Fprintf(&b, "## Link: %s\n\n", link)
+		b.WriteString("| workload | state |")
+		for _, bn := range backends {
+			fmt.Fprintf(&b, " %s |", bn)
+		}
+		b.WriteString("\n|---|---|" + strings.Repeat("---|", len(backends)) + "\n")
+		for _, w := range workloads {
+			for _, st := range []string{"cold", "warm"} {
+				fmt.Fprintf(&b, "| %s | %s |", w, st)
+				for _, bn := range backends {
+					if x, ok := r.find(link, bn, w, st); ok {
+						fmt.Fprintf(&b, " %s |", fmtFigure(x))
+					} else {
+						b.WriteString(" – |")
+					}
+				}
+				b.WriteString("\n")
+			}
+		}
+		b.WriteString("\n")
+		// Speedups and fraction of local.
+		var cols [][2]string
+		for _, p := range speedupPairs {
+			if slices.Contains(backends, p[0]) && slices.Contains(backends, p[1]) {
+				cols = append(cols, p)
+			}
+		}
+		for _, e := range []string{BEddyNFS, BEddySSHFS} {
+			if slices.Contains(backends, e) && slices.Contains(backends, BLocal) {
+				cols = append(cols, [2]string{e, BLocal})
+			}
+		}
+		if len(cols) > 0 {
+			fmt.Fprintf(&b, "### eddy's speedup over each baseline, and its fraction of local disk (%s)\n\n", link)
+			b.WriteString("| workload | state |")
+			for _, c := range cols {
+				if c[1] == BLocal {
+					fmt.Fprintf(&b, " %s / local |", c[0])
+				} else {
+					fmt.Fprintf(&b, " %s ÷ %s |", c[0], c[1])
+				}
+			}
+			b.WriteString("\n|---|---|" + strings.Repeat("---|", len(cols)) + "\n")
+			for _, w := range workloads {
+				for _, st := range []string{"cold", "warm"} {
+					fmt.Fprintf(&b, "| %s | %s |", w, st)
+					for _, c := range cols {
+						x, ok1 := r.find(link, c[0], w, st)
+						y, ok2 := r.find(link, c[1], w, st)
+						switch {
+						case !ok1 || !ok2:
+							b.WriteString(" – |")
+						case x.Status != StatusOK || y.Status != StatusOK || y.value() == 0:
+							b.WriteString(" n/a |")
+						case c[1] == BLocal:
+							fmt.Fprintf(&b, " %.0f%% |", 100*x.value()/y.value())
+						default:
+							fmt.Fprintf(&b, " %.2fx |", x.value()/y.value())
+						}
+					}
+					b.WriteString("\n")
+				}
+			}
+			b.WriteString("\n")
+		}
+	}
+	var failed []Result
+	for _, x := range r.Results {
+		if x.Status != StatusOK {
+			failed = append(failed, x)
+		}
+	}
+	if len(failed) > 0 {
+		b.WriteString("## Failed\n\n")
+		for _, x := range failed {
+			fmt.Fprintf(&b, "- %s %s %s (%s): %s\n", x.Backend, x.Workload, x.State, x.Link, oneLine(x.Error))
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Errors) > 0 {
+		b.WriteString("## Suite errors\n\n")
+		for _, e := range r.Errors {
+			fmt.Fprintf(&b, "- %s\n", oneLine(e))
+		}
+		b.WriteString("\n")
+	}
+	if len(plots) > 0 {
+		b.WriteString("## Plots\n\n")
+		for _, p := range plots {
+			fmt.Fprintf(&b, "![%s](%s)\n\n", p, p)
+		}
+	}
+	b.WriteString("## Versions\n\n")
+	keys := make([]string, 0, len(r.Versions))
+	for k := range r.Versions {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "- %s: %s\n", k, r.Versions[k])
+	}
+	return b.String()
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 400 {
+		s = s[:400] + "…"
+	}
+	return s
+}
+
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func memBytes() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kb int64
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "MemTotal:") {
+			fmt.Sscanf(strings.TrimPrefix(line, "MemTotal:"), "%d", &kb)
+		}
+	}
+	return kb * 1024
+}
+
+func osRelease() string {
+	data, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		return runtime.GOOS
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return runtime.GOOS
+}

@@ -1,0 +1,400 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/eddy-cluster/eddy/bench/topo"
+)
+
+// Link names (results.json "link").
+const (
+	Link1G       = "1gbit"
+	Link10G      = "10gbit"
+	LinkUnshaped = "unshaped"
+)
+
+// Config is one invocation of the suite. Zero fields take the defaults of
+// the full suite, or of the quick suite when Quick is set.
+type Config struct {
+	Out   string // results directory (created)
+	Quick bool
+	// Links to measure over, in order (1gbit, 10gbit, unshaped).
+	Links []string
+	// Backends to measure (default all; see AllBackends).
+	Backends []string
+	// Workloads by name; "parallel" selects every parallel-N.
+	Workloads []string
+	// Runs per (backend, workload, state); the figure is their median.
+	Runs int
+	// Size of the large file (sequential and random reads).
+	Size int64
+	// SharedSize is the file the parallel readers share.
+	SharedSize int64
+	// SmallCount and SmallSize size the small-file dataset.
+	SmallCount int
+	SmallSize  int64
+	// RandOps and RandMaxTime bound the random 4 KiB workload.
+	RandOps     int
+	RandMaxTime time.Duration
+	// Parallel reader counts.
+	Parallel []int
+	// Eddy is the eddy binary that runs the daemons (default: this one).
+	Eddy string
+	// EddyVersion is recorded in results.json.
+	EddyVersion string
+	// WorkDir is where the dataset, caches and mounts live (default
+	// /var/tmp, on local disk); a fresh ebn-* directory is made inside.
+	WorkDir string
+	// Progress receives the live progress (default os.Stderr).
+	Progress io.Writer
+}
+
+func (c *Config) setDefaults() error {
+	if c.Out == "" {
+		return errors.New("bench: an output directory is required (--out DIR)")
+	}
+	if len(c.Links) == 0 {
+		c.Links = []string{Link1G}
+	}
+	for _, l := range c.Links {
+		if linkRate(l) == "?" {
+			return fmt.Errorf("bench: unknown link %q (want 1gbit, 10gbit, unshaped or a tc rate such as 500mbit)", l)
+		}
+	}
+	if len(c.Backends) == 0 {
+		c.Backends = AllBackends()
+	}
+	for _, b := range c.Backends {
+		if !slices.Contains(AllBackends(), b) {
+			return fmt.Errorf("bench: unknown backend %q (want %s)", b, backendsAll)
+		}
+	}
+	if c.Runs <= 0 {
+		c.Runs = 3
+	}
+	def := func(v *int64, full, quick int64) {
+		if *v <= 0 {
+			*v = full
+			if c.Quick {
+				*v = quick
+			}
+		}
+	}
+	def(&c.Size, 4<<30, 1<<30)
+	def(&c.SharedSize, 1<<30, 64<<20)
+	c.SharedSize = min(c.SharedSize, c.Size) // a small --size shrinks the shared file too
+	def(&c.SmallSize, 128<<10, 128<<10)
+	if c.SmallCount <= 0 {
+		c.SmallCount = 10000
+		if c.Quick {
+			c.SmallCount = 1000
+		}
+	}
+	if c.RandOps <= 0 {
+		c.RandOps = 20000
+		if c.Quick {
+			c.RandOps = 2000
+		}
+	}
+	if c.RandMaxTime <= 0 {
+		c.RandMaxTime = 30 * time.Second
+		if c.Quick {
+			c.RandMaxTime = 5 * time.Second
+		}
+	}
+	if len(c.Parallel) == 0 {
+		c.Parallel = []int{1, 4, 8}
+	}
+	if c.Eddy == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: find the eddy binary: %w", err)
+		}
+		c.Eddy = exe
+	}
+	if c.WorkDir == "" {
+		c.WorkDir = "/var/tmp"
+	}
+	if c.Progress == nil {
+		c.Progress = os.Stderr
+	}
+	return nil
+}
+
+// linkRate maps a link name to a tbf rate ("" = unshaped, "?" = unknown).
+func linkRate(link string) string {
+	switch link {
+	case LinkUnshaped:
+		return ""
+	case Link1G, Link10G:
+		return link
+	}
+	if strings.HasSuffix(link, "bit") && len(link) > 3 && link[0] >= '0' && link[0] <= '9' {
+		return link
+	}
+	return "?"
+}
+
+// selectWorkloads filters ws by names ("parallel" selects every parallel-N).
+func selectWorkloads(ws []Workload, names []string) ([]Workload, error) {
+	if len(names) == 0 {
+		return ws, nil
+	}
+	var out []Workload
+	for _, n := range names {
+		found := false
+		for _, w := range ws {
+			if w.Name == n || (n == "parallel" && strings.HasPrefix(w.Name, wParPrefix)) {
+				out = append(out, w)
+				found = true
+			}
+		}
+		if !found {
+			var all []string
+			for _, w := range ws {
+				all = append(all, w.Name)
+			}
+			return nil, fmt.Errorf("bench: unknown workload %q (want %s or parallel)", n, strings.Join(all, ", "))
+		}
+	}
+	return out, nil
+}
+
+// Run runs the suite: generates the dataset, builds the topology, measures
+// every selected backend and workload on every link, and writes
+// results.json, results.md and the SVG plots into cfg.Out. Everything it
+// starts (namespaces, servers, mounts, daemons, temp files) is torn down
+// before it returns, also when ctx is cancelled; the results gathered so
+// far are written either way.
+func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("bench: must run as root (network namespaces, FUSE mounts, drop_caches)")
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	prog := NewProgress(cfg.Progress)
+	defer prog.Close()
+
+	rep = newReport(&cfg)
+	work, err := os.MkdirTemp(cfg.WorkDir, "ebn-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: work dir: %w", err)
+	}
+	e := &env{cfg: &cfg, work: work}
+	var backends []backend
+	defer func() {
+		// Teardown, in dependency order: daemons and mounts, then the
+		// servers and their origin mounts, then the namespaces, then files.
+		var errs []error
+		for _, b := range backends {
+			if cerr := b.close(); cerr != nil {
+				errs = append(errs, fmt.Errorf("close %s: %w", b.name(), cerr))
+			}
+		}
+		if cerr := e.close(); cerr != nil {
+			errs = append(errs, cerr)
+		}
+		if e.pair != nil {
+			if cerr := e.pair.Close(); cerr != nil {
+				errs = append(errs, cerr)
+			}
+		}
+		if mounted := mountsUnder(work); len(mounted) > 0 {
+			errs = append(errs, fmt.Errorf("bench: still mounted, %s left in place: %s", work, strings.Join(mounted, " ")))
+		} else if cerr := os.RemoveAll(work); cerr != nil {
+			errs = append(errs, fmt.Errorf("bench: remove %s: %w", work, cerr))
+		}
+		rep.Finished = time.Now().UTC()
+		if cerr := errors.Join(errs...); cerr != nil {
+			rep.Errors = append(rep.Errors, cerr.Error())
+			err = errors.Join(err, cerr)
+		}
+		if rep != nil {
+			rep.Commands = e.commands
+			if werr := rep.Write(cfg.Out); werr != nil {
+				err = errors.Join(err, werr)
+			}
+		}
+		prog.Printf("bench: results in %s", cfg.Out)
+	}()
+
+	spec := DatasetSpec{BigSize: cfg.Size, SharedSize: cfg.SharedSize, SmallCount: cfg.SmallCount, SmallSize: cfg.SmallSize, PerDir: 100}
+	prog.Printf("bench: generating dataset (%s) in %s", humanBytes(spec.Bytes()), work)
+	prog.Begin("generate dataset")
+	ds, err := Generate(ctx, filepath.Join(work, "export"), spec, prog)
+	if err != nil {
+		return rep, err
+	}
+	e.ds = ds
+	ws, err := selectWorkloads(Workloads(ds, WorkloadSettings{EpochReaders: 4, RandOps: cfg.RandOps,
+		RandMaxTime: cfg.RandMaxTime, Parallel: cfg.Parallel, ReadBuf: 1 << 20}), cfg.Workloads)
+	if err != nil {
+		return rep, err
+	}
+	rep.setParameters(&cfg, spec, ws)
+
+	if slices.ContainsFunc(cfg.Backends, func(b string) bool { return b != BLocal }) {
+		e.pair, err = topo.NewPair(ctx, topo.PairOptions{Prefix: "ebn", ServerAddr: "10.78.0.1", ClientAddr: "10.78.0.2",
+			Rate: linkRate(cfg.Links[0])})
+		if err != nil {
+			return rep, fmt.Errorf("bench: topology: %w", err)
+		}
+		prog.Printf("bench: namespaces %s (%s) and %s (%s) joined by veth", e.pair.Server, e.pair.ServerAddr, e.pair.Client, e.pair.ClientAddr)
+	}
+
+	for _, link := range cfg.Links {
+		if e.pair != nil {
+			if err := e.pair.Shape(ctx, linkRate(link)); err != nil {
+				return rep, fmt.Errorf("bench: shape link %s: %w", link, err)
+			}
+		}
+		prog.Printf("bench: link %s", link)
+		for _, bn := range cfg.Backends {
+			b, err := newBackend(e, bn)
+			if err != nil {
+				return rep, err
+			}
+			backends = append(backends, b)
+			for _, w := range ws {
+				if _, ok := b.(streamer); ok && w.Name != WSeq {
+					continue // nfs-cat is a cross-check of the sequential read only
+				}
+				for _, state := range []string{"cold", "warm"} {
+					r := measure(ctx, prog, &cfg, e, link, b, w, state)
+					rep.Results = append(rep.Results, r)
+					if ctx.Err() != nil {
+						return rep, ctx.Err()
+					}
+				}
+			}
+			if err := b.close(); err != nil {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("close %s: %v", bn, err))
+			}
+		}
+	}
+	return rep, nil
+}
+
+// measure runs one (backend, workload, state) cfg.Runs times.
+func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link string, b backend, w Workload, state string) Result {
+	r := Result{Backend: b.name(), Label: backendLabels[b.name()], Workload: w.Name, State: state, Link: link, Status: StatusOK}
+	cold := state == "cold"
+	fail := func(err error) Result {
+		r.Status, r.Error = StatusFailed, err.Error()
+		prog.Printf("  [%s] %-12s %-18s %-4s FAILED: %v", link, r.Backend, r.Workload, state, err)
+		return r
+	}
+	once := func(run int) (Measure, error) {
+		root, err := b.prepare(ctx, cold)
+		if err != nil {
+			return Measure{}, fmt.Errorf("prepare %s: %w", b.name(), err)
+		}
+		label := fmt.Sprintf("[%s] %s %s %s run %d/%d", link, b.name(), w.Name, state, run+1, cfg.Runs)
+		if run < 0 {
+			label = fmt.Sprintf("[%s] %s %s priming", link, b.name(), w.Name)
+		}
+		prog.Begin(label)
+		if s, ok := b.(streamer); ok {
+			return timed(func() (int64, int64, error) {
+				rc, wait, err := s.stream(ctx, e.ds.Big.Name)
+				if err != nil {
+					return 0, 0, err
+				}
+				n, err := verifyStream(ctx, rc, e.ds.Big, 1<<20, prog)
+				rc.Close()
+				return n, 1, errors.Join(err, wait())
+			})
+		}
+		return w.Run(ctx, root, run, prog)
+	}
+	if !cold {
+		// Warm means: the data the workload touches has been read before.
+		// The cold runs did that unless the last one stopped at its time
+		// limit; then read it once, unmeasured.
+		if !e.lastColdComplete(b.name(), w.Name) {
+			if _, err := once(-1); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	for i := 0; i < cfg.Runs; i++ {
+		m, err := once(i)
+		if err != nil {
+			return fail(err)
+		}
+		r.Runs = append(r.Runs, newRunFigure(m))
+		if cold {
+			e.setLastCold(b.name(), w.Name, !m.Partial)
+		}
+	}
+	r.summarize(w)
+	line := fmt.Sprintf("  [%s] %-12s %-18s %-4s", link, r.Backend, r.Workload, state)
+	if w.HasMBps {
+		line += fmt.Sprintf(" %9.1f MB/s", r.MBps)
+	}
+	if w.HasOps {
+		line += fmt.Sprintf(" %10.0f ops/s", r.OpsPerSec)
+	}
+	var per []string
+	for _, f := range r.Runs {
+		per = append(per, fmt.Sprintf("%.2fs", f.Seconds))
+	}
+	prog.Printf("%s  (runs %s)", line, strings.Join(per, " "))
+	return r
+}
+
+func (e *env) lastColdComplete(backend, workload string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.coldDone[backend+"/"+workload]
+}
+
+func (e *env) setLastCold(backend, workload string, complete bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.coldDone == nil {
+		e.coldDone = map[string]bool{}
+	}
+	e.coldDone[backend+"/"+workload] = complete
+}
+
+// mountsUnder lists mount points at or below dir.
+func mountsUnder(dir string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append(out, f[4])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// commandVersion runs a command and returns the first line of its output.
+func commandVersion(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil && len(out) == 0 {
+		return "unavailable: " + err.Error()
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}

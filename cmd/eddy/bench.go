@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/eddy-cluster/eddy/bench"
+	"github.com/eddy-cluster/eddy/daemon"
+)
+
+// benchSubcommands holds the builders of `eddy bench` subcommands added by
+// other files of this package from their init() (e.g. `eddy bench sched`).
+// benchCommand runs after every init, so it sees them all.
+var benchSubcommands []func() *cli.Command
+
+func init() { register(benchCommand) }
+
+func benchCommand() *cli.Command {
+	cmd := &cli.Command{
+		Name:  "bench",
+		Usage: "benchmark eddy beside NFS, SSHFS and local disk on this machine (root)",
+		Description: "Builds two network namespaces joined by a shaped veth link, starts nfs-ganesha and sshd on the\n" +
+			"server side, mounts sshfs and eddy daemons on the client side, and measures sequential, small-file,\n" +
+			"random, metadata and parallel-reader workloads, cold and warm. Writes DIR/results.json, results.md\n" +
+			"and SVG plots. Everything it starts is torn down on exit, Ctrl-C included.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "out", Value: "bench-results", Usage: "results `DIR`"},
+			&cli.BoolFlag{Name: "quick", Usage: "small version: 1 GiB file, 1,000 small files, 64 MiB shared file; a few minutes"},
+			&cli.StringFlag{Name: "links", Value: bench.Link1G, Usage: "comma-separated links to measure over: 1gbit, 10gbit, unshaped (or any tbf rate, e.g. 500mbit)"},
+			&cli.StringFlag{Name: "backends", Value: strings.Join(bench.AllBackends(), ","), Usage: "comma-separated backends"},
+			&cli.StringFlag{Name: "workloads", Usage: "comma-separated workloads (default all): seq-read, small-files-epoch, random-4k, metadata, parallel (or parallel-N)"},
+			&cli.IntFlag{Name: "runs", Value: 3, Usage: "runs per backend, workload and state (the figure is the median)"},
+			&cli.StringFlag{Name: "size", Usage: "size of the large file (default 4G, 1G with --quick)"},
+			&cli.StringFlag{Name: "parallel", Value: "1,4,8", Usage: "comma-separated numbers of parallel readers of one file"},
+			&cli.StringFlag{Name: "small-files", Usage: "number of small files (default 10000, 1000 with --quick)"},
+			&cli.StringFlag{Name: "work-dir", Value: "/var/tmp", Usage: "where the dataset, caches and mounts live (local disk)"},
+			&cli.BoolFlag{Name: "json", Usage: "print results.json on stdout when done"},
+		},
+		Action: runBench,
+	}
+	for _, b := range benchSubcommands {
+		cmd.Subcommands = append(cmd.Subcommands, b())
+	}
+	return cmd
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func runBench(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("bench: unexpected argument %q", c.Args().First())
+	}
+	cfg := bench.Config{
+		Out:         c.String("out"),
+		Quick:       c.Bool("quick"),
+		Links:       splitList(c.String("links")),
+		Backends:    splitList(c.String("backends")),
+		Workloads:   splitList(c.String("workloads")),
+		Runs:        c.Int("runs"),
+		EddyVersion: version,
+		WorkDir:     c.String("work-dir"),
+	}
+	if s := c.String("size"); s != "" {
+		n, err := daemon.ParseSize(s)
+		if err != nil {
+			return fmt.Errorf("bench: --size: %w", err)
+		}
+		cfg.Size = n
+	}
+	if s := c.String("small-files"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("bench: --small-files %q: want a positive number", s)
+		}
+		cfg.SmallCount = n
+	}
+	for _, p := range splitList(c.String("parallel")) {
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("bench: --parallel %q: want positive numbers", p)
+		}
+		cfg.Parallel = append(cfg.Parallel, n)
+	}
+
+	// The first SIGINT/SIGTERM cancels the run; teardown still completes.
+	// Further signals are reported and ignored so nothing is leaked.
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		n := 0
+		for range sigs {
+			n++
+			if n == 1 {
+				fmt.Fprintln(os.Stderr, "\nbench: interrupted; tearing down (mounts, daemons, servers, namespaces)...")
+				cancel()
+			} else {
+				fmt.Fprintln(os.Stderr, "bench: still tearing down; SIGKILL would leak mounts and namespaces")
+			}
+		}
+	}()
+
+	rep, err := bench.Run(ctx, cfg)
+	if c.Bool("json") && rep != nil {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if jerr := enc.Encode(rep); jerr != nil && err == nil {
+			err = jerr
+		}
+	}
+	return err
+}
