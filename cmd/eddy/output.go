@@ -22,6 +22,12 @@ func jsonFlag() cli.Flag {
 	return &cli.BoolFlag{Name: flagJSON, Usage: "print JSON instead of a table"}
 }
 
+// socketFlag lets a subcommand take --socket after its name too
+// ("eddy cache stats --socket S"); newClient honours it.
+func socketFlag() cli.Flag {
+	return &cli.StringFlag{Name: flagSocket, Usage: "unix socket of the local daemon's API (default " + defaultSocket + ", or EDDY_SOCKET)"}
+}
+
 // wantJSON reports whether --json was given (on the command or globally).
 func wantJSON(c *cli.Context) bool {
 	for _, ctx := range c.Lineage() {
