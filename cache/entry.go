@@ -1,0 +1,1174 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/dgraph-io/badger/v4"
+	"github.com/eddy-cluster/eddy/cache/origin"
+	"golang.org/x/sys/unix"
+)
+
+// Chunk states within a version.
+const (
+	chunkAbsent   uint8 = iota
+	chunkPresent        // indexed, not yet checked against its checksum in this process
+	chunkVerified       // indexed and checked (or written by this process)
+)
+
+// version is one fingerprinted content of a file: its index ID, its data
+// file and the state of its chunks. A version never changes content; a
+// change on the origin makes a new version with a new ID and data file.
+type version struct {
+	id      uint64 // 0: not indexed (degraded store)
+	attr    origin.Attr
+	fp      origin.Fingerprint
+	size    int64
+	csize   int64
+	nchunks int
+	fd      *os.File // data file (read-write); nil when nothing can be stored
+	path    string
+
+	commitMu sync.RWMutex // index commits hold it shared; detach exclusive
+	detached atomic.Bool  // evicted, invalidated or superseded: never index again
+
+	state    []uint8        // guarded by entry.mu
+	sums     []uint64       // guarded by entry.mu
+	inflight map[int]*fetch // guarded by entry.mu
+	present  int            // guarded by entry.mu: chunks not absent
+}
+
+func (v *version) detach() {
+	v.commitMu.Lock()
+	v.detached.Store(true)
+	v.commitMu.Unlock()
+}
+
+// fetch is one origin read of one chunk, shared by every reader of it.
+type fetch struct {
+	v    *version
+	idx  int
+	done chan struct{}
+	buf  *[]byte
+	err  error // set before done is closed
+	refs atomic.Int32
+	s    *Store
+}
+
+func (f *fetch) release() {
+	if f.refs.Add(-1) == 0 && f.buf != nil {
+		f.s.putBuf(f.buf)
+		f.buf = nil
+	}
+}
+
+// entry is the in-memory state of a file with open handles (or background
+// work) on it. It exists only while referenced, so memory follows open
+// files, not cached files.
+type entry struct {
+	s    *Store
+	name string
+	refs int // guarded by Store.mu
+
+	revalMu sync.Mutex // serializes version changes (lock order: before Store.mu)
+
+	mu        sync.Mutex
+	ver       *version   // guarded by mu; nil: must revalidate before reading
+	checkedAt time.Time  // guarded by mu: last revalidation attempt
+	accessAt  time.Time  // guarded by mu: last access persisted
+	retired   []*os.File // guarded by mu: data files of superseded versions, closed with the entry
+
+	orgMu sync.Mutex
+	org   origin.File // guarded by orgMu: lazily opened origin file
+}
+
+// acquire returns the entry of name with a reference taken, waiting while
+// the name's record is being dropped.
+func (s *Store) acquire(name string) (*entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if s.closed {
+			return nil, ErrClosed
+		}
+		ch, ok := s.busy[name]
+		if !ok {
+			break
+		}
+		s.mu.Unlock()
+		<-ch
+		s.mu.Lock()
+	}
+	e := s.open[name]
+	if e == nil {
+		e = &entry{s: s, name: name}
+		s.open[name] = e
+	}
+	e.refs++
+	return e, nil
+}
+
+func (e *entry) ref() {
+	e.s.mu.Lock()
+	e.refs++
+	e.s.mu.Unlock()
+}
+
+// unref drops a reference; the last one closes the entry's files.
+func (e *entry) unref() {
+	s := e.s
+	s.mu.Lock()
+	e.refs--
+	last := e.refs == 0
+	if last && s.open[e.name] == e {
+		delete(s.open, e.name)
+	}
+	s.mu.Unlock()
+	if !last {
+		return
+	}
+	e.mu.Lock()
+	files := e.retired
+	if e.ver != nil && e.ver.fd != nil {
+		files = append(files, e.ver.fd)
+	}
+	e.retired, e.ver = nil, nil
+	e.mu.Unlock()
+	for _, f := range files {
+		_ = f.Close()
+	}
+	e.orgMu.Lock()
+	if e.org != nil {
+		_ = e.org.Close()
+		e.org = nil
+	}
+	e.orgMu.Unlock()
+}
+
+func (e *entry) current() *version {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ver
+}
+
+// OpenFile opens name for reading through the cache. attr is the origin's
+// current attributes (fusefs has just looked them up): a fingerprint other
+// than the recorded one drops the cached content (OpenResult.Changed).
+func (s *Store) OpenFile(ctx context.Context, name string, attr origin.Attr) (Handle, OpenResult, error) {
+	name, err := cleanName(name)
+	if err != nil {
+		return nil, OpenResult{}, err
+	}
+	if !attr.IsRegular() || !s.Cacheable(name) {
+		return nil, OpenResult{}, fmt.Errorf("cache: open %s: %w", name, ErrNotCacheable)
+	}
+	e, err := s.acquire(name)
+	if err != nil {
+		return nil, OpenResult{}, err
+	}
+	changed, err := e.validate(ctx, attr)
+	if err != nil {
+		e.unref()
+		return nil, OpenResult{}, err
+	}
+	return newHandle(e), OpenResult{Changed: changed}, nil
+}
+
+// validate makes the entry's version match attr (close-to-open check).
+func (e *entry) validate(ctx context.Context, attr origin.Attr) (changed bool, err error) {
+	e.revalMu.Lock()
+	defer e.revalMu.Unlock()
+	now := time.Now()
+	e.mu.Lock()
+	v := e.ver
+	if v != nil && v.fp == attr.Fingerprint() && !v.detached.Load() {
+		e.checkedAt = now
+		e.mu.Unlock()
+		e.s.touch(e, now, true)
+		return false, nil
+	}
+	e.mu.Unlock()
+	return e.install(ctx, attr, now)
+}
+
+// install replaces the entry's version by the one for attr: the recorded
+// one when its fingerprint matches, else a new empty one (dropping the old
+// content). Called with revalMu held.
+func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time) (changed bool, err error) {
+	s := e.s
+	fp := attr.Fingerprint()
+	e.mu.Lock()
+	old := e.ver
+	e.mu.Unlock()
+	if old != nil && old.fp != fp {
+		changed = true
+	}
+	nv := &version{attr: attr, fp: fp, size: attr.Size, csize: s.csize}
+	if s.db != nil && !s.isClosed() {
+		var rec *fileRec
+		if err := s.db.View(func(txn *badger.Txn) error {
+			var gerr error
+			rec, gerr = getRec(txn, e.name)
+			return gerr
+		}); err != nil {
+			s.noteError("index-read", fmt.Errorf("read record of %s: %w", e.name, err))
+			rec = nil
+		}
+		if rec != nil && rec.Attr.Fingerprint() == fp {
+			nv.id, nv.csize = rec.ID, rec.ChunkSize
+			rec.ValidatedAt = now.UnixNano()
+			s.putRecTouch(e.name, rec, now)
+		} else {
+			if rec != nil {
+				changed = true
+			}
+			if err := s.replaceRec(e.name, rec, nv, now); err != nil {
+				s.noteError("index-write", fmt.Errorf("record %s: %w", e.name, err))
+				nv.id = 0
+			}
+		}
+		if changed {
+			s.c.invalidations.Add(1)
+			s.inv.note(e.name, false)
+		}
+		if nv.id != 0 {
+			s.loadVersion(e.name, nv)
+		}
+	} else if changed {
+		s.c.invalidations.Add(1)
+	}
+	nv.nchunks = nchunks(nv.size, nv.csize)
+	if nv.state == nil {
+		nv.state = make([]uint8, nv.nchunks)
+		nv.sums = make([]uint64, nv.nchunks)
+	}
+	nv.inflight = map[int]*fetch{}
+	e.mu.Lock()
+	old = e.ver
+	e.ver = nv
+	e.checkedAt = now
+	e.accessAt = now
+	if old != nil && old.fd != nil {
+		e.retired = append(e.retired, old.fd)
+	}
+	e.mu.Unlock()
+	if old != nil {
+		old.detach()
+		if old.attr.Ino != attr.Ino || old.attr.Dev != attr.Dev {
+			e.resetOrigin()
+		}
+	}
+	return changed, nil
+}
+
+// replaceRec writes a fresh record (new ID) for name, dropping the content
+// of the previous record prev (nil if none). nv receives the new ID.
+func (s *Store) replaceRec(name string, prev *fileRec, nv *version, now time.Time) error {
+	id, err := s.nextID()
+	if err != nil {
+		return err
+	}
+	rec := &fileRec{ID: id, Attr: nv.attr, ChunkSize: s.csize, LastAccess: now.UnixNano(), ValidatedAt: now.UnixNano()}
+	var dropped int64
+	if prev != nil {
+		if err := os.Remove(dataPath(s.dataDir, prev.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.diskError("remove data file", err)
+		}
+		dropped, err = s.deleteChunks(prev)
+		if err != nil {
+			return err
+		}
+	}
+	s.totMu.RLock()
+	defer s.totMu.RUnlock()
+	err = s.db.Update(func(txn *badger.Txn) error {
+		if prev != nil {
+			if err := txn.Delete(accessKey(prev.LastAccess, prev.ID)); err != nil {
+				return err
+			}
+		}
+		if err := txn.Set(accessKey(rec.LastAccess, id), []byte(name)); err != nil {
+			return err
+		}
+		return txn.Set(fileKey(name), encodeRec(rec))
+	})
+	if err != nil {
+		return err
+	}
+	_ = dropped
+	if prev == nil {
+		s.c.files.Add(1)
+	}
+	nv.id, nv.csize = id, s.csize
+	return nil
+}
+
+// deleteChunks deletes the chunk records of r and subtracts their bytes
+// from the totals; it returns the bytes dropped.
+func (s *Store) deleteChunks(r *fileRec) (int64, error) {
+	var keys [][]byte
+	var lens []int64
+	err := s.db.View(func(txn *badger.Txn) error {
+		return chunkSums(txn, r.ID, func(idx int, c chunkRec) {
+			keys = append(keys, chunkKey(r.ID, idx))
+			if idx < r.nchunks() && int64(c.Len) == chunkLen(r.size(), r.ChunkSize, idx) {
+				lens = append(lens, int64(c.Len))
+			} else {
+				lens = append(lens, 0)
+			}
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for len(keys) > 0 {
+		n := min(len(keys), 4096)
+		var sum int64
+		for _, l := range lens[:n] {
+			sum += l
+		}
+		s.totMu.RLock()
+		err := s.db.Update(func(txn *badger.Txn) error {
+			for _, k := range keys[:n] {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			s.c.cachedBytes.Add(-sum)
+		}
+		s.totMu.RUnlock()
+		if err != nil {
+			return total, err
+		}
+		total += sum
+		keys, lens = keys[n:], lens[n:]
+	}
+	return total, nil
+}
+
+// putRecTouch persists a matching record's validation time and last access
+// (at most once per accessEvery, so opens stay read-only in steady state).
+func (s *Store) putRecTouch(name string, rec *fileRec, now time.Time) {
+	if now.UnixNano()-rec.LastAccess < int64(s.accessEvery) && now.UnixNano()-rec.ValidatedAt < int64(s.accessEvery) {
+		return
+	}
+	s.updateAccess(name, rec.ID, now, true)
+}
+
+// touch records an access to e's file (and a successful validation if
+// validated), at most once per accessEvery.
+func (s *Store) touch(e *entry, now time.Time, validated bool) {
+	e.mu.Lock()
+	v := e.ver
+	if v == nil || v.id == 0 || now.Sub(e.accessAt) < s.accessEvery {
+		e.mu.Unlock()
+		return
+	}
+	e.accessAt = now
+	e.mu.Unlock()
+	s.updateAccess(e.name, v.id, now, validated)
+}
+
+// updateAccess moves name's LRU key to now (and its validation time).
+func (s *Store) updateAccess(name string, id uint64, now time.Time, validated bool) {
+	if s.db == nil || s.isClosed() {
+		return
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		rec, err := getRec(txn, name)
+		if err != nil || rec == nil || rec.ID != id {
+			return err
+		}
+		if err := txn.Delete(accessKey(rec.LastAccess, rec.ID)); err != nil {
+			return err
+		}
+		rec.LastAccess = now.UnixNano()
+		if validated {
+			rec.ValidatedAt = now.UnixNano()
+		}
+		if err := txn.Set(accessKey(rec.LastAccess, rec.ID), []byte(name)); err != nil {
+			return err
+		}
+		return txn.Set(fileKey(name), encodeRec(rec))
+	})
+	if err != nil && !errors.Is(err, badger.ErrConflict) {
+		s.noteError("index-write", fmt.Errorf("update access of %s: %w", name, err))
+	}
+}
+
+// loadVersion opens nv's data file and loads its chunk states (a range scan
+// bounded by this one file).
+func (s *Store) loadVersion(name string, nv *version) {
+	nv.nchunks = nchunks(nv.size, nv.csize)
+	nv.state = make([]uint8, nv.nchunks)
+	nv.sums = make([]uint64, nv.nchunks)
+	p := dataPath(s.dataDir, nv.id)
+	created := false
+	fd, err := os.OpenFile(p, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		_ = os.MkdirAll(filepath.Dir(p), 0o700)
+		fd, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		created = true
+	}
+	if err == nil {
+		if fi, serr := fd.Stat(); serr == nil && fi.Size() != nv.size {
+			// A complete data file must have the file's exact length (passthrough).
+			err = fd.Truncate(nv.size)
+		}
+		if err != nil {
+			fd.Close()
+			fd = nil
+		}
+	}
+	if err != nil {
+		s.diskError("open data file", err)
+		nv.id = 0
+		return
+	}
+	nv.fd, nv.path = fd, p
+	rec := &fileRec{ID: nv.id, Attr: nv.attr, ChunkSize: nv.csize}
+	var stale []int
+	_ = s.db.View(func(txn *badger.Txn) error {
+		return chunkSums(txn, nv.id, func(idx int, c chunkRec) {
+			if idx >= nv.nchunks || int64(c.Len) != chunkLen(nv.size, nv.csize, idx) || created {
+				stale = append(stale, idx)
+				return
+			}
+			nv.state[idx] = chunkPresent
+			if s.isVerified(nv.id, idx) {
+				nv.state[idx] = chunkVerified
+			}
+			nv.sums[idx] = c.Sum
+			nv.present++
+		})
+	})
+	if len(stale) > 0 {
+		// The data file vanished (crash during eviction) or records are
+		// malformed: those chunks are absent.
+		for _, idx := range stale {
+			s.dropChunkRec(name, nv, rec, idx)
+		}
+	}
+}
+
+// dropChunkRec deletes one chunk record of version nv.
+func (s *Store) dropChunkRec(name string, nv *version, rec *fileRec, idx int) {
+	var l int64
+	if idx < nv.nchunks {
+		l = chunkLen(nv.size, nv.csize, idx)
+	}
+	s.totMu.RLock()
+	defer s.totMu.RUnlock()
+	err := s.db.Update(func(txn *badger.Txn) error {
+		it, err := txn.Get(chunkKey(nv.id, idx))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			l = 0
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_ = it.Value(func(b []byte) error {
+			if c, err := decodeChunk(b); err != nil || int64(c.Len) != l {
+				l = 0
+			}
+			return nil
+		})
+		return txn.Delete(chunkKey(nv.id, idx))
+	})
+	if err != nil {
+		s.noteError("index-write", fmt.Errorf("drop chunk %d of %s: %w", idx, name, err))
+		return
+	}
+	s.c.cachedBytes.Add(-l)
+	_ = rec
+}
+
+// originFile returns the entry's origin file, opening it on first use.
+func (e *entry) originFile(ctx context.Context) (origin.File, error) {
+	e.orgMu.Lock()
+	defer e.orgMu.Unlock()
+	if e.org != nil {
+		return e.org, nil
+	}
+	f, err := e.s.org.Open(ctx, e.name, os.O_RDONLY)
+	if err != nil {
+		return nil, fmt.Errorf("open %s on origin: %w", e.name, err)
+	}
+	e.org = f
+	return f, nil
+}
+
+// resetOrigin closes the origin file (stale handle, or the path now names
+// another file); the next read reopens it.
+func (e *entry) resetOrigin() {
+	e.orgMu.Lock()
+	defer e.orgMu.Unlock()
+	if e.org != nil {
+		_ = e.org.Close()
+		e.org = nil
+	}
+}
+
+// readOrigin reads p at off from the origin, reopening once on ESTALE.
+func (e *entry) readOrigin(ctx context.Context, p []byte, off int64) (int, error) {
+	for attempt := 0; ; attempt++ {
+		f, err := e.originFile(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n, err := readFull(ctx, f, p, off)
+		if err != nil && !errors.Is(err, io.EOF) && attempt == 0 &&
+			(errors.Is(err, syscall.ESTALE) || errors.Is(err, syscall.EBADF)) {
+			e.resetOrigin()
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return n, fmt.Errorf("read %s on origin: %w", e.name, err)
+		}
+		return n, err
+	}
+}
+
+// readDirect serves p straight from the origin (nothing is stored).
+func (e *entry) readDirect(ctx context.Context, p []byte, off int64) error {
+	n, err := e.readOrigin(ctx, p, off)
+	e.s.c.missBytes.Add(int64(n))
+	e.s.c.misses.Add(1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if n < len(p) {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+
+// canStore reports whether new chunks of v may be written.
+func (e *entry) canStore(v *version) bool {
+	return v.fd != nil && v.id != 0 && !v.detached.Load()
+}
+
+// readChunk fills dst from chunk idx of v at offset coff within the chunk.
+func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, coff int64) error {
+	s := e.s
+	off := int64(idx)*v.csize + coff
+	for {
+		e.mu.Lock()
+		if e.ver != v {
+			e.mu.Unlock()
+			return errVersionChanged
+		}
+		st := v.state[idx]
+		if f := v.inflight[idx]; f != nil {
+			f.refs.Add(1)
+			e.mu.Unlock()
+			err := e.waitFetch(ctx, f, dst, coff)
+			if err == nil || errors.Is(err, errVersionChanged) || ctx.Err() != nil {
+				return err
+			}
+			// The shared fetch failed: try the origin for this range.
+			return e.readDirect(ctx, dst, off)
+		}
+		switch st {
+		case chunkVerified:
+			fd := v.fd
+			e.mu.Unlock()
+			n, err := fd.ReadAt(dst, off)
+			if n == len(dst) {
+				s.c.hitBytes.Add(int64(n))
+				s.c.hits.Add(1)
+				return nil
+			}
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			s.diskError("read cached chunk", err)
+			e.dropChunk(v, idx)
+			return e.readDirect(ctx, dst, off)
+		case chunkPresent:
+			e.mu.Unlock()
+			e.verifyChunk(ctx, v, idx)
+			continue
+		}
+		// Absent.
+		clen := chunkLen(v.size, v.csize, idx)
+		if !e.canStore(v) || !s.persistAllowed(0) {
+			e.mu.Unlock()
+			return e.readDirect(ctx, dst, off)
+		}
+		f := &fetch{v: v, idx: idx, done: make(chan struct{}), s: s}
+		f.refs.Store(2) // the leader's copy, and the persist step
+		v.inflight[idx] = f
+		e.mu.Unlock()
+		e.ref() // held by the persist step
+		e.runFetch(ctx, f, clen)
+		var err error
+		if f.err == nil {
+			copy(dst, (*f.buf)[coff:])
+		} else {
+			err = f.err
+		}
+		f.release()
+		go e.persist(f)
+		if err != nil {
+			if errors.Is(err, errVersionChanged) || ctx.Err() != nil {
+				return err
+			}
+			return e.readDirect(ctx, dst, off)
+		}
+		return nil
+	}
+}
+
+// waitFetch waits for a shared fetch and copies from its buffer.
+func (e *entry) waitFetch(ctx context.Context, f *fetch, dst []byte, coff int64) error {
+	defer f.release()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if f.err != nil {
+		return f.err
+	}
+	if e.current() != f.v {
+		return errVersionChanged
+	}
+	copy(dst, (*f.buf)[coff:])
+	e.s.c.hitBytes.Add(int64(len(dst)))
+	e.s.c.hits.Add(1)
+	return nil
+}
+
+// runFetch reads f's chunk from the origin into a pooled buffer and wakes
+// the waiters; storing it is persist's job.
+func (e *entry) runFetch(ctx context.Context, f *fetch, clen int64) {
+	s := e.s
+	defer close(f.done)
+	buf, err := s.getBuf(ctx, clen)
+	if err != nil {
+		f.err = err
+		return
+	}
+	f.buf = buf
+	t0 := time.Now()
+	n, err := e.readOrigin(ctx, *buf, int64(f.idx)*f.v.csize)
+	s.mets.fetched(ctx, time.Since(t0))
+	s.c.missBytes.Add(int64(n))
+	s.c.misses.Add(1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		f.err = err
+		return
+	}
+	if int64(n) < clen {
+		// The file shrank behind our back: revalidate before using it.
+		e.forceRevalidate()
+		f.err = fmt.Errorf("read %s: short chunk %d (%d of %d bytes): %w", e.name, f.idx, n, clen, io.ErrUnexpectedEOF)
+		return
+	}
+}
+
+// forceRevalidate makes the next read check the origin.
+func (e *entry) forceRevalidate() {
+	e.mu.Lock()
+	e.checkedAt = time.Time{}
+	e.mu.Unlock()
+}
+
+// persist writes a fetched chunk to the data file, syncs it, and only then
+// commits its checksum to the index (invariant 2). It ends the fetch.
+func (e *entry) persist(f *fetch) {
+	s, v := e.s, f.v
+	stored := false
+	defer func() {
+		e.mu.Lock()
+		if v.inflight[f.idx] == f {
+			delete(v.inflight, f.idx)
+		}
+		if stored && v.state[f.idx] == chunkAbsent {
+			v.state[f.idx] = chunkVerified
+			v.present++
+		}
+		e.mu.Unlock()
+		f.release()
+		e.unref()
+	}()
+	if f.err != nil || !e.canStore(v) {
+		return
+	}
+	// Guard against a change between the fetch's start and now: the bytes
+	// are indexed only under the fingerprint they were read for.
+	if of, err := e.originFile(s.ctx); err == nil {
+		if a, err := of.Stat(s.ctx); err != nil || a.Fingerprint() != v.fp {
+			if err == nil {
+				e.forceRevalidate()
+			}
+			return
+		}
+	}
+	buf := *f.buf
+	if !s.persistAllowed(int64(len(buf))) {
+		return
+	}
+	sum := xxhash.Sum64(buf)
+	off := int64(f.idx) * v.csize
+	if _, err := s.writeData(v.fd, buf, off); err != nil {
+		s.diskError("write chunk", err)
+		punchHole(v.fd, off, int64(len(buf)))
+		return
+	}
+	if err := s.syncData(v.fd); err != nil {
+		s.diskError("sync chunk", err)
+		punchHole(v.fd, off, int64(len(buf)))
+		return
+	}
+	s.diskOK()
+	e.mu.Lock()
+	v.sums[f.idx] = sum
+	e.mu.Unlock()
+	stored = s.commitChunk(e.name, v, f.idx, chunkRec{Sum: sum, Len: uint32(len(buf))})
+	if !stored && v.detached.Load() && e.current() == v {
+		// Evicted while open: the bytes are in this version's own
+		// (unlinked) data file and still valid for its readers.
+		stored = true
+	}
+	if stored {
+		s.markVerified(v.id, f.idx)
+	}
+}
+
+// commitChunk indexes a durable chunk if v is still the file's recorded
+// version.
+func (s *Store) commitChunk(name string, v *version, idx int, c chunkRec) bool {
+	v.commitMu.RLock()
+	defer v.commitMu.RUnlock()
+	if v.detached.Load() {
+		return false
+	}
+	s.totMu.RLock()
+	defer s.totMu.RUnlock()
+	var added bool
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		added = false
+		err = s.db.Update(func(txn *badger.Txn) error {
+			rec, err := getRec(txn, name)
+			if err != nil {
+				return err
+			}
+			if rec == nil || rec.ID != v.id {
+				return errVersionChanged
+			}
+			if _, err := txn.Get(chunkKey(v.id, idx)); err == nil {
+				return nil
+			}
+			added = true
+			return txn.Set(chunkKey(v.id, idx), c.encode())
+		})
+		if !errors.Is(err, badger.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		if !errors.Is(err, errVersionChanged) && !errors.Is(err, badger.ErrConflict) {
+			s.noteError("index-write", fmt.Errorf("commit chunk %d of %s: %w", idx, name, err))
+		}
+		return false
+	}
+	if added {
+		s.c.cachedBytes.Add(int64(c.Len))
+		s.inv.note(name, false)
+		if s.c.cachedBytes.Load() > s.quota.Load() {
+			s.kickEvict()
+		}
+	}
+	s.noteRecovered("index-write")
+	return true
+}
+
+// verifyChunk checks a present chunk against its checksum; a mismatch drops
+// it (it is then refetched), never serves it.
+func (e *entry) verifyChunk(ctx context.Context, v *version, idx int) {
+	s := e.s
+	clen := chunkLen(v.size, v.csize, idx)
+	buf, err := s.getBuf(ctx, clen)
+	if err != nil {
+		return
+	}
+	defer s.putBuf(buf)
+	e.mu.Lock()
+	want := v.sums[idx]
+	e.mu.Unlock()
+	n, rerr := v.fd.ReadAt(*buf, int64(idx)*v.csize)
+	ok := int64(n) == clen && xxhash.Sum64(*buf) == want
+	if ok {
+		e.mu.Lock()
+		if v.state[idx] == chunkPresent {
+			v.state[idx] = chunkVerified
+		}
+		e.mu.Unlock()
+		s.markVerified(v.id, idx)
+		return
+	}
+	s.c.checksumFailures.Add(1)
+	err = fmt.Errorf("chunk %d of %s failed its checksum (read %d of %d bytes, %v)", idx, e.name, n, clen, rerr)
+	s.noteError("checksum", err)
+	e.dropChunk(v, idx)
+}
+
+// dropChunk forgets a bad chunk: absent in memory and in the index, and
+// its space punched out.
+func (e *entry) dropChunk(v *version, idx int) {
+	s := e.s
+	e.mu.Lock()
+	if v.state[idx] != chunkAbsent {
+		v.state[idx] = chunkAbsent
+		v.present--
+	}
+	e.mu.Unlock()
+	v.commitMu.RLock()
+	if !v.detached.Load() && s.db != nil {
+		s.dropChunkRec(e.name, v, nil, idx)
+	}
+	v.commitMu.RUnlock()
+	punchHole(v.fd, int64(idx)*v.csize, chunkLen(v.size, v.csize, idx))
+}
+
+func punchHole(f *os.File, off, n int64) {
+	if f == nil || n <= 0 {
+		return
+	}
+	_ = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
+// maybeRevalidate re-checks the origin when the entry's last check is older
+// than cfg.Revalidate (or forced). Trouble keeps serving the cached version
+// (invariant 5); ENOENT drops it.
+func (e *entry) maybeRevalidate(ctx context.Context) error {
+	s := e.s
+	e.mu.Lock()
+	need := e.ver == nil || time.Since(e.checkedAt) >= s.cfg.Revalidate
+	mustHave := e.ver == nil
+	e.mu.Unlock()
+	if !need {
+		return nil
+	}
+	if mustHave {
+		e.revalMu.Lock()
+	} else if !e.revalMu.TryLock() {
+		return nil // another reader is checking; serve what is current
+	}
+	defer e.revalMu.Unlock()
+	e.mu.Lock()
+	need = e.ver == nil || time.Since(e.checkedAt) >= s.cfg.Revalidate
+	e.mu.Unlock()
+	if !need {
+		return nil
+	}
+	attr, err := s.org.Lstat(ctx, e.name)
+	now := time.Now()
+	if err != nil {
+		e.mu.Lock()
+		e.checkedAt = now
+		have := e.ver != nil
+		e.mu.Unlock()
+		if origin.IsNotExist(err) {
+			s.dropName(e.name, dropGone, e)
+			return fmt.Errorf("cache: revalidate %s: %w", e.name, err)
+		}
+		if have {
+			s.log.Debug("revalidation failed; serving the cached version", "path", e.name, "err", err)
+			return nil
+		}
+		return fmt.Errorf("cache: revalidate %s: %w", e.name, err)
+	}
+	s.c.revalidations.Add(1)
+	e.mu.Lock()
+	v := e.ver
+	e.mu.Unlock()
+	if v != nil && v.fp == attr.Fingerprint() {
+		e.mu.Lock()
+		e.checkedAt = now
+		e.mu.Unlock()
+		s.touch(e, now, true)
+		return nil
+	}
+	if !attr.IsRegular() {
+		s.dropName(e.name, dropGone, e)
+		return fmt.Errorf("cache: revalidate %s: no longer a regular file: %w", e.name, ErrNotCacheable)
+	}
+	_, err = e.install(ctx, attr, now)
+	return err
+}
+
+// raJob asks a worker to fetch one chunk ahead of a sequential reader.
+type raJob struct {
+	e   *entry
+	v   *version
+	idx int
+}
+
+func (s *Store) readAheadWorker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			for {
+				select {
+				case j := <-s.raq:
+					j.e.unref()
+				default:
+					return
+				}
+			}
+		case j := <-s.raq:
+			j.e.fetchAhead(s.ctx, j.v, j.idx)
+			j.e.unref()
+		}
+	}
+}
+
+// fetchAhead fetches and stores chunk idx of v unless it is present or in
+// flight. It returns when the chunk is stored (or failed); done reports
+// whether it is now cached.
+func (e *entry) fetchAhead(ctx context.Context, v *version, idx int) (done bool, err error) {
+	s := e.s
+	e.mu.Lock()
+	if e.ver != v {
+		e.mu.Unlock()
+		return false, errVersionChanged
+	}
+	if f := v.inflight[idx]; f != nil {
+		f.refs.Add(1)
+		e.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			f.release()
+			return false, ctx.Err()
+		}
+		ferr := f.err
+		f.release()
+		if ferr != nil {
+			return false, ferr
+		}
+		// Wait for its persist step.
+		for i := 0; i < 2000; i++ {
+			e.mu.Lock()
+			_, busy := v.inflight[idx]
+			st := v.state[idx]
+			e.mu.Unlock()
+			if !busy {
+				return st != chunkAbsent, nil
+			}
+			select {
+			case <-time.After(time.Millisecond):
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		}
+		return false, nil
+	}
+	if v.state[idx] != chunkAbsent {
+		e.mu.Unlock()
+		return true, nil
+	}
+	if !e.canStore(v) {
+		e.mu.Unlock()
+		return false, nil
+	}
+	f := &fetch{v: v, idx: idx, done: make(chan struct{}), s: s}
+	f.refs.Store(1)
+	v.inflight[idx] = f
+	e.mu.Unlock()
+	e.ref()
+	e.runFetch(ctx, f, chunkLen(v.size, v.csize, idx))
+	e.persist(f)
+	if f.err != nil {
+		return false, f.err
+	}
+	e.mu.Lock()
+	st := v.state[idx]
+	e.mu.Unlock()
+	return st != chunkAbsent, nil
+}
+
+// handle is one open read-only view.
+type handle struct {
+	e      *entry
+	closed atomic.Bool
+
+	mu      sync.Mutex
+	lastEnd int64    // guarded by mu: end of the previous read
+	seq     int      // guarded by mu: consecutive sequential reads
+	raNext  int      // guarded by mu: first chunk not yet queued for read-ahead
+	pt      *os.File // guarded by mu: passthrough file, once handed out
+	ptDone  bool     // guarded by mu
+}
+
+func newHandle(e *entry) *handle { return &handle{e: e, lastEnd: -1} }
+
+var _ Handle = (*handle)(nil)
+
+// ReadAt reads from the cache, fetching missing chunks from the origin.
+func (h *handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if h.closed.Load() {
+		return 0, os.ErrClosed
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("cache: read at %d: %w", off, syscall.EINVAL)
+	}
+	e := h.e
+	if err := e.maybeRevalidate(ctx); err != nil {
+		return 0, err
+	}
+	total := 0
+	var v *version
+	for retries := 0; total < len(p); {
+		v = e.current()
+		if v == nil {
+			if err := e.maybeRevalidate(ctx); err != nil {
+				return total, err
+			}
+			if retries++; retries > 5 {
+				return total, fmt.Errorf("cache: read %s: %w", e.name, syscall.EIO)
+			}
+			continue
+		}
+		pos := off + int64(total)
+		if pos >= v.size {
+			break
+		}
+		idx := int(pos / v.csize)
+		coff := pos - int64(idx)*v.csize
+		n := int(min(int64(len(p)-total), chunkLen(v.size, v.csize, idx)-coff))
+		err := e.readChunk(ctx, v, idx, p[total:total+n], coff)
+		if errors.Is(err, errVersionChanged) {
+			if retries++; retries > 5 {
+				return total, fmt.Errorf("cache: read %s: %w", e.name, syscall.EIO)
+			}
+			continue
+		}
+		if err != nil {
+			return total, fmt.Errorf("cache: read %s: %w", e.name, err)
+		}
+		total += n
+	}
+	if v != nil {
+		h.readAhead(v, off, total)
+		e.s.touch(e, time.Now(), false)
+	}
+	if total < len(p) {
+		return total, io.EOF
+	}
+	return total, nil
+}
+
+// readAhead detects sequential reading and queues the next chunks.
+func (h *handle) readAhead(v *version, off int64, n int) {
+	s := h.e.s
+	h.mu.Lock()
+	if off == h.lastEnd || off == 0 {
+		h.seq++
+	} else {
+		h.seq = 0
+		h.raNext = 0
+	}
+	h.lastEnd = off + int64(n)
+	if h.seq < 2 || s.cfg.ReadAhead == 0 || !h.e.canStore(v) {
+		h.mu.Unlock()
+		return
+	}
+	cur := int(h.lastEnd / v.csize)
+	from := max(h.raNext, cur+1)
+	to := min(cur+s.cfg.ReadAhead, v.nchunks-1)
+	if from > to {
+		h.mu.Unlock()
+		return
+	}
+	h.raNext = to + 1
+	h.mu.Unlock()
+	for idx := from; idx <= to; idx++ {
+		h.e.mu.Lock()
+		skip := h.e.ver != v || v.state[idx] != chunkAbsent || v.inflight[idx] != nil
+		h.e.mu.Unlock()
+		if skip {
+			continue
+		}
+		h.e.ref()
+		select {
+		case s.raq <- raJob{e: h.e, v: v, idx: idx}:
+		default:
+			h.e.unref() // queue full: the reader will fetch it itself
+		}
+	}
+}
+
+// PassthroughFile hands out a read-only file with the complete content
+// valid at open, after checking every chunk against its checksum.
+func (h *handle) PassthroughFile() *os.File {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ptDone || h.closed.Load() {
+		return h.pt
+	}
+	h.ptDone = true
+	e := h.e
+	v := e.current()
+	if v == nil || v.fd == nil || v.detached.Load() {
+		return nil
+	}
+	for idx := 0; idx < v.nchunks; idx++ {
+		e.mu.Lock()
+		st := v.state[idx]
+		e.mu.Unlock()
+		if st == chunkPresent {
+			e.verifyChunk(context.Background(), v, idx)
+			e.mu.Lock()
+			st = v.state[idx]
+			e.mu.Unlock()
+		}
+		if st != chunkVerified {
+			return nil
+		}
+	}
+	f, err := os.Open(v.path)
+	if err != nil {
+		return nil
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != v.size || e.current() != v || v.detached.Load() {
+		f.Close()
+		return nil
+	}
+	h.pt = f
+	return f
+}
+
+// Close releases the handle (and its passthrough file).
+func (h *handle) Close() error {
+	if h.closed.Swap(true) {
+		return nil
+	}
+	h.mu.Lock()
+	if h.pt != nil {
+		_ = h.pt.Close()
+		h.pt = nil
+	}
+	h.mu.Unlock()
+	h.e.unref()
+	return nil
+}

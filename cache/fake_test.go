@@ -1,0 +1,237 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/eddy-cluster/eddy/cache/origin"
+)
+
+// fakeOrigin is an in-memory origin.FS that counts reads per offset, injects
+// errors and latency, and lets tests change files behind the cache's back.
+type fakeOrigin struct {
+	mu      sync.Mutex
+	files   map[string]*fakeData // guarded by mu
+	reads   map[string]int       // guarded by mu: "name@off" -> ReadAt calls
+	nreads  int                  // guarded by mu
+	lstats  int                  // guarded by mu
+	ino     uint64               // guarded by mu
+	clock   int64                // guarded by mu: ctime source (ns)
+	readErr func(name string, off int64) error
+	statErr func(name string) error
+	delay   time.Duration
+	gate    chan struct{} // when set, ReadAt blocks until it is closed
+}
+
+type fakeData struct {
+	data []byte
+	attr origin.Attr
+}
+
+func newFakeOrigin() *fakeOrigin {
+	return &fakeOrigin{files: map[string]*fakeData{}, reads: map[string]int{}, ino: 100, clock: time.Now().UnixNano()}
+}
+
+// put creates or rewrites a file (new ctime; mtime as given or now).
+func (o *fakeOrigin) put(name string, data []byte) origin.Attr {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.clock += 1000
+	fd := o.files[name]
+	if fd == nil {
+		o.ino++
+		fd = &fakeData{attr: origin.Attr{Ino: o.ino, Dev: 1, Mode: syscall.S_IFREG | 0o644, Nlink: 1}}
+		o.files[name] = fd
+	}
+	fd.data = append([]byte(nil), data...)
+	fd.attr.Size = int64(len(data))
+	fd.attr.Mtime = time.Unix(0, o.clock)
+	fd.attr.Ctime = time.Unix(0, o.clock)
+	return fd.attr
+}
+
+// rewriteSameMtime rewrites content in place keeping size and mtime (as
+// `touch -d` would restore it); only ctime moves.
+func (o *fakeOrigin) rewriteSameMtime(name string, data []byte) origin.Attr {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.clock += 1000
+	fd := o.files[name]
+	fd.data = append([]byte(nil), data...)
+	fd.attr.Ctime = time.Unix(0, o.clock)
+	return fd.attr
+}
+
+func (o *fakeOrigin) remove(name string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.files, name)
+}
+
+func (o *fakeOrigin) readsAt(name string, off int64) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.reads[fmt.Sprintf("%s@%d", name, off)]
+}
+
+func (o *fakeOrigin) totalReads() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.nreads
+}
+
+func (o *fakeOrigin) attr(name string) origin.Attr {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.files[name].attr
+}
+
+func (o *fakeOrigin) Lstat(ctx context.Context, name string) (origin.Attr, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.lstats++
+	if o.statErr != nil {
+		if err := o.statErr(name); err != nil {
+			return origin.Attr{}, err
+		}
+	}
+	if fd, ok := o.files[name]; ok {
+		return fd.attr, nil
+	}
+	for n := range o.files {
+		if name == "." || strings.HasPrefix(n, name+"/") {
+			return origin.Attr{Mode: syscall.S_IFDIR | 0o755, Ino: 1, Dev: 1}, nil
+		}
+	}
+	return origin.Attr{}, fmt.Errorf("lstat %s: %w", name, syscall.ENOENT)
+}
+
+func (o *fakeOrigin) ReadDir(ctx context.Context, name string) ([]origin.DirEntry, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	seen := map[string]uint32{}
+	for n := range o.files {
+		rel := n
+		if name != "." {
+			if !strings.HasPrefix(n, name+"/") {
+				continue
+			}
+			rel = n[len(name)+1:]
+		}
+		if i := strings.IndexByte(rel, '/'); i >= 0 {
+			seen[rel[:i]] = syscall.S_IFDIR
+		} else {
+			seen[rel] = syscall.S_IFREG
+		}
+	}
+	if len(seen) == 0 && name != "." {
+		return nil, fmt.Errorf("readdir %s: %w", name, syscall.ENOENT)
+	}
+	var out []origin.DirEntry
+	for n, m := range seen {
+		out = append(out, origin.DirEntry{Name: n, Mode: m})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (o *fakeOrigin) Open(ctx context.Context, name string, flag int) (origin.File, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	fd, ok := o.files[name]
+	if !ok {
+		return nil, fmt.Errorf("open %s: %w", name, syscall.ENOENT)
+	}
+	return &fakeFile{o: o, name: name, fd: fd}, nil
+}
+
+var errNotImpl = syscall.ENOSYS
+
+func (o *fakeOrigin) Create(context.Context, string, int, uint32, origin.Owner) (origin.File, error) {
+	return nil, errNotImpl
+}
+func (o *fakeOrigin) Mkdir(context.Context, string, uint32, origin.Owner) error { return errNotImpl }
+func (o *fakeOrigin) Mknod(context.Context, string, uint32, uint64, origin.Owner) error {
+	return errNotImpl
+}
+func (o *fakeOrigin) Symlink(context.Context, string, string, origin.Owner) error { return errNotImpl }
+func (o *fakeOrigin) Readlink(context.Context, string) (string, error)            { return "", errNotImpl }
+func (o *fakeOrigin) Link(context.Context, string, string) error                  { return errNotImpl }
+func (o *fakeOrigin) Unlink(context.Context, string) error                        { return errNotImpl }
+func (o *fakeOrigin) Rmdir(context.Context, string) error                         { return errNotImpl }
+func (o *fakeOrigin) Rename(context.Context, string, string, uint32) error        { return errNotImpl }
+func (o *fakeOrigin) SetAttr(context.Context, string, origin.SetAttr) error       { return errNotImpl }
+func (o *fakeOrigin) Getxattr(context.Context, string, string) ([]byte, error) {
+	return nil, errNotImpl
+}
+func (o *fakeOrigin) Setxattr(context.Context, string, string, []byte, int) error { return errNotImpl }
+func (o *fakeOrigin) Listxattr(context.Context, string) ([]string, error)         { return nil, errNotImpl }
+func (o *fakeOrigin) Removexattr(context.Context, string, string) error           { return errNotImpl }
+func (o *fakeOrigin) Statfs(context.Context) (origin.Statfs, error)               { return origin.Statfs{}, nil }
+func (o *fakeOrigin) String() string                                              { return "fake:" }
+func (o *fakeOrigin) Close() error                                                { return nil }
+
+// fakeFile reads the content current at each call (like a path origin's
+// file after an in-place rewrite).
+type fakeFile struct {
+	o    *fakeOrigin
+	name string
+	fd   *fakeData
+}
+
+func (f *fakeFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	o := f.o
+	o.mu.Lock()
+	o.reads[fmt.Sprintf("%s@%d", f.name, off)]++
+	o.nreads++
+	rerr, delay, gate := o.readErr, o.delay, o.gate
+	o.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	if rerr != nil {
+		if err := rerr(f.name, off); err != nil {
+			return 0, err
+		}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	data := f.fd.data
+	if off >= int64(len(data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *fakeFile) Stat(ctx context.Context) (origin.Attr, error) {
+	f.o.mu.Lock()
+	defer f.o.mu.Unlock()
+	return f.fd.attr, nil
+}
+
+func (f *fakeFile) WriteAt(context.Context, []byte, int64) (int, error) { return 0, errNotImpl }
+func (f *fakeFile) Truncate(context.Context, int64) error               { return errNotImpl }
+func (f *fakeFile) Sync(context.Context) error                          { return nil }
+func (f *fakeFile) Close() error                                        { return nil }
+
+var _ origin.FS = (*fakeOrigin)(nil)
+
+func cleanJoin(a, b string) string { return path.Join(a, b) }

@@ -1,0 +1,239 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A cold read fetches from the origin; a restarted store serves the same
+// bytes from disk without a single origin read, from one sparse file named
+// by ID whose bytes and length equal the file's (usable for passthrough).
+func TestReadThroughRestartPassthrough(t *testing.T) {
+	o := newFakeOrigin()
+	data := pattern(5*testChunk+1234, 1)
+	o.put("dir/a.bin", data)
+	cfg := testConfig(t)
+	s := openStore(t, o, cfg)
+	h, _ := mustOpen(t, s, o, "dir/a.bin")
+	mustEqual(t, "cold read", readAll(t, h, int64(len(data))), data)
+	waitFor(t, "chunks indexed", func() bool { return s.CachedBytes("dir/a.bin") == int64(len(data)) })
+	if st := s.Stats(); st.MissBytes < int64(len(data)) || st.CachedBytes != int64(len(data)) || st.Files != 1 {
+		t.Fatalf("stats after cold read: %+v", st)
+	}
+	h.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var datafiles []string
+	_ = filepath.Walk(filepath.Join(cfg.Dir, "data"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			datafiles = append(datafiles, p)
+		}
+		return nil
+	})
+	if len(datafiles) != 1 || strings.Contains(datafiles[0], "a.bin") {
+		t.Fatalf("data files %v: want one, named by ID", datafiles)
+	}
+	raw, _ := os.ReadFile(datafiles[0])
+	mustEqual(t, "data file", raw, data)
+
+	reads := o.totalReads()
+	s2 := openStore(t, o, cfg)
+	waitFor(t, "totals scan", func() bool { return s2.Stats().CachedBytes == int64(len(data)) })
+	h2, res := mustOpen(t, s2, o, "dir/a.bin")
+	if res.Changed {
+		t.Fatal("unchanged file reported Changed")
+	}
+	mustEqual(t, "warm read", readAll(t, h2, int64(len(data))), data)
+	if got := o.totalReads() - reads; got != 0 {
+		t.Fatalf("warm read after restart made %d origin reads, want 0", got)
+	}
+	if st := s2.Stats(); st.HitBytes != int64(len(data)) || st.MissBytes != 0 {
+		t.Fatalf("warm stats: %+v", st)
+	}
+	pt := h2.PassthroughFile()
+	if pt == nil {
+		t.Fatal("PassthroughFile nil for a complete file")
+	}
+	ptData := make([]byte, len(data)+10)
+	n, _ := pt.ReadAt(ptData, 0)
+	mustEqual(t, "passthrough file", ptData[:n], data)
+}
+
+// Eight concurrent readers of one missing chunk cause exactly one origin
+// read, and all get the right bytes.
+func TestSingleFlightChunk(t *testing.T) {
+	o := newFakeOrigin()
+	data := pattern(3*testChunk, 2)
+	o.put("f", data)
+	gate := make(chan struct{})
+	o.gate = gate
+	cfg := testConfig(t)
+	cfg.ReadAhead = -1
+	s := openStore(t, o, cfg)
+	h, _ := mustOpen(t, s, o, "f")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			off := int64(testChunk + i*1000)
+			buf := make([]byte, 4096)
+			if _, err := h.ReadAt(context.Background(), buf, off); err != nil {
+				errs <- err
+				return
+			}
+			if string(buf) != string(data[off:off+4096]) {
+				errs <- errors.New("wrong bytes")
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // let all readers queue on the chunk
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := o.readsAt("f", testChunk); n != 1 {
+		t.Fatalf("origin reads of chunk 1: %d, want 1", n)
+	}
+	if n := o.totalReads(); n != 1 {
+		t.Fatalf("origin reads: %d, want 1", n)
+	}
+}
+
+// Readers get the fetched bytes while the chunk is still being persisted.
+func TestReadersServedBeforePersist(t *testing.T) {
+	o := newFakeOrigin()
+	data := pattern(2*testChunk, 3)
+	o.put("f", data)
+	cfg := testConfig(t)
+	cfg.ReadAhead = -1
+	s := openStore(t, o, cfg)
+	release := make(chan struct{})
+	var once sync.Once
+	s.syncData = func(f *os.File) error { <-release; return syscall.Fdatasync(int(f.Fd())) }
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	h, _ := mustOpen(t, s, o, "f")
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, testChunk)
+		_, err := h.ReadAt(context.Background(), buf, 0)
+		if err == nil && string(buf) != string(data[:testChunk]) {
+			err = errors.New("wrong bytes")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reader blocked behind the disk write")
+	}
+	if s.CachedBytes("f") != 0 {
+		t.Fatal("chunk indexed before its bytes were synced")
+	}
+	// A second reader of the same chunk is served from the in-flight buffer.
+	buf := make([]byte, 100)
+	if _, err := h.ReadAt(context.Background(), buf, 10); err != nil || string(buf) != string(data[10:110]) {
+		t.Fatalf("second read: %v", err)
+	}
+	if n := o.totalReads(); n != 1 {
+		t.Fatalf("origin reads %d, want 1", n)
+	}
+	once.Do(func() { close(release) })
+	waitFor(t, "chunk indexed after sync", func() bool { return s.CachedBytes("f") == testChunk })
+}
+
+// Sequential reading triggers read-ahead by the worker pool: chunks ahead
+// of the reader are fetched (once each) before it asks for them.
+func TestReadAhead(t *testing.T) {
+	o := newFakeOrigin()
+	data := pattern(10*testChunk, 4)
+	o.put("f", data)
+	cfg := testConfig(t)
+	cfg.ReadAhead = 4
+	s := openStore(t, o, cfg)
+	h, _ := mustOpen(t, s, o, "f")
+	buf := make([]byte, 16<<10)
+	for off := int64(0); off < testChunk+32<<10; off += int64(len(buf)) {
+		if _, err := h.ReadAt(context.Background(), buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "read-ahead of chunks 2..5", func() bool {
+		for i := int64(2); i <= 5; i++ {
+			if o.readsAt("f", i*testChunk) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	mustEqual(t, "full read", readAll(t, h, int64(len(data))), data)
+	for i := int64(0); i < 10; i++ {
+		if n := o.readsAt("f", i*testChunk); n != 1 {
+			t.Fatalf("chunk %d read %d times from the origin", i, n)
+		}
+	}
+}
+
+// Random reads at odd offsets and lengths across chunk boundaries return
+// the origin's bytes, and the end of file is io.EOF.
+func TestRandomReads(t *testing.T) {
+	o := newFakeOrigin()
+	data := pattern(4*testChunk+77, 5)
+	o.put("f", data)
+	s := openStore(t, o, testConfig(t))
+	h, _ := mustOpen(t, s, o, "f")
+	cases := []struct{ off, n int }{
+		{0, 1}, {testChunk - 3, 10}, {2*testChunk + 5, testChunk + 9}, {len(data) - 5, 5}, {len(data) - 5, 100}, {len(data), 10},
+	}
+	for _, c := range cases {
+		buf := make([]byte, c.n)
+		n, err := h.ReadAt(context.Background(), buf, int64(c.off))
+		want := data[min(c.off, len(data)):min(c.off+c.n, len(data))]
+		if n != len(want) || string(buf[:n]) != string(want) {
+			t.Fatalf("ReadAt(%d,%d) = %d bytes, want %d", c.off, c.n, n, len(want))
+		}
+		if n < c.n && err == nil {
+			t.Fatalf("short read at %d without error", c.off)
+		}
+	}
+}
+
+// A file that is not cacheable is refused with ErrNotCacheable.
+func TestCacheable(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Include = []string{"data/*", "*.bin"}
+	cfg.Exclude = []string{"*.tmp", "data/secret"}
+	s := openStore(t, newFakeOrigin(), cfg)
+	for _, c := range []struct {
+		name string
+		want bool
+	}{
+		{"data/x", true}, {"a/b/c.bin", true}, {"data/x.tmp", false}, {"data/secret", false},
+		{"other/x", false}, {"x.bin", true}, {"deep/y.bin.tmp", false},
+	} {
+		if got := s.Cacheable(c.name); got != c.want {
+			t.Errorf("Cacheable(%q) = %v, want %v", c.name, got, c.want)
+		}
+	}
+	o := newFakeOrigin()
+	o.put("other/x", []byte("x"))
+	s2 := openStore(t, o, cfg)
+	if _, _, err := s2.OpenFile(context.Background(), "other/x", o.attr("other/x")); !errors.Is(err, ErrNotCacheable) {
+		t.Fatalf("OpenFile excluded: %v", err)
+	}
+}
