@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -35,9 +37,13 @@ type handle struct {
 	// lazily, for locks and fallocate).
 	of     origin.File
 	ch     cache.Handle // read-only cached view, or nil (immutable)
+	attr   origin.Attr  // attrs at open, for a cached handle (immutable)
 	dirty  bool         // written since the last sync (guarded by mu)
-	posix  bool         // POSIX locks taken through this handle (guarded by mu)
 	closed bool         // guarded by mu
+	// lockers are the processes (thread group ids) holding POSIX locks
+	// through this handle (guarded by mu). The origin lock is one
+	// open-file-description lock, dropped when one of them closes the file.
+	lockers map[int]bool
 }
 
 // ptHandle is a read-only cached handle whose content is a complete local
@@ -149,7 +155,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			if res.Changed {
 				keep = false
 			}
-			h := &handle{n: n, name: name, flags: oflags, ch: ch}
+			h := &handle{n: n, name: name, flags: oflags, ch: ch, attr: a}
 			var fuseFlags uint32
 			if keep {
 				fuseFlags = fuse.FOPEN_KEEP_CACHE
@@ -182,7 +188,7 @@ func (n *node) openOffline(ctx context.Context, name string) (fs.FileHandle, uin
 	if n.st.offline == nil {
 		return nil, 0, syscall.EIO
 	}
-	ch, err := n.st.offline.OpenOffline(ctx, name)
+	ch, _, err := n.st.offline.OpenOffline(ctx, name, n.st.opts.OfflineGrace)
 	if err != nil {
 		return nil, 0, syscall.EIO
 	}
@@ -328,8 +334,12 @@ func (h *handle) sync(ctx context.Context, force bool) syscall.Errno {
 // Flush runs at every close(2): written data reaches the origin's storage
 // before close returns, and the closing process's POSIX locks are dropped.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	pid := callerTgid(ctx)
 	h.mu.Lock()
-	posix, of := h.posix, h.of
+	posix, of := h.lockers[pid], h.of
+	if posix {
+		clear(h.lockers)
+	}
 	h.mu.Unlock()
 	if posix && of != nil {
 		if fd, ok := of.(origin.Fder); ok {
@@ -428,11 +438,35 @@ func (h *handle) setLock(ctx context.Context, lk *fuse.FileLock, flags uint32, w
 		return fs.ToErrno(err)
 	}
 	if lk.Typ != syscall.F_UNLCK {
+		pid := callerTgid(ctx)
 		h.mu.Lock()
-		h.posix = true
+		if h.lockers == nil {
+			h.lockers = map[int]bool{}
+		}
+		h.lockers[pid] = true
 		h.mu.Unlock()
 	}
 	return 0
+}
+
+// callerTgid is the process (thread group) of the FUSE caller; the kernel
+// reports the calling thread.
+func callerTgid(ctx context.Context) int {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(c.Pid)) + "/status")
+	if err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					return n
+				}
+			}
+		}
+	}
+	return int(c.Pid)
 }
 
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {

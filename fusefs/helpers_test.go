@@ -148,22 +148,25 @@ func (c *fakeCache) Rename(oldname, newname string) {
 
 func (c *fakeCache) NotePassthroughOpen() { c.ptOpens.Add(1) }
 
-func (c *fakeCache) LastKnown(name string) (origin.Attr, time.Time, bool) {
+func (c *fakeCache) LastKnown(name string) (origin.Attr, time.Time, bool, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.files[name]
-	return e.attr, e.validated, ok
+	return e.attr, e.validated, ok, ok
 }
 
-func (c *fakeCache) OpenOffline(ctx context.Context, name string) (cache.Handle, error) {
+func (c *fakeCache) OpenOffline(ctx context.Context, name string, grace time.Duration) (cache.Handle, origin.Attr, error) {
 	c.mu.Lock()
 	e, ok := c.files[name]
 	c.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("open offline %s: %w", name, cache.ErrNotCached)
+	if !ok || time.Since(e.validated) > grace {
+		return nil, origin.Attr{}, fmt.Errorf("open offline %s: %w", name, cache.ErrNotCached)
 	}
-	return c.open(e.path)
+	h, err := c.open(e.path)
+	return h, e.attr, err
 }
+
+var _ OfflineCache = (*fakeCache)(nil)
 
 type readerAt struct {
 	ctx context.Context
@@ -198,4 +201,15 @@ func writeFile(t testing.TB, p string, data []byte) {
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// newFakeCacheDir is a fake cache over a path origin at dir.
+func newFakeCacheDir(t testing.TB, dir string) *fakeCache {
+	t.Helper()
+	org, err := origin.NewPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { org.Close() })
+	return newFakeCache(t, org)
 }

@@ -37,15 +37,18 @@ type Cache interface {
 }
 
 // OfflineCache is implemented by caches that can serve disconnected reads
-// (issue 3). fusefs uses it only when Options.OfflineGrace > 0 and the
-// origin reports trouble (origin.IsTrouble), never when it reports ENOENT.
+// (issue 3; *cache.Store does). fusefs uses it only when Options.OfflineGrace
+// > 0 and the origin reports trouble (origin.IsTrouble), never when it
+// reports ENOENT.
 type OfflineCache interface {
 	// LastKnown returns the attributes name had when its cached content was
-	// last validated against the origin, and when that was.
-	LastKnown(name string) (attr origin.Attr, validated time.Time, ok bool)
+	// last validated against the origin, when that was, and whether the file
+	// is fully cached.
+	LastKnown(name string) (attr origin.Attr, validatedAt time.Time, complete bool, ok bool)
 	// OpenOffline opens the cached content of name without asking the
-	// origin; it fails (cache.ErrNotCached) unless the file is fully cached.
-	OpenOffline(ctx context.Context, name string) (cache.Handle, error)
+	// origin; it fails (cache.ErrNotCached) unless the file is fully cached
+	// and was validated within grace.
+	OpenOffline(ctx context.Context, name string, grace time.Duration) (cache.Handle, origin.Attr, error)
 }
 
 // Options configure a mount. Zero values take the defaults noted.

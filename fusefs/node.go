@@ -143,7 +143,7 @@ func (st *state) lstat(ctx context.Context, name string, known *node) (a origin.
 		return a, false, err
 	}
 	if st.offline != nil {
-		if la, at, ok := st.offline.LastKnown(name); ok && time.Since(at) <= st.opts.OfflineGrace {
+		if la, at, _, ok := st.offline.LastKnown(name); ok && time.Since(at) <= st.opts.OfflineGrace {
 			return la, true, nil
 		}
 	}
@@ -203,6 +203,12 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 	}
 	a, _, err := n.st.lstat(ctx, n.name(), n)
+	if h := asHandle(f); h != nil && h.ch != nil && (origin.IsNotExist(err) || (err == nil && a.Ino != h.attr.Ino)) {
+		// fstat of an open cached file that was unlinked or replaced: it is
+		// still what the caller has open.
+		a, err = h.attr, nil
+		a.Nlink = 0
+	}
 	if err != nil {
 		return errno(err)
 	}
