@@ -29,8 +29,9 @@ type Health struct {
 // (their JSON names are the CLI's contract) plus where they come from.
 type CacheStats struct {
 	cache.Stats
-	Origin string `json:"origin"`
-	Mount  string `json:"mount"`
+	Origin  string `json:"origin"`
+	Mount   string `json:"mount"`
+	NoCache bool   `json:"no_cache,omitempty"` // the daemon runs with --no-cache
 }
 
 // PathsRequest names paths for warm, pin, unpin and evict. Each path is

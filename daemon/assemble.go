@@ -7,15 +7,17 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/eddy-cluster/eddy/cache"
 	"github.com/eddy-cluster/eddy/cache/origin"
+	_ "github.com/eddy-cluster/eddy/cache/origin/nfs" // nfs:// origins
+	"github.com/eddy-cluster/eddy/fusefs"
 )
 
 // Store is what the daemon needs of the node's cache (*cache.Store).
 type Store interface {
 	CacheControl
+	fusefs.Cache
 	Close() error
 }
 
@@ -28,18 +30,13 @@ type Mounted interface {
 	Wait()
 }
 
-// openOrigin opens the origin an --origin value names: a directory, or a URL.
+// openOrigin opens the origin an --origin value names: a directory, or a
+// URL (nfs://server/export, file:///path).
 func openOrigin(ctx context.Context, cfg *Config) (origin.FS, error) {
-	if isURL(cfg.Origin) {
-		// Extension point: URL origins (nfs://...) open through origin.Open
-		// once cache/origin/url.go provides it.
-		return nil, fmt.Errorf("origin %s: URL origins are not supported by this build yet", cfg.Origin)
-	}
-	org, err := origin.NewPath(cfg.Origin)
-	if err != nil {
-		return nil, err
-	}
-	return org, nil
+	return origin.Open(ctx, cfg.Origin, origin.OpenOptions{
+		Timeout: cfg.OriginTimeout,
+		Logger:  cfg.Logger.With("part", "origin"),
+	})
 }
 
 // openCache opens the node's cache over the origin.
@@ -48,6 +45,14 @@ var openCache = func(ctx context.Context, org origin.FS, cfg cache.Config) (Stor
 }
 
 // mountFS mounts the FUSE view of org (and st, nil with --no-cache) on dir.
-var mountFS = func(ctx context.Context, dir string, org origin.FS, st Store, d *Daemon) (Mounted, error) {
-	return nil, errors.New("the FUSE view is not available in this build yet")
+func mountFS(ctx context.Context, dir string, org origin.FS, st Store, d *Daemon) (Mounted, error) {
+	var c fusefs.Cache
+	if st != nil {
+		c = st
+	}
+	return fusefs.Mount(ctx, dir, org, c, fusefs.Options{
+		OfflineGrace:  d.cfg.OfflineGrace,
+		OriginTimeout: d.cfg.OriginTimeout,
+		Logger:        d.log.With("part", "fusefs"),
+	})
 }

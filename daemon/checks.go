@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/eddy-cluster/eddy/cache/origin"
 )
 
 // isURL reports whether an --origin value is a URL rather than a path.
-func isURL(spec string) bool { return strings.Contains(spec, "://") }
+func isURL(spec string) bool { return origin.IsURL(spec) }
 
 func checkGlob(g string) error {
 	if _, err := path.Match(g, ""); err != nil {

@@ -123,7 +123,7 @@ func (s *apiServer) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) handleStats(w http.ResponseWriter, r *http.Request) {
-	out := api.CacheStats{Origin: s.origin, Mount: s.mount}
+	out := api.CacheStats{Origin: s.origin, Mount: s.mount, NoCache: s.cache == nil}
 	if s.cache != nil {
 		out.Stats = s.cache.Stats()
 	}

@@ -93,6 +93,9 @@ func printStats(w io.Writer, s api.CacheStats) error {
 	}
 	t.row("origin", s.Origin)
 	t.row("mount", s.Mount)
+	if s.NoCache {
+		state = "no cache (--no-cache): every read goes to the origin"
+	}
 	t.row("state", state)
 	t.row("hit bytes", fmt.Sprintf("%s (%d chunk reads)", humanBytes(s.HitBytes), s.Hits))
 	t.row("miss bytes", fmt.Sprintf("%s (%d chunk fetches)", humanBytes(s.MissBytes), s.Misses))
