@@ -24,6 +24,9 @@ type cgroupSystem interface {
 	mode() string
 	// create makes the task's cgroup with the given limits (0 = unlimited).
 	create(name string, cores float64, mem int64) (taskCgroup, error)
+	// oomKilledAt reads the OOM-kill counter of a cgroup made by someone else (runc), given
+	// its path relative to the hierarchy roots.
+	oomKilledAt(rel string) bool
 }
 
 // taskCgroup is one task's cgroup.
@@ -215,7 +218,8 @@ func keyValue(file, key string) (int64, bool) {
 
 type noCgroups struct{ reason string }
 
-func (noCgroups) mode() string { return "none" }
+func (noCgroups) mode() string            { return "none" }
+func (noCgroups) oomKilledAt(string) bool { return false }
 func (n noCgroups) create(name string, cores float64, mem int64) (taskCgroup, error) {
 	if cores > 0 || mem > 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNoCgroups, n.reason)
@@ -238,6 +242,10 @@ type cgroupV2 struct {
 }
 
 func (s *cgroupV2) mode() string { return "v2" }
+
+func (s *cgroupV2) oomKilledAt(rel string) bool {
+	return (&v2Cgroup{dir: filepath.Join(s.mount, rel)}).oomKilled()
+}
 
 // prepare makes the parent and enables cpu, memory and pids for children along the way.
 func (s *cgroupV2) prepare() error {
@@ -333,6 +341,10 @@ type cgroupV1 struct {
 }
 
 func (s *cgroupV1) mode() string { return "v1" }
+
+func (s *cgroupV1) oomKilledAt(rel string) bool {
+	return (&v1Cgroup{mem: filepath.Join(s.ctrl["memory"], rel)}).oomKilled()
+}
 
 func (s *cgroupV1) dirs(name string) []string {
 	seen := map[string]bool{}

@@ -113,6 +113,8 @@ type Runtime struct {
 	cg    cgroupSystem
 	lease bool
 
+	closeOnce sync.Once
+
 	ctr *containerRuntime // nil when containers are not configured
 
 	mu      sync.Mutex
@@ -155,11 +157,17 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
 // Close releases the containerd connection and stops a private containerd. Running container
 // tasks keep running (their shims outlive containerd) and are re-adopted by the next New.
 func (r *Runtime) Close() error {
-	if r.ctr != nil {
-		return r.ctr.close()
-	}
-	return nil
+	var err error
+	r.closeOnce.Do(func() {
+		if r.ctr != nil {
+			err = r.ctr.close()
+		}
+	})
+	return err
 }
+
+// Config returns the configuration in effect (defaults filled in).
+func (r *Runtime) Config() Config { return r.cfg }
 
 // CgroupMode reports "v2", "v1" or "none".
 func (r *Runtime) CgroupMode() string { return r.cg.mode() }
