@@ -201,10 +201,10 @@ var confCases = []confCase{
 		r.e("link_exist", os.Link(d+"/b", d+"/dir/c"))
 	}},
 	{name: "attrs", setup: func(d string) { w(d+"/f", "x"); os.Mkdir(d+"/dir", 0o755) }, run: func(r *rec, d string) {
-		r.e("chmod", os.Chmod(d+"/f", 0o4751))
+		r.e("chmod", unix.Chmod(d+"/f", 0o4751))
 		r.e("chown", os.Lchown(d+"/f", 1234, 5678))
 		r.stat("st", d+"/f")
-		r.e("chmod2", os.Chmod(d+"/f", 0o6755))
+		r.e("chmod2", unix.Chmod(d+"/f", 0o6755))
 		r.e("chown_keep", os.Chown(d+"/f", -1, 99))
 		r.stat("st2", d+"/f")
 		at := time.Unix(1111111111, 123456789)
@@ -219,7 +219,7 @@ var confCases = []confCase{
 		unix.Stat(d+"/f", &st)
 		r.v("atime2", fmt.Sprintf("%d.%09d", st.Atim.Sec, st.Atim.Nsec))
 		r.v("mtime2", fmt.Sprintf("%d.%09d", st.Mtim.Sec, st.Mtim.Nsec))
-		r.e("chmod_dir", os.Chmod(d+"/dir", 0o1777))
+		r.e("chmod_dir", unix.Chmod(d+"/dir", 0o1777))
 		r.stat("dir", d+"/dir")
 		r.e("chmod_missing", os.Chmod(d+"/nope", 0o644))
 	}},
@@ -297,7 +297,9 @@ var confCases = []confCase{
 		os.Chmod(d+"/secret", 0o600)
 		os.Mkdir(d+"/rootdir", 0o755)
 		os.Mkdir(d+"/open", 0o777)
-		os.Mkdir(d+"/sticky", 0o1777)
+		os.Chmod(d+"/open", 0o777)
+		os.Mkdir(d+"/sticky", 0o777)
+		unix.Chmod(d+"/sticky", 0o1777)
 		w(d+"/sticky/rootfile", "r")
 		os.Chmod(d+"/sticky/rootfile", 0o666)
 	}, asUID: 1000, run: func(r *rec, d string) {
