@@ -6,7 +6,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 
 	"github.com/eddy-cluster/eddy/cache"
 	"github.com/eddy-cluster/eddy/cache/origin"
@@ -40,9 +39,15 @@ func openOrigin(ctx context.Context, cfg *Config) (origin.FS, error) {
 }
 
 // openCache opens the node's cache over the origin.
-var openCache = func(ctx context.Context, org origin.FS, cfg cache.Config) (Store, error) {
-	return nil, errors.New("the cache is not available in this build yet")
+func openCache(ctx context.Context, org origin.FS, cfg cache.Config) (Store, error) {
+	st, err := cache.Open(ctx, org, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
+
+var _ Store = (*cache.Store)(nil)
 
 // mountFS mounts the FUSE view of org (and st, nil with --no-cache) on dir.
 func mountFS(ctx context.Context, dir string, org origin.FS, st Store, d *Daemon) (Mounted, error) {
