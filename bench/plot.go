@@ -40,7 +40,7 @@ func stateColor(backend, state string) string {
 	if !ok {
 		c = [2]string{"#cccccc", "#333333"}
 	}
-	if state == "warm" {
+	if state != StateCold {
 		return c[1]
 	}
 	return c[0]
@@ -142,6 +142,7 @@ func fmtTick(v float64) string {
 // eddy's speedup over the NFS baseline. It returns the file names.
 func (r *Report) writePlots(dir string) ([]string, error) {
 	links, backends, workloads := r.axes()
+	states := r.states()
 	var files []string
 	write := func(name, svg string) error {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(svg), 0o644); err != nil {
@@ -156,7 +157,7 @@ func (r *Report) writePlots(dir string) ([]string, error) {
 			var tg, og, sg barGroup
 			tg.name, og.name, sg.name = w, w, w
 			for _, bn := range backends {
-				for _, st := range []string{"cold", "warm"} {
+				for _, st := range states {
 					x, ok := r.find(link, bn, w, st)
 					if !ok {
 						continue
@@ -171,7 +172,7 @@ func (r *Report) writePlots(dir string) ([]string, error) {
 				}
 			}
 			for _, e := range []string{BEddyNFS, BEddySSHFS} {
-				for _, st := range []string{"cold", "warm"} {
+				for _, st := range states {
 					x, ok1 := r.find(link, e, w, st)
 					base, ok2 := r.find(link, BNFS, w, st)
 					if !ok1 || !ok2 {

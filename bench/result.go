@@ -37,7 +37,7 @@ type Result struct {
 	Backend  string `json:"backend"`
 	Label    string `json:"label"`
 	Workload string `json:"workload"`
-	State    string `json:"state"` // cold | warm
+	State    string `json:"state"` // cold | warm | warm-dropped
 	Link     string `json:"link"`
 	Status   string `json:"status"` // ok | failed
 	Error    string `json:"error,omitempty"`
@@ -150,11 +150,13 @@ func (r *Report) setParameters(cfg *Config, spec DatasetSpec, ws []Workload) {
 			"small_files": spec.SmallCount, "small_file_bytes": spec.SmallSize, "files_per_dir": spec.PerDir,
 			"content": "pseudo-random (splitmix64 per 4 KiB block), incompressible",
 		},
-		"workloads": wp,
-		"cold":      "backend's caches emptied (sshfs remounted; eddy restarted on a fresh cache dir), then sync + echo 3 > /proc/sys/vm/drop_caches (server and client share this kernel, so the server's page cache is dropped too)",
-		"warm":      "the same data read before by the cold runs (or one unmeasured priming run), nothing dropped",
-		"verify":    "every byte read is checked: xxhash64 per file/stream, 4 KiB blocks compared with the generated content",
-		"mb":        "decimal megabytes (1e6 bytes)",
+		"workloads":    wp,
+		"cold":         "backend's caches emptied (sshfs remounted; eddy restarted on a fresh cache dir), then sync + echo 3 > /proc/sys/vm/drop_caches (server and client share this kernel, so the server's page cache is dropped too)",
+		"warm":         "the same data read before by the cold runs (or one unmeasured priming run), nothing dropped",
+		"warm-dropped": "as warm, then sync + drop_caches before each run: only on-disk caches (eddy's) remain",
+		"states":       cfg.States,
+		"verify":       "every byte read is checked: xxhash64 per file/stream, 4 KiB blocks compared with the generated content",
+		"mb":           "decimal megabytes (1e6 bytes)",
 	}
 }
 
@@ -191,6 +193,17 @@ func (r *Report) axes() (links, backends, workloads []string) {
 		workloads = add(workloads, x.Workload)
 	}
 	return
+}
+
+// states present in the results, in the order cold, warm, warm-dropped.
+func (r *Report) states() []string {
+	var out []string
+	for _, st := range []string{StateCold, StateWarm, StateWarmDropped} {
+		if slices.ContainsFunc(r.Results, func(x Result) bool { return x.State == st }) {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 func (r *Report) find(link, backend, workload, state string) (Result, bool) {
@@ -236,6 +249,7 @@ var speedupPairs = [][2]string{
 func (r *Report) Markdown(plots []string) string {
 	var b strings.Builder
 	links, backends, workloads := r.axes()
+	states := r.states()
 	fmt.Fprintf(&b, "# eddy bench results\n\n")
 	fmt.Fprintf(&b, "%s, %d CPUs (%s), %.1f GiB RAM, kernel %s. Started %s, finished %s.\n\n",
 		r.Machine.Hostname, r.Machine.CPUs, r.Machine.CPU, float64(r.Machine.MemBytes)/(1<<30), r.Kernel,
@@ -257,7 +271,7 @@ func (r *Report) Markdown(plots []string) string {
 		}
 		b.WriteString("\n|---|---|" + strings.Repeat("---|", len(backends)) + "\n")
 		for _, w := range workloads {
-			for _, st := range []string{"cold", "warm"} {
+			for _, st := range states {
 				fmt.Fprintf(&b, "| %s | %s |", w, st)
 				for _, bn := range backends {
 					if x, ok := r.find(link, bn, w, st); ok {
@@ -294,7 +308,7 @@ func (r *Report) Markdown(plots []string) string {
 			}
 			b.WriteString("\n|---|---|" + strings.Repeat("---|", len(cols)) + "\n")
 			for _, w := range workloads {
-				for _, st := range []string{"cold", "warm"} {
+				for _, st := range states {
 					fmt.Fprintf(&b, "| %s | %s |", w, st)
 					for _, c := range cols {
 						x, ok1 := r.find(link, c[0], w, st)

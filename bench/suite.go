@@ -16,6 +16,16 @@ import (
 	"github.com/eddy-cluster/eddy/bench/topo"
 )
 
+// States (results.json "state"): cold = every cache emptied; warm = the
+// data read before, nothing dropped; warm-dropped = read before, then the
+// kernel's page cache dropped (eddy's on-disk cache survives, as it does
+// when the data outgrows RAM or the node reboots).
+const (
+	StateCold        = "cold"
+	StateWarm        = "warm"
+	StateWarmDropped = "warm-dropped"
+)
+
 // Link names (results.json "link").
 const (
 	Link1G       = "1gbit"
@@ -34,6 +44,8 @@ type Config struct {
 	Backends []string
 	// Workloads by name; "parallel" selects every parallel-N.
 	Workloads []string
+	// States to measure (default cold, warm).
+	States []string
 	// Runs per (backend, workload, state); the figure is their median.
 	Runs int
 	// Size of the large file (sequential and random reads).
@@ -77,6 +89,14 @@ func (c *Config) setDefaults() error {
 	for _, b := range c.Backends {
 		if !slices.Contains(AllBackends(), b) {
 			return fmt.Errorf("bench: unknown backend %q (want %s)", b, backendsAll)
+		}
+	}
+	if len(c.States) == 0 {
+		c.States = []string{StateCold, StateWarm}
+	}
+	for _, st := range c.States {
+		if st != StateCold && st != StateWarm && st != StateWarmDropped {
+			return fmt.Errorf("bench: unknown state %q (want cold, warm, warm-dropped)", st)
 		}
 	}
 	if c.Runs <= 0 {
@@ -273,7 +293,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 				if _, ok := b.(streamer); ok && w.Name != WSeq {
 					continue // nfs-cat is a cross-check of the sequential read only
 				}
-				for _, state := range []string{"cold", "warm"} {
+				for _, state := range cfg.States {
 					r := measure(ctx, prog, &cfg, e, link, b, w, state)
 					rep.Results = append(rep.Results, r)
 					if ctx.Err() != nil {
@@ -292,16 +312,21 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 // measure runs one (backend, workload, state) cfg.Runs times.
 func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link string, b backend, w Workload, state string) Result {
 	r := Result{Backend: b.name(), Label: backendLabels[b.name()], Workload: w.Name, State: state, Link: link, Status: StatusOK}
-	cold := state == "cold"
+	cold := state == StateCold
 	fail := func(err error) Result {
 		r.Status, r.Error = StatusFailed, err.Error()
-		prog.Printf("  [%s] %-12s %-18s %-4s FAILED: %v", link, r.Backend, r.Workload, state, err)
+		prog.Printf("  [%s] %-12s %-18s %-12s FAILED: %v", link, r.Backend, r.Workload, state, err)
 		return r
 	}
 	once := func(run int) (Measure, error) {
 		root, err := b.prepare(ctx, cold)
 		if err != nil {
 			return Measure{}, fmt.Errorf("prepare %s: %w", b.name(), err)
+		}
+		if state == StateWarmDropped && run >= 0 {
+			if err := dropCaches(); err != nil {
+				return Measure{}, err
+			}
 		}
 		label := fmt.Sprintf("[%s] %s %s %s run %d/%d", link, b.name(), w.Name, state, run+1, cfg.Runs)
 		if run < 0 {
@@ -342,7 +367,7 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 		}
 	}
 	r.summarize(w)
-	line := fmt.Sprintf("  [%s] %-12s %-18s %-4s", link, r.Backend, r.Workload, state)
+	line := fmt.Sprintf("  [%s] %-12s %-18s %-12s", link, r.Backend, r.Workload, state)
 	if w.HasMBps {
 		line += fmt.Sprintf(" %9.1f MB/s", r.MBps)
 	}
