@@ -307,6 +307,9 @@ func (s *Store) replaceRec(name string, prev *fileRec, nv *version, now time.Tim
 	_ = dropped
 	if prev == nil {
 		s.c.files.Add(1)
+		if s.isPinned(name) {
+			s.c.pinnedFiles.Add(1)
+		}
 	}
 	nv.id, nv.csize = id, s.csize
 	return nil

@@ -105,8 +105,8 @@ func (s *Store) dropName(name string, mode dropMode, held ...*entry) (int64, boo
 		s.noteError("index-write", fmt.Errorf("drop %s: %w", name, err))
 	}
 	s.inv.note(name, true)
-	if s.isPinned(name) {
-		s.notePinChange()
+	if err == nil && s.isPinned(name) {
+		s.c.pinnedFiles.Add(-1)
 	}
 	return bytes, true
 }

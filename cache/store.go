@@ -404,15 +404,16 @@ func (s *Store) persistAllowed(n int64) bool {
 	if s.db == nil || time.Now().UnixNano() < s.backoff.Load() {
 		return false
 	}
-	s.refreshDisk(false)
-	if s.c.diskFree.Load()-n < s.reserveBytes() {
-		s.refreshDisk(true)
-		if s.c.diskFree.Load()-n < s.reserveBytes() {
-			s.diskError("write chunk", fmt.Errorf("cache disk nearly full (%d bytes free): %w", s.c.diskFree.Load(), syscall.ENOSPC))
-			return false
-		}
+	if n == 0 {
+		return true
 	}
-	s.c.diskFree.Add(-n)
+	// statfs is cheap next to an n-byte write; a stale figure could let the
+	// disk fill under badger's memory-mapped files.
+	s.refreshDisk(true)
+	if s.c.diskFree.Load()-n < s.reserveBytes() {
+		s.diskError("write chunk", fmt.Errorf("cache disk nearly full (%d bytes free): %w", s.c.diskFree.Load(), syscall.ENOSPC))
+		return false
+	}
 	return true
 }
 
