@@ -96,10 +96,37 @@ func MountAt(dir string) (MountEntry, bool, error) {
 }
 
 // IsStale reports whether dir is a FUSE mount whose daemon is gone
-// ("transport endpoint is not connected").
+// ("transport endpoint is not connected"). The kernel may answer stat of the
+// mountpoint from its attribute cache for a while after the daemon died, so
+// a FUSE mountpoint is also opened and read, which needs the daemon; a mount
+// whose daemon does not answer within two seconds counts as in use.
 func IsStale(dir string) bool {
 	_, err := os.Stat(dir)
-	return errors.Is(err, syscall.ENOTCONN)
+	if errors.Is(err, syscall.ENOTCONN) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	m, ok, err := MountAt(dir)
+	if err != nil || !ok || !strings.HasPrefix(m.FSType, "fuse") {
+		return false
+	}
+	res := make(chan error, 1)
+	go func() {
+		f, err := os.Open(dir)
+		if err == nil {
+			_, err = f.Readdirnames(1)
+			f.Close()
+		}
+		res <- err
+	}()
+	select {
+	case err := <-res:
+		return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
+	case <-time.After(2 * time.Second):
+		return false
+	}
 }
 
 // CleanStale lazily unmounts a stale FUSE mount at dir (left by a daemon

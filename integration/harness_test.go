@@ -71,7 +71,7 @@ func newNode(t testing.TB, originDir string) *node {
 // daemonArgs are the flags the node runs with, before extra ones.
 func (n *node) daemonArgs(extra ...string) []string {
 	args := []string{"daemon", "--origin", n.Origin, "--mount", n.Mount, "--cache-dir", n.CacheDir,
-		"--socket", n.Socket, "--log-level", "debug", "--shutdown-timeout", "5s"}
+		"--socket", n.Socket, "--log-level", "info", "--shutdown-timeout", "5s"}
 	return append(args, extra...)
 }
 
