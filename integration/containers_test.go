@@ -10,10 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +26,10 @@ import (
 
 // busyboxImage builds an OCI layout tarball (one layer: /bin/busybox and its applet links)
 // whose index.json names the image, as `ctr images import` and the Go client expect.
-func busyboxImage(t *testing.T, gz bool) []byte {
+func busyboxImage(t testing.TB, gz bool) []byte { return busyboxImageSized(t, gz, 0) }
+
+// busyboxImageSized adds a file of extra random (incompressible) bytes to the layer.
+func busyboxImageSized(t testing.TB, gz bool, extra int) []byte {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
@@ -48,6 +53,11 @@ func busyboxImage(t *testing.T, gz bool) []byte {
 	}
 	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"))
 	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
+	if extra > 0 {
+		payload := make([]byte, extra)
+		rand.NewChaCha8([32]byte{1}).Read(payload)
+		file("payload.bin", 0o644, payload)
+	}
 	tw.Close()
 
 	blobs := map[string][]byte{}
@@ -110,7 +120,7 @@ type ctrEnv struct {
 
 // ertContainerd starts a private containerd (root, state and socket under a temp dir) and a
 // Runtime on a temp share with a shared_data dir.
-func ertContainerd(t *testing.T) *ctrEnv {
+func ertContainerd(t testing.TB) *ctrEnv {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("container tests need root")
@@ -146,7 +156,7 @@ func ertContainerd(t *testing.T) *ctrEnv {
 }
 
 // ctr runs the ctr CLI against the private containerd.
-func (e *ctrEnv) ctr(t *testing.T, args ...string) string {
+func (e *ctrEnv) ctr(t testing.TB, args ...string) string {
 	t.Helper()
 	full := append([]string{"--address", filepath.Join(e.dir, "containerd.sock"), "-n", e.cfg.ContainerdNamespace}, args...)
 	out, err := exec.Command("ctr", full...).CombinedOutput()
@@ -170,7 +180,7 @@ func (e *ctrEnv) assertClean(t *testing.T) {
 	}
 }
 
-func (e *ctrEnv) importEnv(t *testing.T, name string, gz bool, at time.Time) envs.Version {
+func (e *ctrEnv) importEnv(t testing.TB, name string, gz bool, at time.Time) envs.Version {
 	t.Helper()
 	v, err := envs.ImportReader(context.Background(), e.share, name, bytes.NewReader(busyboxImage(t, gz)), at)
 	if err != nil {
@@ -249,6 +259,9 @@ pwd >> /shared/out.txt; exit 42`)
 	st = e.rt.ContainerStats()
 	if st.Imports != 1 || st.ImportSkips != 1 {
 		t.Fatalf("second task re-imported: %+v", st)
+	}
+	if got, err := e.rt.ImportedEnvs(context.Background()); err != nil || len(got) != 1 || !strings.HasPrefix(got[0], "containers/busy/busy_") {
+		t.Errorf("ImportedEnvs %v %v", got, err)
 	}
 	if again := e.ctr(t, "images", "ls", "-q"); again != images {
 		t.Errorf("images changed without a new version: %q -> %q", images, again)
@@ -409,4 +422,47 @@ func TestContainerPruneKeepsInUse(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	e.assertClean(t)
+}
+
+// BenchmarkContainerStart measures Start (image ready + container created + task started) for
+// an environment already imported, and for one that needs importing from a local, page-cached
+// tarball (the case of a tarball warm in eddy's cache). ERT_BENCH_MB sets the payload size.
+func BenchmarkContainerStart(b *testing.B) {
+	mb := 64
+	if v, err := strconv.Atoi(os.Getenv("ERT_BENCH_MB")); err == nil && v > 0 {
+		mb = v
+	}
+	e := ertContainerd(b)
+	img := busyboxImageSized(b, false, mb<<20)
+	ctx := context.Background()
+	run := func(b *testing.B, id string) {
+		spec := e.spec(id, "true")
+		b.StartTimer()
+		r, err := e.rt.Start(ctx, spec)
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res, err := r.Wait(ctx); err != nil || res.ExitCode != 0 {
+			b.Fatalf("%+v %v", res, err)
+		}
+	}
+	n := 0
+	b.Run(fmt.Sprintf("import-%dMiB", mb), func(b *testing.B) {
+		b.StopTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := envs.ImportReader(ctx, e.share, "busy", bytes.NewReader(img), time.Now()); err != nil {
+				b.Fatal(err)
+			}
+			n++
+			run(b, fmt.Sprintf("ert-bi%d", n))
+		}
+	})
+	b.Run("imported", func(b *testing.B) {
+		b.StopTimer()
+		for i := 0; i < b.N; i++ {
+			n++
+			run(b, fmt.Sprintf("ert-bw%d", n))
+		}
+	})
 }

@@ -16,7 +16,7 @@ import (
 )
 
 // ertRuntime builds a Runtime whose cgroups live under eddy/ert-<pid>-<n>, removed at cleanup.
-func ertRuntime(t *testing.T, cfg runtime.Config) *runtime.Runtime {
+func ertRuntime(t testing.TB, cfg runtime.Config) *runtime.Runtime {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("process runtime tests need root (cgroups, setuid)")
@@ -49,7 +49,7 @@ func dirExists(p string) bool { fi, err := os.Stat(p); return err == nil && fi.I
 
 // ertDir makes a world-traversable temp dir (t.TempDir is 0700, which a task running as
 // nobody cannot enter).
-func ertDir(t *testing.T) string {
+func ertDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "ert-")
 	if err != nil {

@@ -641,3 +641,22 @@ func (c *containerRuntime) reconcile(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ImportedEnvs lists the environment tarballs (paths relative to the share, as in
+// envs.Version.Rel) whose images this node's containerd holds, for placement: a node that has
+// the version imported starts the task without reading the tarball at all.
+func (r *Runtime) ImportedEnvs(ctx context.Context) ([]string, error) {
+	if r.ctr == nil {
+		return nil, nil
+	}
+	ctx = namespaces.WithNamespace(ctx, r.ctr.ns)
+	imgs, err := r.ctr.client.ImageService().List(ctx, fmt.Sprintf(`labels."%s"`, labelEnvFile))
+	if err != nil {
+		return nil, fmt.Errorf("runtime: list imported environments: %w", err)
+	}
+	var out []string
+	for _, im := range imgs {
+		out = append(out, im.Labels[labelEnvFile])
+	}
+	return out, nil
+}
