@@ -40,6 +40,9 @@ type Config struct {
 	OfflineGrace time.Duration
 	// OriginTimeout bounds every origin operation.
 	OriginTimeout time.Duration
+	// AttrTimeout: how long the kernel may cache names and attributes
+	// (0: fusefs's default, 1 s).
+	AttrTimeout time.Duration
 
 	// Socket is the unix socket of the local API.
 	Socket string

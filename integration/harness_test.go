@@ -46,7 +46,13 @@ type node struct {
 func newNode(t testing.TB, originDir string) *node {
 	t.Helper()
 	needFUSE(t)
-	base := t.TempDir()
+	return newNodeAt(t, t.TempDir(), originDir)
+}
+
+// newNodeIn prepares a node under base with a fresh origin.
+func newNodeIn(t testing.TB, base string) *node { return newNodeAt(t, base, "") }
+
+func newNodeAt(t testing.TB, base, originDir string) *node {
 	if originDir == "" {
 		originDir = filepath.Join(base, "edm-origin")
 		if err := os.MkdirAll(originDir, 0o755); err != nil {

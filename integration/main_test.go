@@ -41,7 +41,9 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration: go build ./cmd/eddy:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	benchCleanup()
+	return code
 }
 
 // needFUSE skips t when the machine cannot mount FUSE (not root, no /dev/fuse).
