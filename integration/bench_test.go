@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -14,7 +15,8 @@ import (
 //
 //	go test -run XXX -bench . -benchtime 3x ./integration
 //
-// EDDY_BENCH_SIZE sets the large file's size in bytes (default 1 GiB).
+// EDDY_BENCH_SIZE sets the large file's size in bytes (default 1 GiB);
+// EDDY_BENCH_DAEMON_ARGS adds daemon flags (e.g. "--attr-timeout 10s").
 // The page cache is dropped before every timed read of a "cold" or "warm"
 // case: "warm" means fully in eddy's cache, read from local disk.
 
@@ -54,7 +56,7 @@ func benchNode(b *testing.B) (*node, int64) {
 				return
 			}
 		}
-		if err := n.tryStart(); err != nil {
+		if err := n.tryStart(strings.Fields(os.Getenv("EDDY_BENCH_DAEMON_ARGS"))...); err != nil {
 			benchEnv.err = fmt.Errorf("%v\n%s", err, n.log())
 			return
 		}
