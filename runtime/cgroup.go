@@ -164,8 +164,8 @@ func killProcs(procsFile string) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		pids, err := readProcs(procsFile)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) {
+			return nil // the cgroup is gone (removed while we looked)
 		}
 		if err != nil {
 			return fmt.Errorf("kill cgroup: %w", err)

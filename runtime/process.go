@@ -142,7 +142,11 @@ func (t *processTask) Kill(ctx context.Context) error {
 		_ = syscall.Kill(-p.Pid, syscall.SIGKILL) // the process group
 	}
 	if err := t.cg.killAll(); err != nil { // and whatever left the group
-		return fmt.Errorf("runtime: kill %s: %w", t.id, err)
+		select {
+		case <-t.done: // ended meanwhile, its cgroup removed
+		default:
+			return fmt.Errorf("runtime: kill %s: %w", t.id, err)
+		}
 	}
 	select {
 	case <-t.done:
