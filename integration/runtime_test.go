@@ -304,3 +304,59 @@ func TestRuntimeProcessRefusesRoot(t *testing.T) {
 		t.Fatalf("missing command: err %v", err)
 	}
 }
+
+func TestRuntimeProcessOrphansAdopted(t *testing.T) {
+	rt := ertRuntime(t, runtime.Config{})
+	base := ertDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run, err := rt.Start(ctx, runtime.Spec{ID: "ert-orphan", Command: []string{"sh", "-c", "sleep 1000 & sleep 1001"},
+		Uid: nobody, Gid: nobody, WorkDir: base, LogDir: filepath.Join(base, "logs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return len(procsOf(t, "ert-orphan")) >= 3 })
+	// A stale, empty cgroup as a crashed daemon would leave it.
+	var stale []string
+	if rt.CgroupMode() == "v1" {
+		for _, c := range []string{"memory", "cpu", "pids"} {
+			stale = append(stale, filepath.Join("/sys/fs/cgroup", c, rt.Config().CgroupParent, "ert-stale"))
+		}
+	} else {
+		stale = append(stale, filepath.Join("/sys/fs/cgroup", rt.Config().CgroupParent, "ert-stale"))
+	}
+	for _, d := range stale {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A new daemon with the same cgroup parent finds the running task and removes the stale one.
+	rt2, err := runtime.New(ctx, rt.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt2.Close()
+	for _, d := range stale {
+		if dirExists(d) {
+			t.Errorf("stale cgroup %s not removed", d)
+		}
+	}
+	adopted := rt2.Adopted()
+	orphan := adopted["ert-orphan"]
+	if len(adopted) != 1 || orphan == nil {
+		t.Fatalf("adopted %v", adopted)
+	}
+	if _, ok := rt2.Running("ert-orphan"); !ok {
+		t.Error("adopted task not listed as running")
+	}
+	if err := orphan.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := orphan.Wait(ctx)
+	if err != nil || res.Err == "" || res.ExitCode != -1 {
+		t.Fatalf("orphan result %+v %v", res, err)
+	}
+	if res, err := run.Wait(ctx); err != nil || res.Signal != "SIGKILL" {
+		t.Fatalf("original handle: %+v %v", res, err)
+	}
+}

@@ -27,6 +27,10 @@ type cgroupSystem interface {
 	// oomKilledAt reads the OOM-kill counter of a cgroup made by someone else (runc), given
 	// its path relative to the hierarchy roots.
 	oomKilledAt(rel string) bool
+	// children lists the task cgroups under the parent (left by an earlier daemon, say).
+	children() ([]string, error)
+	// open returns an existing task cgroup.
+	open(name string) taskCgroup
 }
 
 // taskCgroup is one task's cgroup.
@@ -42,6 +46,8 @@ type taskCgroup interface {
 	remove() error
 	// path is a description for logs.
 	path() string
+	// empty reports whether no process is left in the cgroup.
+	empty() bool
 }
 
 type cgMount struct {
@@ -218,8 +224,10 @@ func keyValue(file, key string) (int64, bool) {
 
 type noCgroups struct{ reason string }
 
-func (noCgroups) mode() string            { return "none" }
-func (noCgroups) oomKilledAt(string) bool { return false }
+func (noCgroups) mode() string                { return "none" }
+func (noCgroups) oomKilledAt(string) bool     { return false }
+func (noCgroups) children() ([]string, error) { return nil, nil }
+func (noCgroups) open(string) taskCgroup      { return plainStart{} }
 func (n noCgroups) create(name string, cores float64, mem int64) (taskCgroup, error) {
 	if cores > 0 || mem > 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNoCgroups, n.reason)
@@ -234,6 +242,7 @@ func (plainStart) oomKilled() bool           { return false }
 func (plainStart) killAll() error            { return nil }
 func (plainStart) remove() error             { return nil }
 func (plainStart) path() string              { return "" }
+func (plainStart) empty() bool               { return true }
 
 // --- v2 ---
 
@@ -242,6 +251,11 @@ type cgroupV2 struct {
 }
 
 func (s *cgroupV2) mode() string { return "v2" }
+
+func (s *cgroupV2) children() ([]string, error) { return subdirs(filepath.Join(s.mount, s.parent)) }
+func (s *cgroupV2) open(name string) taskCgroup {
+	return &v2Cgroup{dir: filepath.Join(s.mount, s.parent, name)}
+}
 
 func (s *cgroupV2) oomKilledAt(rel string) bool {
 	return (&v2Cgroup{dir: filepath.Join(s.mount, rel)}).oomKilled()
@@ -310,6 +324,11 @@ func (c *v2Cgroup) start(cmd *exec.Cmd) error {
 	return cmd.Start()
 }
 
+func (c *v2Cgroup) empty() bool {
+	n, ok := keyValue(filepath.Join(c.dir, "cgroup.events"), "populated")
+	return !ok || n == 0
+}
+
 func (c *v2Cgroup) oomKilled() bool {
 	n, _ := keyValue(filepath.Join(c.dir, "memory.events"), "oom_kill")
 	return n > 0
@@ -341,6 +360,20 @@ type cgroupV1 struct {
 }
 
 func (s *cgroupV1) mode() string { return "v1" }
+
+func (s *cgroupV1) children() ([]string, error) {
+	return subdirs(filepath.Join(s.ctrl["memory"], s.parent))
+}
+
+func (s *cgroupV1) open(name string) taskCgroup {
+	cg := &v1Cgroup{mem: filepath.Join(s.ctrl["memory"], s.parent, name)}
+	for _, d := range s.dirs(name) {
+		if _, err := os.Stat(d); err == nil {
+			cg.dirs = append(cg.dirs, d)
+		}
+	}
+	return cg
+}
 
 func (s *cgroupV1) oomKilledAt(rel string) bool {
 	return (&v1Cgroup{mem: filepath.Join(s.ctrl["memory"], rel)}).oomKilled()
@@ -482,6 +515,15 @@ func threadCgroupDirs(taskDirs []string) ([]string, error) {
 	return out, nil
 }
 
+func (c *v1Cgroup) empty() bool {
+	for _, d := range c.dirs {
+		if pids, err := readProcs(filepath.Join(d, "cgroup.procs")); err == nil && len(pids) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *v1Cgroup) oomKilled() bool {
 	if n, ok := keyValue(filepath.Join(c.mem, "memory.oom_control"), "oom_kill"); ok {
 		return n > 0
@@ -514,4 +556,21 @@ func (c *v1Cgroup) remove() error {
 		}
 	}
 	return first
+}
+
+func subdirs(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list cgroups in %s: %w", dir, err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
 }

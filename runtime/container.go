@@ -154,11 +154,17 @@ func (r *Runtime) ContainerStats() ContainerStats {
 	return r.ctr.stats()
 }
 
-// Adopted returns the container tasks found running (or finished but not yet collected) when
-// this Runtime started, by task ID. Their Wait and Kill work as for tasks started here; they
-// are cleaned up when they end whether or not anyone claims them.
+// Adopted returns the tasks an earlier daemon left: containers found running (or finished but
+// not yet collected), by task ID, with their exit status; and process tasks still running in
+// their cgroups, whose exit status is unknown (Result.Err says so). Wait and Kill work as for
+// tasks started here; all are cleaned up when they end, whether or not anyone claims them.
 func (r *Runtime) Adopted() map[string]Running {
 	out := map[string]Running{}
+	r.mu.Lock()
+	for id, t := range r.orphans {
+		out[id] = t
+	}
+	r.mu.Unlock()
 	if r.ctr == nil {
 		return out
 	}

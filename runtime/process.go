@@ -268,3 +268,83 @@ func lookPath(name string, env []string) (string, error) {
 	}
 	return "", fmt.Errorf("command %q: %w", name, errors.Join(exec.ErrNotFound, os.ErrNotExist))
 }
+
+// orphanTask is a process task started by an earlier daemon, found in its cgroup at New. Its
+// exit status is lost with that daemon; Wait reports when the cgroup is empty, Kill kills it.
+type orphanTask struct {
+	id   string
+	cg   taskCgroup
+	done chan struct{}
+	res  Result // final once done is closed
+}
+
+// adoptOrphans finds process-task cgroups under the parent left by an earlier daemon: empty
+// ones are removed, live ones adopted (see Adopted) so they are never left unaccounted.
+func (r *Runtime) adoptOrphans() {
+	names, err := r.cg.children()
+	if err != nil {
+		r.log.Warn("look for orphaned tasks", "err", err)
+		return
+	}
+	for _, name := range names {
+		if strings.HasPrefix(name, containerID("")) || !validID(name) {
+			continue // containers' cgroups belong to runc
+		}
+		cg := r.cg.open(name)
+		if cg.empty() {
+			if err := cg.remove(); err != nil {
+				r.log.Warn("remove stale cgroup", "cgroup", cg.path(), "err", err)
+			}
+			continue
+		}
+		t := &orphanTask{id: name, cg: cg, done: make(chan struct{})}
+		r.mu.Lock()
+		r.running[name] = t
+		r.orphans[name] = t
+		r.mu.Unlock()
+		r.log.Warn("process task of an earlier daemon still running: adopted, exit status will be unknown", "task", name)
+		go t.watch()
+		go func() {
+			<-t.done
+			r.mu.Lock()
+			if r.running[name] == Running(t) {
+				delete(r.running, name)
+			}
+			r.mu.Unlock()
+		}()
+	}
+}
+
+func (t *orphanTask) watch() {
+	for !t.cg.empty() {
+		time.Sleep(500 * time.Millisecond)
+	}
+	oom := t.cg.oomKilled()
+	if err := t.cg.remove(); err != nil {
+		slog.Warn("remove cgroup", "task", t.id, "err", err)
+	}
+	t.res = Result{ExitCode: -1, OOMKilled: oom, Finished: time.Now(),
+		Err: "exit status unknown: the task was started by an earlier daemon"}
+	close(t.done)
+}
+
+func (t *orphanTask) Wait(ctx context.Context) (Result, error) {
+	select {
+	case <-t.done:
+		return t.res, nil
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("runtime: wait %s: %w", t.id, ctx.Err())
+	}
+}
+
+func (t *orphanTask) Kill(ctx context.Context) error {
+	if err := t.cg.killAll(); err != nil {
+		return fmt.Errorf("runtime: kill %s: %w", t.id, err)
+	}
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("runtime: kill %s: %w", t.id, ctx.Err())
+	}
+}

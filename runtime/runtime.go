@@ -118,7 +118,8 @@ type Runtime struct {
 	ctr *containerRuntime // nil when containers are not configured
 
 	mu      sync.Mutex
-	running map[string]Running // guarded by mu; by task ID
+	running map[string]Running     // guarded by mu; by task ID
+	orphans map[string]*orphanTask // guarded by mu; process tasks of an earlier daemon
 }
 
 var _ Runner = (*Runtime)(nil)
@@ -135,7 +136,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
 	if cfg.Snapshotter == "" {
 		cfg.Snapshotter = "overlayfs"
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger, lease: true, running: map[string]Running{}}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, lease: true, running: map[string]Running{}, orphans: map[string]*orphanTask{}}
 	for _, o := range opts {
 		o(r)
 	}
@@ -144,6 +145,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
 	}
 	r.log = r.log.With("component", "runtime")
 	r.cg = detectCgroups(cfg.CgroupParent, r.log)
+	r.adoptOrphans()
 	if cfg.ContainerdSocket != "" || cfg.ContainerdDir != "" {
 		c, err := newContainerRuntime(ctx, r)
 		if err != nil {
