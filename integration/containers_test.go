@@ -375,6 +375,9 @@ func TestContainerReadoptAfterRestart(t *testing.T) {
 	if len(adopted) != 2 || adopted["ert-clong"] == nil || adopted["ert-cshort"] == nil {
 		t.Fatalf("adopted %v", adopted)
 	}
+	if _, ok := rt2.Running("ert-clong"); !ok {
+		t.Error("adopted container not listed as running")
+	}
 	res, err := adopted["ert-cshort"].Wait(ctx)
 	if err != nil || res.ExitCode != 3 {
 		t.Fatalf("finished while away: %+v %v", res, err)

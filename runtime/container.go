@@ -642,8 +642,19 @@ func (c *containerRuntime) reconcile(ctx context.Context) error {
 		c.mu.Lock()
 		c.adoptees[id] = t
 		c.mu.Unlock()
+		c.r.mu.Lock()
+		c.r.running[id] = t
+		c.r.mu.Unlock()
 		c.r.log.Info("container re-adopted", "task", id, "container", ctr.ID(), "status", status.Status)
 		go t.wait(statusC)
+		go func() {
+			<-t.done
+			c.r.mu.Lock()
+			if c.r.running[id] == Running(t) {
+				delete(c.r.running, id)
+			}
+			c.r.mu.Unlock()
+		}()
 	}
 	return nil
 }
