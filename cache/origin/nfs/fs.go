@@ -279,24 +279,26 @@ func (f *FS) retry(ctx context.Context, op string, fn func(ctx context.Context) 
 // call makes one NFS call on some connection and checks its status. The
 // returned decoder is positioned after the status; on a non-OK status the
 // error is a *statusError.
-func (f *FS) call(ctx context.Context, proc uint32, cr cred, args []byte) (*dec, error) {
+//
+// rec is the reply record to hand to putRecord after decoding.
+func (f *FS) call(ctx context.Context, proc uint32, cr cred, args []byte) (d *dec, rec []byte, err error) {
 	rc, err := f.conn(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	res, err := rc.call(ctx, nfsProg, nfsVers, proc, cr, args)
+	res, rec, err := rc.call(ctx, nfsProg, nfsVers, proc, cr, args)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	d := &dec{b: res}
+	d = &dec{b: res}
 	st := d.u32()
 	if d.err != nil {
-		return nil, d.err
+		return nil, rec, d.err
 	}
 	if st != nfs3OK {
-		return d, statusErrno(st)
+		return d, rec, statusErrno(st)
 	}
-	return d, nil
+	return d, rec, nil
 }
 
 // nfs makes one NFS call with retries (see retry). decode runs on the reply
@@ -306,7 +308,9 @@ func (f *FS) call(ctx context.Context, proc uint32, cr cred, args []byte) (*dec,
 func (f *FS) nfs(ctx context.Context, op string, proc uint32, cr cred, args []byte, decode func(d *dec) error) (attempts int, err error) {
 	err = f.retry(ctx, op, func(ctx context.Context) error {
 		attempts++
-		d, err := f.call(ctx, proc, cr, args)
+		d, rec, err := f.call(ctx, proc, cr, args)
+		// Decoders copy what they keep, so the record can be recycled.
+		defer putRecord(rec)
 		if err != nil {
 			return err
 		}

@@ -28,7 +28,9 @@ type server struct {
 }
 
 // startServer stands up ganesha; it skips only where ganesha cannot run.
-func startServer(t *testing.T) *server {
+func startServer(t *testing.T) *server { return startServerB(t) }
+
+func startServerB(t testing.TB) *server {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("nfs-ganesha in a network namespace needs root")
@@ -58,6 +60,16 @@ func startServer(t *testing.T) *server {
 }
 
 func (s *server) open(t *testing.T, query string, timeout time.Duration) *FS {
+	t.Helper()
+	return s.openT(t, query, timeout)
+}
+
+func (s *server) openB(b *testing.B, query string) *FS {
+	b.Helper()
+	return s.openT(b, query, 30*time.Second)
+}
+
+func (s *server) openT(t testing.TB, query string, timeout time.Duration) *FS {
 	t.Helper()
 	cfg, err := ParseURL(s.g.URL() + query)
 	if err != nil {

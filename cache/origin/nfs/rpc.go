@@ -156,7 +156,7 @@ func (rc *rpcConn) receive() {
 				return
 			}
 			if rec == nil && h&lastFragment != 0 {
-				rec = make([]byte, n)
+				rec = getRecord(n)
 				if _, err := io.ReadFull(r, rec); err != nil {
 					rc.close(&transportError{"receive", err})
 					return
@@ -191,13 +191,40 @@ func (rc *rpcConn) receive() {
 	}
 }
 
+// Large reply records (READ data) are recycled: allocating a fresh MiB per
+// READ costs more than the copy out of it.
+var recordPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const poolMin = 64 << 10
+
+func getRecord(n int) []byte {
+	if n < poolMin {
+		return make([]byte, n)
+	}
+	b := recordPool.Get().(*[]byte)
+	if cap(*b) < n {
+		return make([]byte, n, max(n, maxIO+4096))
+	}
+	return (*b)[:n]
+}
+
+// putRecord recycles a reply record once nothing refers into it.
+func putRecord(rec []byte) {
+	if cap(rec) < poolMin {
+		return
+	}
+	recordPool.Put(&rec)
+}
+
 // call sends one RPC and waits for its reply, ctx's deadline or the
 // connection's death. It returns the procedure's result body (after the
 // accepted-reply header). A call that times out on a connection that has
 // received nothing since the call was sent closes the connection: it is
 // presumed dead (cut link, vanished server), and the caller's retry dials
 // afresh.
-func (rc *rpcConn) call(ctx context.Context, prog, vers, proc uint32, cr cred, args []byte) ([]byte, error) {
+// The reply body aliases a pooled record: the caller passes rec to
+// putRecord once it has copied out what it keeps.
+func (rc *rpcConn) call(ctx context.Context, prog, vers, proc uint32, cr cred, args []byte) (body, rec []byte, err error) {
 	xid := rc.xid.Add(1)
 	var e enc
 	e.b = make([]byte, 4, 64+len(cr.body)+len(args))
@@ -219,7 +246,7 @@ func (rc *rpcConn) call(ctx context.Context, prog, vers, proc uint32, cr cred, a
 	if rc.err != nil {
 		err := rc.err
 		rc.mu.Unlock()
-		return nil, err
+		return nil, nil, err
 	}
 	rc.pending[xid] = ch
 	rc.mu.Unlock()
@@ -237,15 +264,20 @@ func (rc *rpcConn) call(ctx context.Context, prog, vers, proc uint32, cr cred, a
 		// A partial record corrupts the stream: the connection is done.
 		err := &transportError{"send", werr}
 		rc.close(err)
-		return nil, err
+		return nil, nil, err
 	}
 
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, r.err
+			return nil, nil, r.err
 		}
-		return parseReply(r.buf)
+		body, err := parseReply(r.buf)
+		if err != nil {
+			putRecord(r.buf)
+			return nil, nil, err
+		}
+		return body, r.buf, nil
 	case <-ctx.Done():
 		rc.mu.Lock()
 		if rc.pending != nil {
@@ -255,7 +287,7 @@ func (rc *rpcConn) call(ctx context.Context, prog, vers, proc uint32, cr cred, a
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) && rc.lastRecv.Load() < sent.UnixNano() {
 			rc.close(&transportError{"receive", syscall.ETIMEDOUT})
 		}
-		return nil, &transportError{"wait", ctx.Err()}
+		return nil, nil, &transportError{"wait", ctx.Err()}
 	}
 }
 
@@ -344,7 +376,7 @@ func getPort(ctx context.Context, dial Dialer, host string, prog, vers uint32, t
 	e.u32(vers)
 	e.u32(ipProtoTCP)
 	e.u32(0)
-	res, err := rc.call(ctx, pmapProg, pmapVers, pmapGetPort, cred{}, e.b)
+	res, _, err := rc.call(ctx, pmapProg, pmapVers, pmapGetPort, cred{}, e.b)
 	if err != nil {
 		return 0, err
 	}
@@ -369,7 +401,7 @@ func mountExport(ctx context.Context, dial Dialer, addr, export string, cr cred,
 	defer rc.close(errConnClosed)
 	var e enc
 	e.str(export)
-	res, err := rc.call(ctx, mountProg, mountVers, mountProcMnt, cr, e.b)
+	res, _, err := rc.call(ctx, mountProg, mountVers, mountProcMnt, cr, e.b)
 	if err != nil {
 		return nil, err
 	}

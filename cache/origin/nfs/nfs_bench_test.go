@@ -1,0 +1,70 @@
+package nfs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkNFSOriginRead reads one file (EDDY_NFS_BENCH_MB, default 256
+// MiB; 1024 for the README figure) sequentially through the NFS origin from
+// a real ganesha over an unshaped veth, in 8 MiB ReadAt calls (each split
+// into parallel 1 MiB READs), with 1, 2 and 4 connections.
+//
+//	EDDY_NFS_BENCH_MB=1024 go test -run '^$' -bench NFSOriginRead -benchtime 3x ./cache/origin/nfs
+func BenchmarkNFSOriginRead(b *testing.B) {
+	mb, _ := strconv.Atoi(os.Getenv("EDDY_NFS_BENCH_MB"))
+	if mb <= 0 {
+		mb = 256
+	}
+	s := startServerB(b)
+	size := int64(mb) << 20
+	f, err := os.Create(filepath.Join(s.export, "bench"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 8<<20)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	for w := int64(0); w < size; w += int64(len(buf)) {
+		f.Write(buf)
+	}
+	f.Close()
+	for _, conns := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			org := s.openB(b, fmt.Sprintf("?conns=%d", conns))
+			ctx := context.Background()
+			b.SetBytes(size)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				fl, err := org.Open(ctx, "bench", syscall.O_RDONLY)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var off int64
+				start := time.Now()
+				for off < size {
+					n, err := fl.ReadAt(ctx, buf, off)
+					off += int64(n)
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				if off != size {
+					b.Fatalf("read %d of %d bytes", off, size)
+				}
+				b.ReportMetric(float64(size)/time.Since(start).Seconds()/1e6, "MB/s")
+			}
+		})
+	}
+}
