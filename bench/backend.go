@@ -53,6 +53,12 @@ type backend interface {
 	close() error
 }
 
+// diagnoser is a backend that can explain a failure (the tail of its
+// daemon's log).
+type diagnoser interface {
+	diagnostics() string
+}
+
 // streamer is a backend that reads a file as a byte stream (nfs-cat), for
 // the sequential workload only.
 type streamer interface {
@@ -187,7 +193,8 @@ func (b *eddyBackend) prepare(ctx context.Context, cold bool) (string, error) {
 			}
 		}
 		d := &eddyDaemon{
-			bin: b.env.cfg.Eddy, netns: b.env.clientNetns(), origin: org, noCache: b.noCache,
+			logLevel: b.env.cfg.DaemonLogLevel,
+			bin:      b.env.cfg.Eddy, netns: b.env.clientNetns(), origin: org, noCache: b.noCache,
 			mnt: filepath.Join(b.dir, "mnt"), cacheDir: cacheDir, socket: filepath.Join(b.dir, "eddy.sock"),
 			logPath: filepath.Join(b.dir, fmt.Sprintf("daemon-%d.log", b.gen)),
 		}
@@ -198,6 +205,35 @@ func (b *eddyBackend) prepare(ctx context.Context, cold bool) (string, error) {
 		b.env.noteCommand(b.name(), d.args)
 	}
 	return b.d.mnt, nil
+}
+
+func (b *eddyBackend) diagnostics() string {
+	if b.d == nil {
+		return ""
+	}
+	return "daemon log: " + logProblems(b.d.logPath, 12)
+}
+
+// logProblems returns the last n warning/error lines of a slog text log,
+// or its tail when there are none.
+func logProblems(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	var hits []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "error") {
+			hits = append(hits, l)
+		}
+	}
+	if len(hits) == 0 {
+		return tailFile(path, 1500)
+	}
+	if len(hits) > n {
+		hits = hits[len(hits)-n:]
+	}
+	return strings.Join(hits, " | ")
 }
 
 func (b *eddyBackend) close() error {
@@ -212,7 +248,7 @@ func (b *eddyBackend) close() error {
 // eddyDaemon is one `eddy daemon` process started by the suite, in the
 // client network namespace, in its own process group.
 type eddyDaemon struct {
-	bin, netns, origin             string
+	bin, netns, origin, logLevel   string
 	noCache                        bool
 	mnt, cacheDir, socket, logPath string
 	args                           []string
@@ -225,6 +261,9 @@ type eddyDaemon struct {
 // daemonArgs is the command line of `eddy daemon` (flags of issue 2 and 3).
 func (d *eddyDaemon) daemonArgs() []string {
 	a := []string{d.bin, "daemon", "--origin", d.origin, "--mount", d.mnt, "--socket", d.socket}
+	if d.logLevel != "" {
+		a = append(a, "--log-level", d.logLevel)
+	}
 	if d.noCache {
 		a = append(a, "--no-cache")
 	} else {

@@ -48,7 +48,7 @@ func TestSuiteSmoke(t *testing.T) {
 		Out: out, Links: []string{LinkUnshaped}, Backends: []string{BLocal, BSSHFS, BEddySSHFS},
 		Runs: 1, Size: 32 << 20, SharedSize: 8 << 20, SmallCount: 200, SmallSize: 16 << 10,
 		RandOps: 300, RandMaxTime: 20 * time.Second, Parallel: []int{1, 4},
-		Eddy: eddy, EddyVersion: "smoke", WorkDir: work, Progress: &syncWriter{b: &progress},
+		Eddy: eddy, EddyVersion: "smoke", DaemonLogLevel: "debug", WorkDir: work, Progress: &syncWriter{b: &progress},
 	})
 	if err != nil {
 		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())

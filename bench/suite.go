@@ -62,6 +62,9 @@ type Config struct {
 	Parallel []int
 	// Eddy is the eddy binary that runs the daemons (default: this one).
 	Eddy string
+	// DaemonLogLevel, when set, is passed to the eddy daemons (--log-level);
+	// a failed run's error carries the warnings of its daemon's log.
+	DaemonLogLevel string
 	// EddyVersion is recorded in results.json.
 	EddyVersion string
 	// WorkDir is where the dataset, caches and mounts live (default
@@ -315,6 +318,11 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 	cold := state == StateCold
 	fail := func(err error) Result {
 		r.Status, r.Error = StatusFailed, err.Error()
+		if d, ok := b.(diagnoser); ok && ctx.Err() == nil {
+			if diag := d.diagnostics(); diag != "" {
+				r.Error += "; " + diag
+			}
+		}
 		prog.Printf("  [%s] %-12s %-18s %-12s FAILED: %v", link, r.Backend, r.Workload, state, err)
 		return r
 	}
