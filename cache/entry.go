@@ -613,7 +613,14 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 			e.mu.Unlock()
 			return e.readDirect(ctx, dst, off)
 		}
-		f := &fetch{v: v, idx: idx, done: make(chan struct{}), s: s}
+		buf := s.tryGetBuf(clen)
+		if buf == nil {
+			// Every buffer waits on the disk: serve this read from the
+			// origin rather than slow the reader down to the disk's pace.
+			e.mu.Unlock()
+			return e.readDirect(ctx, dst, off)
+		}
+		f := &fetch{v: v, idx: idx, done: make(chan struct{}), s: s, buf: buf}
 		f.refs.Store(2) // the leader's copy, and the persist step
 		v.inflight[idx] = f
 		e.mu.Unlock()
@@ -662,12 +669,7 @@ func (e *entry) waitFetch(ctx context.Context, f *fetch, dst []byte, coff int64)
 func (e *entry) runFetch(ctx context.Context, f *fetch, clen int64) {
 	s := e.s
 	defer close(f.done)
-	buf, err := s.getBuf(ctx, clen)
-	if err != nil {
-		f.err = err
-		return
-	}
-	f.buf = buf
+	buf := f.buf
 	t0 := time.Now()
 	n, err := e.readOrigin(ctx, *buf, int64(f.idx)*f.v.csize)
 	s.mets.fetched(ctx, time.Since(t0))
@@ -939,7 +941,7 @@ func (s *Store) readAheadWorker() {
 				}
 			}
 		case j := <-s.raq:
-			j.e.fetchAhead(s.ctx, j.v, j.idx)
+			j.e.fetchAhead(s.ctx, j.v, j.idx, false)
 			j.e.unref()
 		}
 	}
@@ -948,7 +950,10 @@ func (s *Store) readAheadWorker() {
 // fetchAhead fetches and stores chunk idx of v unless it is present or in
 // flight. It returns when the chunk is stored (or failed); done reports
 // whether it is now cached.
-func (e *entry) fetchAhead(ctx context.Context, v *version, idx int) (done bool, err error) {
+//
+// wait: wait for a buffer and for the chunk to be stored (Warm); otherwise
+// give up when no buffer is free and store in the background (read-ahead).
+func (e *entry) fetchAhead(ctx context.Context, v *version, idx int, wait bool) (done bool, err error) {
 	s := e.s
 	e.mu.Lock()
 	if e.ver != v {
@@ -994,12 +999,36 @@ func (e *entry) fetchAhead(ctx context.Context, v *version, idx int) (done bool,
 		e.mu.Unlock()
 		return false, nil
 	}
-	f := &fetch{v: v, idx: idx, done: make(chan struct{}), s: s}
+	clen := chunkLen(v.size, v.csize, idx)
+	buf := s.tryGetBuf(clen)
+	if buf == nil && !wait {
+		e.mu.Unlock()
+		return false, nil
+	}
+	if buf == nil {
+		e.mu.Unlock()
+		b, err := s.getBuf(ctx, clen)
+		if err != nil {
+			return false, err
+		}
+		e.mu.Lock()
+		if e.ver != v || v.state[idx] != chunkAbsent || v.inflight[idx] != nil {
+			e.mu.Unlock()
+			s.putBuf(b)
+			return e.fetchAhead(ctx, v, idx, wait)
+		}
+		buf = b
+	}
+	f := &fetch{v: v, idx: idx, done: make(chan struct{}), s: s, buf: buf}
 	f.refs.Store(1)
 	v.inflight[idx] = f
 	e.mu.Unlock()
 	e.ref()
-	e.runFetch(ctx, f, chunkLen(v.size, v.csize, idx))
+	e.runFetch(ctx, f, clen)
+	if !wait {
+		go e.persist(f)
+		return false, f.err
+	}
 	e.persist(f)
 	if f.err != nil {
 		return false, f.err

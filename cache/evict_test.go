@@ -103,10 +103,11 @@ func TestEvictWithOpenHandle(t *testing.T) {
 func TestEvictForFreeSpace(t *testing.T) {
 	o := newFakeOrigin()
 	cfg := testConfig(t)
+	cfg.MinFreePercent = 100
 	s := openStore(t, o, cfg)
-	o.put("f", pattern(testChunk, 41))
-	cacheFile(t, s, o, "f")
-	s.cfg.MinFreePercent = 100
-	s.kickEvict()
-	waitFor(t, "evicted for free space", func() bool { return s.CachedBytes("f") == 0 })
+	data := pattern(2*testChunk, 41)
+	o.put("f", data)
+	h, _ := mustOpen(t, s, o, "f")
+	mustEqual(t, "read", readAll(t, h, int64(len(data))), data)
+	waitFor(t, "evicted for free space", func() bool { return s.Stats().Evictions > 0 && s.CachedBytes("f") == 0 })
 }

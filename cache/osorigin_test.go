@@ -65,7 +65,9 @@ func (o *osOrigin) String() string { return o.root }
 
 type osFile struct{ f *os.File }
 
-func (f osFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) { return f.f.ReadAt(p, off) }
+func (f osFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return f.f.ReadAt(p, off)
+}
 func (f osFile) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return f.f.WriteAt(p, off)
 }

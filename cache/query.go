@@ -232,7 +232,7 @@ func (s *Store) Warm(ctx context.Context, name string, progress func(Progress)) 
 			defer wg.Done()
 			for j := range jobs {
 				clen := chunkLen(j.v.size, j.v.csize, j.idx)
-				ok, err := j.e.fetchAhead(ctx, j.v, j.idx)
+				ok, err := j.e.fetchAhead(ctx, j.v, j.idx, true)
 				pmu.Lock()
 				switch {
 				case ok:

@@ -433,6 +433,24 @@ func (s *Store) getBuf(ctx context.Context, n int64) (*[]byte, error) {
 	return b, nil
 }
 
+// tryGetBuf is getBuf without waiting: nil when all buffers are in use
+// (the caller then reads the origin directly instead of queueing behind
+// disk writes).
+func (s *Store) tryGetBuf(n int64) *[]byte {
+	select {
+	case s.bufSem <- struct{}{}:
+	default:
+		return nil
+	}
+	if n > s.csize {
+		b := make([]byte, n)
+		return &b
+	}
+	b := s.bufPool.Get().(*[]byte)
+	*b = (*b)[:n]
+	return b
+}
+
 func (s *Store) putBuf(b *[]byte) {
 	if int64(cap(*b)) == s.csize {
 		s.bufPool.Put(b)

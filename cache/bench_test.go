@@ -1,0 +1,209 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Benchmarks of the cache against reading the origin directly, on a real
+// temp dir. Page caches of the origin file (and, for warm reads, of the
+// cache's data files) are dropped per file with fadvise before each
+// iteration, so "cold" means cold on disk too.
+//
+//	go test -run '^$' -bench . -benchtime 3x ./cache/
+//
+// ECACHE_BENCH_MB sets the file size (default 512).
+
+func benchFile(b *testing.B) (root string, size int64) {
+	b.Helper()
+	size = 512 << 20
+	if v := os.Getenv("ECACHE_BENCH_MB"); v != "" {
+		var mb int64
+		fmt.Sscan(v, &mb)
+		size = mb << 20
+	}
+	root = b.TempDir()
+	f, err := os.Create(filepath.Join(root, "big"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := pattern(1<<20, 1)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		buf[0]++
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f.Sync()
+	f.Close()
+	return root, size
+}
+
+func dropPages(b *testing.B, dir string) {
+	b.Helper()
+	_ = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return nil
+		}
+		if f, err := os.Open(p); err == nil {
+			_ = unix.Fdatasync(int(f.Fd()))
+			_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+			f.Close()
+		}
+		return nil
+	})
+}
+
+func benchStore(b *testing.B, root, dir string, chunk int64) *Store {
+	b.Helper()
+	s, err := Open(context.Background(), newOSOrigin(root), Config{
+		Dir: dir, ChunkSize: chunk, MaxBytes: 8 << 30, MinFreePercent: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func seqRead(b *testing.B, r func(p []byte, off int64) (int, error), size int64) {
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; {
+		n, err := r(buf, off)
+		off += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkOriginSequential(b *testing.B) {
+	root, size := benchFile(b)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		dropPages(b, root)
+		f, _ := os.Open(filepath.Join(root, "big"))
+		b.StartTimer()
+		seqRead(b, f.ReadAt, size)
+		f.Close()
+	}
+}
+
+func BenchmarkColdSequential(b *testing.B) {
+	for _, chunk := range []int64{4 << 20, 8 << 20, 16 << 20} {
+		b.Run(fmt.Sprintf("chunk=%dMiB", chunk>>20), func(b *testing.B) {
+			root, size := benchFile(b)
+			o := newOSOrigin(root)
+			b.SetBytes(size)
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				dropPages(b, root)
+				s := benchStore(b, root, b.TempDir(), chunk)
+				attr, _ := o.Lstat(context.Background(), "big")
+				h, _, err := s.OpenFile(context.Background(), "big", attr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				seqRead(b, func(p []byte, off int64) (int, error) { return h.ReadAt(context.Background(), p, off) }, size)
+				b.StopTimer()
+				h.Close()
+				s.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+func warmStore(b *testing.B) (s *Store, h Handle, root, dir string, size int64) {
+	root, size = benchFile(b)
+	dir = b.TempDir()
+	s = benchStore(b, root, dir, DefaultChunkSize)
+	if err := s.Warm(context.Background(), "big", nil); err != nil {
+		b.Fatal(err)
+	}
+	attr, _ := newOSOrigin(root).Lstat(context.Background(), "big")
+	h, _, err := s.OpenFile(context.Background(), "big", attr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { h.Close(); s.Close() })
+	return s, h, root, dir, size
+}
+
+func BenchmarkWarmSequential(b *testing.B) {
+	_, h, root, dir, size := warmStore(b)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		dropPages(b, root)
+		dropPages(b, filepath.Join(dir, "data"))
+		b.StartTimer()
+		seqRead(b, func(p []byte, off int64) (int, error) { return h.ReadAt(context.Background(), p, off) }, size)
+	}
+}
+
+const randomReads = 4096
+
+func randomOffsets(size int64) []int64 {
+	r := rand.New(rand.NewPCG(7, 7))
+	offs := make([]int64, randomReads)
+	for i := range offs {
+		offs[i] = r.Int64N(size/4096) * 4096
+	}
+	return offs
+}
+
+func BenchmarkOriginRandom4K(b *testing.B) {
+	root, size := benchFile(b)
+	offs := randomOffsets(size)
+	f, _ := os.Open(filepath.Join(root, "big"))
+	defer f.Close()
+	buf := make([]byte, 4096)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		dropPages(b, root)
+		b.StartTimer()
+		for _, off := range offs {
+			if _, err := f.ReadAt(buf, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*randomReads)/b.Elapsed().Seconds(), "IOPS")
+}
+
+func BenchmarkWarmRandom4K(b *testing.B) {
+	_, h, root, dir, size := warmStore(b)
+	offs := randomOffsets(size)
+	buf := make([]byte, 4096)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		dropPages(b, root)
+		dropPages(b, filepath.Join(dir, "data"))
+		b.StartTimer()
+		for _, off := range offs {
+			if _, err := h.ReadAt(context.Background(), buf, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*randomReads)/b.Elapsed().Seconds(), "IOPS")
+}
