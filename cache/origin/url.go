@@ -96,6 +96,16 @@ func ParseURL(spec string) (*url.URL, error) {
 	case strings.IndexByte(u.Path, 0) >= 0:
 		return nil, fmt.Errorf("origin %q: NUL byte in path", spec)
 	}
+	if h := u.Hostname(); strings.Contains(h, ":") {
+		if ip := net.ParseIP(h); ip == nil || !strings.HasPrefix(u.Host, "[") {
+			return nil, fmt.Errorf("origin %q: bad host %q (IPv6 addresses go in brackets)", spec, u.Host)
+		}
+	} else if net.ParseIP(h) == nil && !validHostname(h) {
+		return nil, fmt.Errorf("origin %q: bad host %q", spec, h)
+	}
+	if strings.HasSuffix(u.Host, ":") {
+		return nil, fmt.Errorf("origin %q: bad port \"\"", spec)
+	}
 	if p := u.Port(); p != "" {
 		var n int
 		if _, err := fmt.Sscanf(p, "%d", &n); err != nil || n <= 0 || n > 65535 || fmt.Sprint(n) != p {
@@ -108,6 +118,19 @@ func ParseURL(spec string) (*url.URL, error) {
 		}
 	}
 	return u, nil
+}
+
+// validHostname: letters, digits, '-', '_' and '.', as DNS names go.
+func validHostname(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // Open opens the origin named by spec: a local directory (a plain path or

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/eddy-cluster/eddy/cache/origin"
@@ -102,25 +103,15 @@ func configFromURL(u *url.URL) (Config, error) {
 	return c, nil
 }
 
-// String renders the config as a canonical spec.
+// String renders the config as a canonical spec (the export path escaped).
 func (c Config) String() string {
 	host := c.Host
-	if c.Port != 0 {
-		host = fmt.Sprintf("%s:%d", host, c.Port)
-	} else if len(host) > 0 && containsColon(host) {
+	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
-	if c.Port != 0 && containsColon(c.Host) {
-		host = fmt.Sprintf("[%s]:%d", c.Host, c.Port)
+	if c.Port != 0 {
+		host = fmt.Sprintf("%s:%d", host, c.Port)
 	}
-	return "nfs://" + host + c.Export
-}
-
-func containsColon(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ':' {
-			return true
-		}
-	}
-	return false
+	u := url.URL{Scheme: "nfs", Host: host, Path: c.Export}
+	return u.String()
 }
