@@ -33,6 +33,8 @@ type GaneshaOptions struct {
 	LockTimeout time.Duration
 	// StartTimeout bounds the wait for ganesha to serve (default 30 s).
 	StartTimeout time.Duration
+	// KeepLogs leaves Dir (config and logs) in place after Close.
+	KeepLogs bool
 }
 
 // Ganesha is an nfs-ganesha server (VFS FSAL) with its own rpcbind, running
@@ -252,7 +254,8 @@ func (g *Ganesha) stop(sig syscall.Signal) error {
 }
 
 // Close stops ganesha and rpcbind, releases the rpcbind lock and removes the
-// working directory (logs included; copy them first if a test failed).
+// working directory (logs included, unless KeepLogs; tests print Logs()
+// first when they failed).
 func (g *Ganesha) Close() error {
 	err := g.Stop()
 	g.mu.Lock()
@@ -267,7 +270,7 @@ func (g *Ganesha) Close() error {
 		g.lock.Close() // releases the flock
 		g.lock = nil
 	}
-	if g.Dir != "" {
+	if g.Dir != "" && !g.opts.KeepLogs {
 		os.RemoveAll(g.Dir)
 	}
 	return err
