@@ -633,7 +633,8 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 			err = f.err
 		}
 		f.release()
-		go e.persist(f)
+		s.persists.Add(1)
+		go func() { defer s.persists.Done(); e.persist(f) }()
 		if err != nil {
 			if errors.Is(err, errVersionChanged) || ctx.Err() != nil {
 				return err
@@ -1026,7 +1027,8 @@ func (e *entry) fetchAhead(ctx context.Context, v *version, idx int, wait bool) 
 	e.ref()
 	e.runFetch(ctx, f, clen)
 	if !wait {
-		go e.persist(f)
+		s.persists.Add(1)
+		go func() { defer s.persists.Done(); e.persist(f) }()
 		return false, f.err
 	}
 	e.persist(f)

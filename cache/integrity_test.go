@@ -176,12 +176,15 @@ func TestKill9MidFetch(t *testing.T) {
 	}
 	cfg := testConfig(t)
 	var sawCached int64
-	for i, d := range []time.Duration{30 * time.Millisecond, 120 * time.Millisecond, 400 * time.Millisecond} {
+	for i, d := range []time.Duration{5 * time.Millisecond, 40 * time.Millisecond, 150 * time.Millisecond} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKill9MidFetch$")
 		cmd.Env = append(os.Environ(), "ECACHE_CRASH_CHILD=1", "ECACHE_ORIGIN="+root, "ECACHE_DIR="+cfg.Dir)
+		ready := filepath.Join(root, "ready")
+		os.Remove(ready)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		waitFor(t, "child ready", func() bool { _, err := os.Stat(ready); return err == nil })
 		time.Sleep(d)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		_ = cmd.Wait()
@@ -198,6 +201,7 @@ func TestKill9MidFetch(t *testing.T) {
 		}
 		mustEqual(t, "read after kill -9", readAll(t, h, int64(len(data))), data)
 		h.Close()
+		_ = s.Evict(context.Background(), "big") // the next child starts cold
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -214,6 +218,7 @@ func crashChild() {
 	if err != nil {
 		os.Exit(2)
 	}
+	os.WriteFile(filepath.Join(os.Getenv("ECACHE_ORIGIN"), "ready"), nil, 0o644)
 	for {
 		attr, _ := o.Lstat(context.Background(), "big")
 		h, _, err := s.OpenFile(context.Background(), "big", attr)
@@ -223,8 +228,8 @@ func crashChild() {
 		buf := make([]byte, 32<<10)
 		for off := int64(0); off < attr.Size; off += int64(len(buf)) {
 			_, _ = h.ReadAt(context.Background(), buf, off)
+			time.Sleep(time.Millisecond) // a slow reader: the kill lands mid-file
 		}
 		h.Close()
-		_ = s.Evict(context.Background(), "big")
 	}
 }

@@ -45,6 +45,8 @@ type Store struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// persists counts background chunk writes; Close waits for them.
+	persists sync.WaitGroup
 
 	mu     sync.Mutex
 	open   map[string]*entry        // guarded by mu: files with open handles (or work in flight)
@@ -245,6 +247,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	s.persists.Wait()
 	if s.mets != nil {
 		s.mets.unregister()
 	}
