@@ -44,7 +44,7 @@ func fltNFS(t *testing.T, rate string) *nfsEnv {
 	if _, err := exec.LookPath("ganesha.nfsd"); err != nil {
 		t.Skip("nfs-ganesha not installed (scripts/deps.sh nfs)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute) // other suites may hold the rpcbind lock
 	defer cancel()
 	p, err := topo.NewPair(ctx, topo.PairOptions{Prefix: "enf", Rate: rate})
 	if err != nil {
@@ -55,7 +55,7 @@ func fltNFS(t *testing.T, rate string) *nfsEnv {
 	if err := os.MkdirAll(export, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	g, err := topo.StartGanesha(ctx, topo.GaneshaOptions{Netns: p.Server, ReadyFrom: p.Client, Addr: p.ServerAddr, Export: export})
+	g, err := topo.StartGanesha(ctx, topo.GaneshaOptions{Netns: p.Server, ReadyFrom: p.Client, Addr: p.ServerAddr, Export: export, LockTimeout: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

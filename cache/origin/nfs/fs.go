@@ -238,7 +238,12 @@ func (f *FS) retry(ctx context.Context, op string, fn func(ctx context.Context) 
 	backoff := 50 * time.Millisecond
 	eio := 0
 	for attempt := 0; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		// One attempt may use rpcTimeout, but never past the deadline.
+		adl := time.Now().Add(rpcTimeout)
+		if deadline.Before(adl) {
+			adl = deadline
+		}
+		actx, cancel := context.WithDeadline(ctx, adl)
 		err := fn(actx)
 		cancel()
 		if err == nil {

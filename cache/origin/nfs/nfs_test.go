@@ -38,7 +38,7 @@ func startServerB(t testing.TB) *server {
 	if _, err := exec.LookPath("ganesha.nfsd"); err != nil {
 		t.Skip("nfs-ganesha not installed (scripts/deps.sh nfs)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute) // other suites may hold the rpcbind lock
 	defer cancel()
 	p, err := topo.NewPair(ctx, topo.PairOptions{Prefix: "enf"})
 	if err != nil {
@@ -46,7 +46,7 @@ func startServerB(t testing.TB) *server {
 	}
 	t.Cleanup(func() { p.Close() })
 	export := t.TempDir()
-	g, err := topo.StartGanesha(ctx, topo.GaneshaOptions{Netns: p.Server, ReadyFrom: p.Client, Addr: p.ServerAddr, Export: export})
+	g, err := topo.StartGanesha(ctx, topo.GaneshaOptions{Netns: p.Server, ReadyFrom: p.Client, Addr: p.ServerAddr, Export: export, LockTimeout: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,5 +341,42 @@ func TestNFSOriginServerRestart(t *testing.T) {
 	}
 	if a, err := short.Lstat(ctx, "big"); err != nil || a.Size != int64(len(data)) {
 		t.Fatalf("Lstat after the server came back: %+v, %v", a, err)
+	}
+}
+
+// The link is cut: calls fail as unavailable within the timeout (a dead
+// TCP connection is detected, not waited on), and work again once the link
+// is back, on fresh connections.
+func TestNFSOriginLinkCut(t *testing.T) {
+	s := startServer(t)
+	f := s.open(t, "?conns=2", 3*time.Second)
+	ctx := context.Background()
+	os.WriteFile(filepath.Join(s.export, "x"), []byte("hello"), 0o644)
+	if _, err := f.Lstat(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.pair.LinkDown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		start := time.Now()
+		_, err := f.Lstat(ctx, "x")
+		if !errors.Is(err, origin.ErrUnavailable) || errors.Is(err, syscall.ENOENT) {
+			t.Fatalf("Lstat with the link cut: %v; want unavailable", err)
+		}
+		if d := time.Since(start); d > 6*time.Second {
+			t.Fatalf("Lstat with the link cut took %v (timeout 3s)", d)
+		}
+	}
+	if err := s.pair.LinkUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fl, err := f.Open(ctx, "x", syscall.O_RDONLY)
+	if err != nil {
+		t.Fatalf("Open after the link came back: %v", err)
+	}
+	buf := make([]byte, 5)
+	if n, err := fl.ReadAt(ctx, buf, 0); n != 5 || string(buf) != "hello" {
+		t.Fatalf("read after the link came back: %q, %v", buf[:n], err)
 	}
 }
