@@ -141,6 +141,16 @@ func TestFaultServerStoppedCachedRead(t *testing.T) {
 			if err := env.g.Stop(); err != nil {
 				t.Fatal(err)
 			}
+			if grace {
+				fi, err := os.Stat(n.mnt("cached"))
+				if err != nil || fi.Size() != 16<<20 {
+					sz := int64(-1)
+					if fi != nil {
+						sz = fi.Size()
+					}
+					t.Errorf("offline stat of a cached file: size %d, %v; want %d", sz, err, 16<<20)
+				}
+			}
 			var got string
 			var gotSize int64
 			r := within(hangLimit, func() (err error) {
