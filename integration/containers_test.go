@@ -351,19 +351,22 @@ func TestContainerReadoptAfterRestart(t *testing.T) {
 	if _, err := e.rt.Start(ctx, long); err != nil {
 		t.Fatal(err)
 	}
-	short := e.spec("ert-cshort", "sh", "-c", "echo done; exit 3")
+	// The short task prints, then ends while the daemon is away: its output
+	// must be in the log before the daemon goes, its exit status recovered after.
+	short := e.spec("ert-cshort", "sh", "-c", "echo done; sleep 0.3; exit 3")
 	if _, err := e.rt.Start(ctx, short); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, func() bool {
 		b, _ := os.ReadFile(filepath.Join(long.LogDir, "stdout.log"))
-		return string(b) == "before\n"
+		c, _ := os.ReadFile(filepath.Join(short.LogDir, "stdout.log"))
+		return string(b) == "before\n" && string(c) == "done\n"
 	})
 	// The daemon goes away (its private containerd too); the short task ends meanwhile.
 	if err := e.rt.Close(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(600 * time.Millisecond)
 	cfg := e.cfg
 	rt2, err := runtime.New(ctx, cfg)
 	if err != nil {
