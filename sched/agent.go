@@ -1,0 +1,410 @@
+package sched
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eddy-cluster/eddy/cache"
+)
+
+// RunSpec is what the agent asks a Runner to run (it mirrors runtime.Spec; the daemon adapts).
+type RunSpec struct {
+	ID        string
+	Command   []string
+	Env       []string
+	Cores     float64
+	MemBytes  int64
+	GPUs      []string
+	Uid, Gid  uint32
+	WorkDir   string
+	SharedDir string
+	LogDir    string
+	// ContainerEnv / Image: container tasks (issue 6); empty for process tasks.
+	ContainerEnv, Image string
+}
+
+// RunResult is how a run ended (mirrors runtime.Result).
+type RunResult struct {
+	ExitCode  int
+	OOMKilled bool
+	Signal    string
+	Err       string
+	Started   time.Time
+	Finished  time.Time
+}
+
+// Runner starts tasks on this node.
+type Runner interface {
+	Start(ctx context.Context, spec RunSpec) (Run, error)
+}
+
+// Run is a started task.
+type Run interface {
+	Wait(ctx context.Context) (RunResult, error)
+	Kill(ctx context.Context) error
+}
+
+// NodeCache is what the agent needs of the node's cache (*cache.Store implements it).
+type NodeCache interface {
+	Warm(ctx context.Context, name string, progress func(cache.Progress)) error
+	Pin(ctx context.Context, name string) error
+	Unpin(ctx context.Context, name string) error
+	InventoryDelta(ctx context.Context, since uint64, max int) (cache.InventoryDelta, error)
+}
+
+// AgentConfig configures an Agent.
+type AgentConfig struct {
+	Node      NodeRecord // name, address, labels; zero Total is detected
+	Scheduler Caller
+	Cache     NodeCache // nil: no prefetch, empty inventory
+	Runner    Runner
+	ShareRoot string // the share as this node mounts it
+	// PrefetchWait bounds how long a task waits for its inputs to be warm before it starts
+	// anyway (reads are correct either way). Default 2 min.
+	PrefetchWait time.Duration
+	Heartbeat    time.Duration // default: what the scheduler says
+	InventoryMax int           // items per heartbeat; default 2000
+	Logger       *slog.Logger
+}
+
+type agentTask struct {
+	t      *Task
+	report TaskReport
+	cancel context.CancelFunc
+	run    Run // guarded by Agent.mu
+	gpus   []string
+}
+
+// Agent is the node side of the cluster: it registers, heartbeats, prefetches and runs tasks.
+type Agent struct {
+	cfg AgentConfig
+	log *slog.Logger
+
+	mu       sync.Mutex
+	tasks    map[string]*agentTask // guarded by mu; live and unacknowledged finished tasks
+	acked    map[string]bool       // guarded by mu; finished and acknowledged (bounded)
+	freeGPUs []string              // guarded by mu
+	invSince uint64                // guarded by mu
+	wg       sync.WaitGroup
+}
+
+// DetectNode fills in cores, memory and GPUs of this machine.
+func DetectNode(rec NodeRecord) NodeRecord {
+	if rec.Total.Cores == 0 {
+		rec.Total.Cores = float64(runtime.NumCPU())
+	}
+	if rec.Total.MemBytes == 0 {
+		rec.Total.MemBytes = memTotal()
+	}
+	if rec.GPUIDs == nil {
+		rec.GPUIDs = detectGPUs()
+	}
+	rec.Total.GPUs = len(rec.GPUIDs)
+	return rec
+}
+
+func memTotal() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 1 << 30
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 1 << 30
+}
+
+// detectGPUs lists GPU indices from nvidia-smi, else /proc/driver/nvidia/gpus, else none.
+func detectGPUs() []string {
+	if p, err := exec.LookPath("nvidia-smi"); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, p, "--query-gpu=index", "--format=csv,noheader").Output()
+		if err == nil {
+			var ids []string
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if l = strings.TrimSpace(l); l != "" {
+					ids = append(ids, l)
+				}
+			}
+			return ids
+		}
+	}
+	ents, err := os.ReadDir("/proc/driver/nvidia/gpus")
+	if err != nil {
+		return []string{}
+	}
+	ids := []string{}
+	for i := range ents {
+		ids = append(ids, strconv.Itoa(i))
+	}
+	return ids
+}
+
+// NewAgent returns an agent; Run starts it.
+func NewAgent(cfg AgentConfig) (*Agent, error) {
+	if cfg.Scheduler == nil || cfg.Runner == nil || cfg.Node.Name == "" {
+		return nil, fmt.Errorf("new agent: scheduler, runner and node name are required")
+	}
+	if cfg.PrefetchWait <= 0 {
+		cfg.PrefetchWait = 2 * time.Minute
+	}
+	if cfg.InventoryMax <= 0 {
+		cfg.InventoryMax = 2000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Node = DetectNode(cfg.Node)
+	return &Agent{cfg: cfg, log: cfg.Logger, tasks: map[string]*agentTask{}, acked: map[string]bool{},
+		freeGPUs: append([]string(nil), cfg.Node.GPUIDs...)}, nil
+}
+
+// Run registers and heartbeats until ctx ends; running tasks are killed on the way out.
+func (a *Agent) Run(ctx context.Context) error {
+	interval := a.cfg.Heartbeat
+	registered := false
+	backoff := 200 * time.Millisecond
+	for {
+		if !registered {
+			var rr RegisterResponse
+			if err := a.cfg.Scheduler.Do(ctx, "POST", "/v1/cluster/register", a.cfg.Node, &rr); err != nil {
+				a.log.Warn("register with the scheduler", "err", err)
+				if !sleep(ctx, backoff) {
+					return a.shutdown()
+				}
+				backoff = min(backoff*2, 5*time.Second)
+				continue
+			}
+			registered, backoff = true, 200*time.Millisecond
+			a.mu.Lock()
+			a.invSince = rr.InventorySince
+			a.mu.Unlock()
+			if interval <= 0 {
+				interval = time.Duration(rr.HeartbeatMs) * time.Millisecond
+			}
+			if interval <= 0 {
+				interval = 3 * time.Second
+			}
+			a.log.Info("registered with the scheduler", "node", a.cfg.Node.Name, "heartbeat", interval)
+		}
+		if err := a.heartbeat(ctx); err != nil {
+			if errors.Is(err, errReregister) {
+				registered = false
+				continue
+			}
+			if ctx.Err() != nil {
+				return a.shutdown()
+			}
+			a.log.Warn("heartbeat", "err", err)
+		}
+		if !sleep(ctx, interval) {
+			return a.shutdown()
+		}
+	}
+}
+
+var errReregister = errors.New("scheduler asks to register again")
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (a *Agent) shutdown() error {
+	a.mu.Lock()
+	for _, at := range a.tasks {
+		if at.cancel != nil {
+			at.cancel()
+		}
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+	return nil
+}
+
+func (a *Agent) heartbeat(ctx context.Context) error {
+	a.mu.Lock()
+	hb := HeartbeatRequest{Node: a.cfg.Node.Name, InventoryBase: a.invSince}
+	for _, at := range a.tasks {
+		hb.Tasks = append(hb.Tasks, at.report)
+	}
+	since := a.invSince
+	a.mu.Unlock()
+	if a.cfg.Cache != nil {
+		d, err := a.cfg.Cache.InventoryDelta(ctx, since, a.cfg.InventoryMax)
+		if err != nil {
+			a.log.Warn("inventory", "err", err)
+		} else {
+			hb.Inventory = &d
+		}
+	}
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var resp HeartbeatResponse
+	if err := a.cfg.Scheduler.Do(hctx, "POST", "/v1/cluster/heartbeat", hb, &resp); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	if resp.Reregister {
+		return errReregister
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.invSince = resp.InventorySince
+	for _, id := range resp.Ack {
+		if at := a.tasks[id]; at != nil && at.report.State.Terminal() {
+			delete(a.tasks, id)
+			if len(a.acked) > 10000 {
+				clear(a.acked)
+			}
+			a.acked[id] = true
+		}
+	}
+	for _, id := range resp.Kill {
+		if at := a.tasks[id]; at != nil && !at.report.State.Terminal() {
+			a.log.Info("killing task", "task", id)
+			at.cancel()
+			if at.run != nil {
+				go func(r Run) { _ = r.Kill(context.Background()) }(at.run)
+			}
+		}
+	}
+	for _, t := range resp.Assign {
+		if a.tasks[t.ID] != nil || a.acked[t.ID] {
+			continue
+		}
+		a.startLocked(ctx, t)
+	}
+	return nil
+}
+
+func (a *Agent) startLocked(ctx context.Context, t *Task) {
+	tctx, cancel := context.WithCancel(ctx)
+	at := &agentTask{t: t, cancel: cancel, report: TaskReport{ID: t.ID, State: StateAssigned}}
+	if t.GPUs > len(a.freeGPUs) {
+		at.report = TaskReport{ID: t.ID, State: StateFailed, Error: fmt.Sprintf("needs %d GPUs, %d free on this node", t.GPUs, len(a.freeGPUs)), Finished: time.Now()}
+		a.tasks[t.ID] = at
+		cancel()
+		return
+	}
+	at.gpus = append([]string(nil), a.freeGPUs[:t.GPUs]...)
+	a.freeGPUs = a.freeGPUs[t.GPUs:]
+	a.tasks[t.ID] = at
+	a.wg.Add(1)
+	go a.runTask(tctx, at)
+}
+
+func (a *Agent) setReport(at *agentTask, r TaskReport) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	at.report = r
+}
+
+// runTask prefetches and pins the inputs, runs the task and records how it ended.
+func (a *Agent) runTask(ctx context.Context, at *agentTask) {
+	defer a.wg.Done()
+	t := at.t
+	log := a.log.With("task", t.ID)
+	var pinned []string
+	if a.cfg.Cache != nil && len(t.Inputs) > 0 {
+		for _, in := range t.Inputs {
+			if err := a.cfg.Cache.Pin(ctx, in); err != nil {
+				log.Warn("pin input", "input", in, "err", err)
+			} else {
+				pinned = append(pinned, in)
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, a.cfg.PrefetchWait)
+		var wg sync.WaitGroup
+		for _, in := range t.Inputs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := a.cfg.Cache.Warm(wctx, in, nil); err != nil {
+					log.Info("prefetch incomplete; the task reads the rest through the mount", "input", in, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+		cancel()
+	}
+	defer func() {
+		for _, in := range pinned {
+			if err := a.cfg.Cache.Unpin(context.Background(), in); err != nil {
+				log.Warn("unpin input", "input", in, "err", err)
+			}
+		}
+		a.mu.Lock()
+		a.freeGPUs = append(a.freeGPUs, at.gpus...)
+		a.mu.Unlock()
+	}()
+	if ctx.Err() != nil {
+		a.setReport(at, TaskReport{ID: t.ID, State: StateKilled, Error: "killed before it started", Finished: time.Now()})
+		return
+	}
+	spec := RunSpec{ID: t.ID, Command: t.Command, Cores: t.Cores, MemBytes: t.MemBytes, GPUs: at.gpus, Uid: t.Uid, Gid: t.Gid,
+		SharedDir: a.cfg.ShareRoot, ContainerEnv: t.ContainerEnv, Image: t.Image,
+		WorkDir: filepath.Join(a.cfg.ShareRoot, filepath.FromSlash(t.WorkDir)),
+		LogDir:  filepath.Join(a.cfg.ShareRoot, filepath.FromSlash(t.LogDir))}
+	spec.Env = append(append([]string(nil), t.Env...), "EDDY_TASK_ID="+t.ID, "EDDY_SHARED_DIR="+a.cfg.ShareRoot)
+	run, err := a.cfg.Runner.Start(ctx, spec)
+	if err != nil {
+		log.Warn("task failed to start", "err", err)
+		st := StateFailed
+		if ctx.Err() != nil {
+			st = StateKilled
+		}
+		a.setReport(at, TaskReport{ID: t.ID, State: st, Error: err.Error(), Finished: time.Now()})
+		return
+	}
+	a.mu.Lock()
+	at.run = run
+	at.report = TaskReport{ID: t.ID, State: StateRunning, Started: time.Now()}
+	killed := ctx.Err() != nil
+	a.mu.Unlock()
+	if killed {
+		_ = run.Kill(context.Background())
+	}
+	log.Info("task running", "command", t.Command)
+	res, err := run.Wait(context.Background())
+	r := TaskReport{ID: t.ID, Started: res.Started, Finished: res.Finished, OOMKilled: res.OOMKilled, Signal: res.Signal, Error: res.Err}
+	if r.Finished.IsZero() {
+		r.Finished = time.Now()
+	}
+	code := res.ExitCode
+	r.ExitCode = &code
+	switch {
+	case err != nil:
+		r.State, r.Error, r.ExitCode = StateFailed, err.Error(), nil
+	case ctx.Err() != nil:
+		r.State = StateKilled
+	case code == 0 && res.Err == "" && !res.OOMKilled:
+		r.State = StateCompleted
+	default:
+		r.State = StateFailed
+	}
+	log.Info("task ended", "state", r.State, "exit", code, "oom", res.OOMKilled)
+	a.setReport(at, r)
+}

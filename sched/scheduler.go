@@ -1,0 +1,623 @@
+package sched
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eddy-cluster/eddy/cache"
+)
+
+// Wire types of the node <-> scheduler protocol (JSON over the cluster API).
+
+// RegisterResponse answers a node's registration.
+type RegisterResponse struct {
+	HeartbeatMs    int64  `json:"heartbeat_ms"`
+	InventorySince uint64 `json:"inventory_since"` // generation to send the next inventory delta from (0: full)
+}
+
+// TaskReport is a node's view of one of its tasks.
+type TaskReport struct {
+	ID        string    `json:"id"`
+	State     State     `json:"state"` // assigned, running or an end state
+	ExitCode  *int      `json:"exit_code,omitempty"`
+	OOMKilled bool      `json:"oom_killed,omitempty"`
+	Signal    string    `json:"signal,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Started   time.Time `json:"started,omitzero"`
+	Finished  time.Time `json:"finished,omitzero"`
+}
+
+// HeartbeatRequest is a node's periodic report. Inventory is a bounded delta from
+// InventoryBase (the generation the scheduler asked for).
+type HeartbeatRequest struct {
+	Node          string                `json:"node"`
+	Tasks         []TaskReport          `json:"tasks,omitempty"`
+	Inventory     *cache.InventoryDelta `json:"inventory,omitempty"`
+	InventoryBase uint64                `json:"inventory_base"`
+}
+
+// HeartbeatResponse tells the node what to do.
+type HeartbeatResponse struct {
+	Assign         []*Task  `json:"assign,omitempty"` // tasks to start (re-sent until the node reports them)
+	Kill           []string `json:"kill,omitempty"`
+	Ack            []string `json:"ack,omitempty"` // end reports recorded: stop sending them
+	InventorySince uint64   `json:"inventory_since"`
+	Reregister     bool     `json:"reregister,omitempty"` // unknown node: register again
+}
+
+// NodeStatus is `eddy nodes`' view of a node.
+type NodeStatus struct {
+	NodeRecord
+	Up          bool      `json:"up"`
+	Free        Resources `json:"free"`
+	LastSeen    time.Time `json:"last_seen"`
+	Running     int       `json:"running"`
+	CachedFiles int       `json:"cached_files"`
+	InvGen      uint64    `json:"inventory_gen"`
+}
+
+// SchedulerConfig configures a Scheduler.
+type SchedulerConfig struct {
+	Store        Store
+	Policy       Policy        // default PolicyEddy
+	LocalityWait time.Duration // default DefaultLocalityWait
+	NodeTimeout  time.Duration // a node silent this long is down; default 15 s
+	Heartbeat    time.Duration // interval nodes are told to use; default 3 s
+	// ShareRoot is the share as the scheduler's node sees it: absolute inputs under it are made
+	// share-relative, and logs are read from <ShareRoot>/logs. May be empty.
+	ShareRoot string
+	Logger    *slog.Logger
+	Now       func() time.Time // default time.Now
+}
+
+type nodeState struct {
+	rec      NodeRecord
+	cn       *Node
+	lastSeen time.Time
+	invGen   uint64
+}
+
+// Scheduler holds the cluster's queue and places tasks.
+//
+// Lock order: mu only.
+type Scheduler struct {
+	cfg SchedulerConfig
+	log *slog.Logger
+
+	mu    sync.Mutex
+	cl    *Cluster              // guarded by mu
+	pl    *Placer               // guarded by mu
+	nodes map[string]*nodeState // guarded by mu
+	tasks map[string]*Task      // guarded by mu; every task
+	queue []*Task               // guarded by mu; queued tasks, priority then ID order
+	sizes map[string]int64      // guarded by mu; file sizes seen in inventories
+	done  bool                  // guarded by mu
+
+	wake chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Sentinel errors the HTTP layer maps to statuses.
+var (
+	ErrBadRequest = errors.New("bad request")
+	ErrNotFound   = errors.New("not found")
+	ErrNeverFits  = errors.New("task can never fit")
+	ErrConflict   = errors.New("conflict")
+)
+
+// NewScheduler loads the state from the store and starts the placement loop.
+func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
+	if cfg.Store == nil {
+		return nil, fmt.Errorf("new scheduler: no store")
+	}
+	if cfg.Policy == "" {
+		cfg.Policy = PolicyEddy
+	}
+	if cfg.LocalityWait == 0 {
+		cfg.LocalityWait = DefaultLocalityWait
+	}
+	if cfg.NodeTimeout <= 0 {
+		cfg.NodeTimeout = 15 * time.Second
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 3 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Scheduler{cfg: cfg, log: cfg.Logger, cl: NewCluster(), nodes: map[string]*nodeState{}, tasks: map[string]*Task{},
+		sizes: map[string]int64{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.pl = &Placer{Policy: cfg.Policy, LocalityWait: cfg.LocalityWait, Explain: true}
+	recs, err := cfg.Store.Nodes()
+	if err != nil {
+		return nil, fmt.Errorf("new scheduler: %w", err)
+	}
+	now := cfg.Now()
+	for _, r := range recs {
+		// Known but not heard from since the restart: down until they heartbeat, with the
+		// full timeout to do so before their tasks count as lost.
+		ns := &nodeState{rec: r, lastSeen: now}
+		ns.cn = s.cl.AddNode(Node{Name: r.Name, Total: r.Total, Free: r.Total, Labels: r.Labels, Up: true, LinkBps: r.LinkBps})
+		s.nodes[r.Name] = ns
+	}
+	tasks, err := cfg.Store.Tasks()
+	if err != nil {
+		return nil, fmt.Errorf("new scheduler: %w", err)
+	}
+	for _, t := range tasks {
+		noteTaskID(t.ID)
+		s.tasks[t.ID] = t
+		switch t.State {
+		case StateQueued:
+			s.queue = append(s.queue, t)
+		case StateAssigned, StateRunning:
+			if ns := s.nodes[t.NodeName]; ns != nil {
+				s.cl.Assign(ns.cn, t.Resources())
+			}
+		}
+	}
+	sortTasks(s.queue)
+	s.wg.Add(1)
+	go s.loop()
+	s.log.Info("scheduler started", "nodes", len(s.nodes), "tasks", len(s.tasks), "queued", len(s.queue), "policy", cfg.Policy)
+	return s, nil
+}
+
+// Close stops the loop. It does not close the store.
+func (s *Scheduler) Close() error {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return nil
+	}
+	s.done = true
+	s.mu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+	return nil
+}
+
+func sortTasks(ts []*Task) {
+	slices.SortFunc(ts, func(a, b *Task) int {
+		if a.Priority != b.Priority {
+			return b.Priority - a.Priority
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+func (s *Scheduler) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Scheduler) loop() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+		s.mu.Lock()
+		s.checkNodesLocked()
+		s.scheduleLocked()
+		s.mu.Unlock()
+	}
+}
+
+// Tick runs one round of timeouts and placement now (tests and callers that want no delay).
+func (s *Scheduler) Tick() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkNodesLocked()
+	s.scheduleLocked()
+}
+
+func (s *Scheduler) persistLocked(t *Task) {
+	if err := s.cfg.Store.PutTask(t); err != nil {
+		s.log.Error("persist task", "task", t.ID, "err", err)
+	}
+}
+
+func (s *Scheduler) request(t *Task) *Request {
+	r := &Request{Res: t.Resources(), Node: t.Node, Labels: t.Labels, FirstChance: t.FirstChance}
+	for _, in := range t.Inputs {
+		r.Inputs = append(r.Inputs, Input{Path: in, Size: s.sizes[in]})
+	}
+	switch {
+	case t.LocalityWaitMs < 0:
+		r.LocalityWait = -1
+	case t.LocalityWaitMs > 0:
+		r.LocalityWait = time.Duration(t.LocalityWaitMs) * time.Millisecond
+	}
+	return r
+}
+
+func (s *Scheduler) scheduleLocked() {
+	if len(s.queue) == 0 {
+		return
+	}
+	now := s.cfg.Now()
+	qs := make([]Queued, len(s.queue))
+	reqs := make([]*Request, len(s.queue))
+	for i, t := range s.queue {
+		reqs[i] = s.request(t)
+		qs[i] = Queued{Req: reqs[i]}
+	}
+	placed := map[*Task]bool{}
+	s.pl.Schedule(s.cl, now, qs, nil, func(i int, d Decision) {
+		t := s.queue[i]
+		t.State, t.NodeName, t.Assigned, t.Attempts = StateAssigned, d.Node.Name, now, t.Attempts+1
+		t.FirstChance = reqs[i].FirstChance
+		t.Placement = &PlacementInfo{Node: d.Node.Name, Reason: d.Reason, Candidates: d.Candidates, At: now}
+		placed[t] = true
+		s.persistLocked(t)
+		s.log.Info("task assigned", "task", t.ID, "node", d.Node.Name, "why", d.Reason)
+	}, nil)
+	for i, t := range s.queue {
+		if !placed[t] && !reqs[i].FirstChance.Equal(t.FirstChance) {
+			t.FirstChance = reqs[i].FirstChance // the wait counts from here, restarts included
+			s.persistLocked(t)
+		}
+	}
+	if len(placed) > 0 {
+		s.queue = slices.DeleteFunc(s.queue, func(t *Task) bool { return placed[t] })
+	}
+}
+
+func (s *Scheduler) checkNodesLocked() {
+	now := s.cfg.Now()
+	for _, ns := range s.nodes {
+		if !ns.cn.Up || now.Sub(ns.lastSeen) <= s.cfg.NodeTimeout {
+			continue
+		}
+		s.log.Warn("node down: no heartbeat", "node", ns.rec.Name, "silent", now.Sub(ns.lastSeen).Round(time.Second))
+		s.cl.SetUp(ns.cn, false)
+		for _, t := range s.tasks {
+			if t.NodeName == ns.rec.Name && (t.State == StateAssigned || t.State == StateRunning) {
+				s.loseLocked(t, "node "+ns.rec.Name+" went silent")
+			}
+		}
+	}
+}
+
+// loseLocked ends t as lost and requeues it while it has retries left.
+func (s *Scheduler) loseLocked(t *Task, why string) {
+	if ns := s.nodes[t.NodeName]; ns != nil {
+		s.cl.Release(ns.cn, t.Resources())
+	}
+	if !t.KillAsked && t.Attempts <= t.Retries {
+		s.log.Warn("task lost, requeued", "task", t.ID, "why", why, "attempt", t.Attempts, "retries", t.Retries)
+		t.State, t.Error, t.FirstChance = StateQueued, why+" (requeued)", time.Time{}
+		s.queue = append(s.queue, t)
+		sortTasks(s.queue)
+	} else {
+		s.log.Warn("task lost", "task", t.ID, "why", why)
+		t.State, t.Error, t.Finished = StateLost, why, s.cfg.Now()
+		if t.KillAsked {
+			t.State = StateKilled
+		}
+	}
+	s.persistLocked(t)
+	s.kick()
+}
+
+// Register adds or refreshes a node.
+func (s *Scheduler) Register(ctx context.Context, rec NodeRecord) (RegisterResponse, error) {
+	if rec.Name == "" || rec.Total.Cores <= 0 || rec.Total.MemBytes <= 0 {
+		return RegisterResponse{}, fmt.Errorf("register: %w: name, cores and memory are required", ErrBadRequest)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := s.nodes[rec.Name]
+	if ns == nil {
+		ns = &nodeState{}
+		s.nodes[rec.Name] = ns
+	}
+	ns.rec, ns.lastSeen, ns.invGen = rec, s.cfg.Now(), 0
+	used := Resources{}
+	for _, t := range s.tasks {
+		if t.NodeName == rec.Name && (t.State == StateAssigned || t.State == StateRunning) {
+			used = used.Add(t.Resources())
+		}
+	}
+	ns.cn = s.cl.AddNode(Node{Name: rec.Name, Total: rec.Total, Free: rec.Total.Sub(used), Labels: rec.Labels, Up: true, LinkBps: rec.LinkBps})
+	s.cl.ClearCached(ns.cn) // a full inventory follows
+	if err := s.cfg.Store.PutNode(rec); err != nil {
+		return RegisterResponse{}, fmt.Errorf("register %s: %w", rec.Name, err)
+	}
+	s.log.Info("node registered", "node", rec.Name, "address", rec.Address, "cores", rec.Total.Cores, "gpus", rec.Total.GPUs)
+	s.kick()
+	return RegisterResponse{HeartbeatMs: s.cfg.Heartbeat.Milliseconds()}, nil
+}
+
+// Heartbeat records a node's report and answers with its work.
+func (s *Scheduler) Heartbeat(ctx context.Context, hb HeartbeatRequest) (HeartbeatResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := s.nodes[hb.Node]
+	if ns == nil {
+		return HeartbeatResponse{Reregister: true}, nil
+	}
+	now := s.cfg.Now()
+	ns.lastSeen = now
+	if !ns.cn.Up {
+		s.log.Info("node back", "node", hb.Node)
+		s.cl.SetUp(ns.cn, true)
+	}
+	var resp HeartbeatResponse
+	// Inventory: apply a delta only on top of the generation it was computed from.
+	if inv := hb.Inventory; inv != nil {
+		if inv.Full || hb.InventoryBase == ns.invGen {
+			if inv.Full {
+				s.cl.ClearCached(ns.cn)
+			}
+			for _, it := range inv.Items {
+				s.cl.SetCached(ns.cn, it.Path, it.CachedBytes)
+				if it.Size > 0 {
+					s.sizes[it.Path] = it.Size
+				}
+			}
+			for _, p := range inv.Removed {
+				s.cl.SetCached(ns.cn, p, 0)
+			}
+			ns.invGen = inv.Gen
+		} else {
+			ns.invGen = 0 // out of step: ask for everything
+		}
+	}
+	resp.InventorySince = ns.invGen
+	reported := map[string]bool{}
+	for _, r := range hb.Tasks {
+		reported[r.ID] = true
+		t := s.tasks[r.ID]
+		if t == nil || (t.NodeName != hb.Node && !r.State.Terminal()) || (t.State.Terminal() && !r.State.Terminal()) {
+			resp.Kill = append(resp.Kill, r.ID) // unknown, placed elsewhere, or already over
+			continue
+		}
+		if t.NodeName != hb.Node {
+			resp.Ack = append(resp.Ack, r.ID)
+			continue
+		}
+		switch {
+		case r.State.Terminal():
+			if !t.State.Terminal() {
+				s.endLocked(t, r)
+			}
+			resp.Ack = append(resp.Ack, r.ID)
+		case r.State == StateRunning && t.State != StateRunning:
+			if t.State == StateQueued { // reconciling after a restart: it runs there
+				s.queue = slices.DeleteFunc(s.queue, func(q *Task) bool { return q == t })
+				s.cl.Assign(ns.cn, t.Resources())
+			}
+			t.State, t.Started = StateRunning, r.Started
+			s.persistLocked(t)
+		}
+		if t.KillAsked && !t.State.Terminal() {
+			resp.Kill = append(resp.Kill, t.ID)
+		}
+	}
+	for _, t := range s.tasks {
+		if t.NodeName != hb.Node || reported[t.ID] {
+			continue
+		}
+		switch t.State {
+		case StateAssigned:
+			if t.KillAsked {
+				s.endLocked(t, TaskReport{State: StateKilled, Error: "killed before it started", Finished: now})
+				continue
+			}
+			resp.Assign = append(resp.Assign, t)
+		case StateRunning:
+			s.loseLocked(t, "node "+hb.Node+" no longer reports it")
+		}
+	}
+	return resp, nil
+}
+
+func (s *Scheduler) endLocked(t *Task, r TaskReport) {
+	if ns := s.nodes[t.NodeName]; ns != nil && (t.State == StateAssigned || t.State == StateRunning) {
+		s.cl.Release(ns.cn, t.Resources())
+	}
+	t.State, t.ExitCode, t.OOMKilled, t.Signal, t.Error = r.State, r.ExitCode, r.OOMKilled, r.Signal, r.Error
+	if !r.Started.IsZero() {
+		t.Started = r.Started
+	}
+	t.Finished = r.Finished
+	if t.Finished.IsZero() {
+		t.Finished = s.cfg.Now()
+	}
+	if t.KillAsked && t.State != StateCompleted {
+		t.State = StateKilled
+	}
+	s.persistLocked(t)
+	exit := "none"
+	if r.ExitCode != nil {
+		exit = fmt.Sprint(*r.ExitCode)
+	}
+	s.log.Info("task ended", "task", t.ID, "state", t.State, "exit", exit, "oom", r.OOMKilled)
+	s.kick()
+}
+
+// Submit validates and queues a task. A task that can never fit any registered node is
+// rejected (ErrNeverFits) with the reason.
+func (s *Scheduler) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
+	if len(spec.Command) == 0 && spec.ContainerEnv == "" && spec.Image == "" {
+		return nil, fmt.Errorf("submit: %w: no command (give it after --)", ErrBadRequest)
+	}
+	if spec.Cores < 0 || spec.MemBytes < 0 || spec.GPUs < 0 || spec.Retries < 0 {
+		return nil, fmt.Errorf("submit: %w: cores, memory, GPUs and retries must not be negative", ErrBadRequest)
+	}
+	if spec.Cores == 0 {
+		spec.Cores = 1
+	}
+	if spec.MemBytes == 0 {
+		spec.MemBytes = 1 << 30
+	}
+	for _, e := range spec.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return nil, fmt.Errorf("submit: %w: env %q is not KEY=VALUE", ErrBadRequest, e)
+		}
+	}
+	for i, in := range spec.Inputs {
+		p, err := s.sharePath(in, spec.Cwd)
+		if err != nil {
+			return nil, fmt.Errorf("submit: %w: input %q: %v", ErrBadRequest, in, err)
+		}
+		spec.Inputs[i] = p
+	}
+	if spec.WorkDir != "" {
+		p, err := s.sharePath(spec.WorkDir, spec.Cwd)
+		if err != nil {
+			return nil, fmt.Errorf("submit: %w: work dir %q: %v", ErrBadRequest, spec.WorkDir, err)
+		}
+		spec.WorkDir = p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	t := &Task{TaskSpec: spec, State: StateQueued, Submitted: now}
+	if why := s.cl.CanEverFit(s.request(t)); why != "" {
+		return nil, fmt.Errorf("submit: %w: %s", ErrNeverFits, why)
+	}
+	t.ID = NewTaskID(now)
+	t.LogDir = path.Join("logs", t.ID)
+	if err := s.cfg.Store.PutTask(t); err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	s.tasks[t.ID] = t
+	s.queue = append(s.queue, t)
+	sortTasks(s.queue)
+	s.log.Info("task submitted", "task", t.ID, "name", t.Name, "cores", t.Cores, "gpus", t.GPUs, "inputs", len(t.Inputs))
+	s.kick()
+	c := *t
+	return &c, nil
+}
+
+// sharePath turns an input into a clean share-relative name.
+func (s *Scheduler) sharePath(p, cwd string) (string, error) {
+	if p == "" {
+		return "", fmt.Errorf("empty path")
+	}
+	root := s.cfg.ShareRoot
+	if !filepath.IsAbs(p) && cwd != "" && root != "" && (cwd == root || strings.HasPrefix(cwd, root+"/")) {
+		p = filepath.Join(cwd, p)
+	}
+	if filepath.IsAbs(p) {
+		if root == "" {
+			return "", fmt.Errorf("absolute path but the scheduler does not know the share's mountpoint; give a share-relative path")
+		}
+		rel, err := filepath.Rel(root, filepath.Clean(p))
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			return "", fmt.Errorf("not inside the share %s", root)
+		}
+		p = rel
+	}
+	p = path.Clean(filepath.ToSlash(p))
+	if p == ".." || strings.HasPrefix(p, "../") {
+		return "", fmt.Errorf("outside the share")
+	}
+	return p, nil
+}
+
+// Task returns a copy of one task.
+func (s *Scheduler) Task(id string) (*Task, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tasks[id]
+	if t == nil {
+		return nil, fmt.Errorf("task %s: %w", id, ErrNotFound)
+	}
+	c := *t
+	return &c, nil
+}
+
+// Tasks returns copies of every task, newest first, bounded by limit (0: all).
+func (s *Scheduler) Tasks(limit int) []*Task {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Task, 0, len(s.tasks))
+	for _, t := range s.tasks {
+		c := *t
+		c.Placement = nil
+		out = append(out, &c)
+	}
+	slices.SortFunc(out, func(a, b *Task) int { return strings.Compare(b.ID, a.ID) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// Kill ends a queued task at once, or asks its node to kill it.
+func (s *Scheduler) Kill(ctx context.Context, id string) (*Task, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tasks[id]
+	if t == nil {
+		return nil, fmt.Errorf("kill %s: %w", id, ErrNotFound)
+	}
+	if t.State.Terminal() {
+		return nil, fmt.Errorf("kill %s: %w: already %s", id, ErrConflict, t.State)
+	}
+	t.KillAsked = true
+	if t.State == StateQueued {
+		s.queue = slices.DeleteFunc(s.queue, func(q *Task) bool { return q == t })
+		t.State, t.Finished = StateKilled, s.cfg.Now()
+	}
+	s.persistLocked(t)
+	c := *t
+	return &c, nil
+}
+
+// Nodes returns the status of every known node.
+func (s *Scheduler) Nodes() []NodeStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []NodeStatus
+	for _, ns := range s.nodes {
+		st := NodeStatus{NodeRecord: ns.rec, Up: ns.cn.Up, Free: ns.cn.Free, LastSeen: ns.lastSeen,
+			CachedFiles: s.cl.CachedFiles(ns.cn), InvGen: ns.invGen}
+		for _, t := range s.tasks {
+			if t.NodeName == ns.rec.Name && (t.State == StateRunning || t.State == StateAssigned) {
+				st.Running++
+			}
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b NodeStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// LogPath is the file holding a task's stdout or stderr on the scheduler's view of the share.
+func (s *Scheduler) LogPath(id, stream string) (string, error) {
+	if stream != "stdout" && stream != "stderr" {
+		return "", fmt.Errorf("logs: %w: stream must be stdout or stderr", ErrBadRequest)
+	}
+	t, err := s.Task(id)
+	if err != nil {
+		return "", err
+	}
+	if s.cfg.ShareRoot == "" {
+		return "", fmt.Errorf("logs %s: %w: the scheduler has no view of the share", id, ErrNotFound)
+	}
+	return filepath.Join(s.cfg.ShareRoot, filepath.FromSlash(t.LogDir), stream+".log"), nil
+}

@@ -1,0 +1,115 @@
+package sched
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// State is a task's state.
+type State string
+
+// Task states.
+const (
+	StateQueued    State = "queued"
+	StateAssigned  State = "assigned" // placed; its node is warming the inputs
+	StateRunning   State = "running"
+	StateCompleted State = "completed"
+	StateFailed    State = "failed"
+	StateKilled    State = "killed"
+	StateLost      State = "lost" // its node went silent or forgot it; requeued while retries remain
+)
+
+// Terminal reports whether s is an end state.
+func (s State) Terminal() bool {
+	return s == StateCompleted || s == StateFailed || s == StateKilled || s == StateLost
+}
+
+// TaskSpec is what a user submits.
+type TaskSpec struct {
+	Name     string            `json:"name,omitempty"`
+	Command  []string          `json:"command"`
+	Env      []string          `json:"env,omitempty"` // KEY=VALUE
+	Cores    float64           `json:"cores,omitempty"`
+	MemBytes int64             `json:"mem_bytes,omitempty"`
+	GPUs     int               `json:"gpus,omitempty"`
+	Inputs   []string          `json:"inputs,omitempty"` // share-relative (or absolute under the share, with Cwd)
+	Node     string            `json:"node,omitempty"`   // run only on this node
+	Labels   map[string]string `json:"labels,omitempty"` // run only on nodes with these labels
+	Retries  int               `json:"retries,omitempty"`
+	Priority int               `json:"priority,omitempty"`
+	Uid      uint32            `json:"uid"`
+	Gid      uint32            `json:"gid"`
+	WorkDir  string            `json:"work_dir,omitempty"` // share-relative; default the share's root
+	Cwd      string            `json:"cwd,omitempty"`      // the submitter's directory, to resolve relative inputs
+	// LocalityWaitMs overrides the scheduler's delay-scheduling bound (ms; <0: never wait).
+	LocalityWaitMs int64 `json:"locality_wait_ms,omitempty"`
+	// ContainerEnv or Image run the task in a container (issue 6).
+	ContainerEnv string `json:"container_env,omitempty"`
+	Image        string `json:"image,omitempty"`
+}
+
+// PlacementInfo explains where a task went and why.
+type PlacementInfo struct {
+	Node       string      `json:"node"`
+	Reason     string      `json:"reason"`
+	Candidates []Candidate `json:"candidates,omitempty"`
+	At         time.Time   `json:"at"`
+}
+
+// Task is one submitted task and its history.
+type Task struct {
+	ID string `json:"id"`
+	TaskSpec
+	State       State          `json:"state"`
+	NodeName    string         `json:"node,omitempty"` // where it is or was last placed
+	Attempts    int            `json:"attempts"`       // placements so far
+	ExitCode    *int           `json:"exit_code"`
+	OOMKilled   bool           `json:"oom_killed,omitempty"`
+	Signal      string         `json:"signal,omitempty"`
+	Error       string         `json:"error,omitempty"`
+	Placement   *PlacementInfo `json:"placement,omitempty"`
+	Submitted   time.Time      `json:"submitted"`
+	FirstChance time.Time      `json:"first_chance,omitzero"`
+	Assigned    time.Time      `json:"assigned,omitzero"`
+	Started     time.Time      `json:"started,omitzero"`
+	Finished    time.Time      `json:"finished,omitzero"`
+	KillAsked   bool           `json:"kill_asked,omitempty"`
+	LogDir      string         `json:"log_dir,omitempty"` // share-relative: logs/<id>
+}
+
+// Resources is what the task asks for.
+func (t *Task) Resources() Resources {
+	return Resources{Cores: t.Cores, MemBytes: t.MemBytes, GPUs: t.GPUs}
+}
+
+var idGen struct {
+	mu   sync.Mutex
+	last uint64
+}
+
+// NewTaskID returns an ID that sorts by submit time: "t" + 16 hex digits of
+// (milliseconds since the epoch << 16 | sequence), strictly increasing within a process.
+func NewTaskID(now time.Time) string {
+	idGen.mu.Lock()
+	defer idGen.mu.Unlock()
+	v := uint64(now.UnixMilli()) << 16
+	if v <= idGen.last {
+		v = idGen.last + 1
+	}
+	idGen.last = v
+	return fmt.Sprintf("t%016x", v)
+}
+
+// noteTaskID keeps IDs increasing across a restart.
+func noteTaskID(id string) {
+	var v uint64
+	if _, err := fmt.Sscanf(id, "t%016x", &v); err != nil {
+		return
+	}
+	idGen.mu.Lock()
+	if v > idGen.last {
+		idGen.last = v
+	}
+	idGen.mu.Unlock()
+}
