@@ -1,0 +1,383 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/eddy-cluster/eddy/api"
+	"github.com/eddy-cluster/eddy/sched"
+)
+
+func init() {
+	register(submitCommand)
+	register(tasksCommand)
+	register(nodesCommand)
+}
+
+func submitCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "submit",
+		Usage:     "queue a task on the cluster; it is placed where its inputs are cached",
+		ArgsUsage: "[flags] -- CMD [ARGS...]",
+		Flags: []cli.Flag{
+			&cli.Float64Flag{Name: "cores", Value: 1, Usage: "CPU cores"},
+			&cli.StringFlag{Name: "mem", Value: "1G", Usage: "memory limit (e.g. 512M, 8G)"},
+			&cli.IntFlag{Name: "gpus", Usage: "GPUs"},
+			&cli.StringSliceFlag{Name: "input", Usage: "input file or directory in the share (repeatable); placement prefers nodes that cache them"},
+			&cli.StringSliceFlag{Name: "env", Usage: "environment variable K=V (repeatable); a NAME without '=' runs the task in that container environment"},
+			&cli.StringFlag{Name: "image", Usage: "run in a container from this registry image"},
+			&cli.StringFlag{Name: "node", Usage: "run only on this node"},
+			&cli.StringSliceFlag{Name: "label", Usage: "run only on nodes with label k=v (repeatable)"},
+			&cli.IntFlag{Name: "retries", Usage: "requeue this many times if its node is lost"},
+			&cli.IntFlag{Name: "priority", Usage: "higher runs first"},
+			&cli.StringFlag{Name: "name", Usage: "a name for the task"},
+			&cli.StringFlag{Name: "workdir", Usage: "working directory in the share (default the share's root)"},
+			&cli.DurationFlag{Name: "locality-wait", Usage: "how long the task may wait for a node with its inputs warm (default: the scheduler's)"},
+			&cli.BoolFlag{Name: "wait", Usage: "wait until the task ends; exit with its exit code"},
+			jsonFlag(), socketFlag(),
+		},
+		Action: runSubmit,
+	}
+}
+
+// parseMem reads 512M, 8G, 1.5T, or a byte count.
+func parseMem(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
+	mult := int64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:len(s)-1]
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("--mem %q: want a size such as 512M or 8G", s)
+	}
+	return int64(v * float64(mult)), nil
+}
+
+func runSubmit(c *cli.Context) error {
+	args := c.Args().Slice()
+	if len(args) == 0 && c.String("image") == "" {
+		return errors.New("submit: no command: put it after --, e.g. eddy submit --cores 2 -- python train.py")
+	}
+	mem, err := parseMem(c.String("mem"))
+	if err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	if c.Float64("cores") <= 0 {
+		return errors.New("submit: --cores must be positive")
+	}
+	if c.Int("gpus") < 0 || c.Int("retries") < 0 {
+		return errors.New("submit: --gpus and --retries must not be negative")
+	}
+	spec := sched.TaskSpec{Name: c.String("name"), Command: args, Cores: c.Float64("cores"), MemBytes: mem, GPUs: c.Int("gpus"),
+		Inputs: c.StringSlice("input"), Node: c.String("node"), Retries: c.Int("retries"), Priority: c.Int("priority"),
+		Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), WorkDir: c.String("workdir"), Image: c.String("image")}
+	if wd, err := os.Getwd(); err == nil {
+		spec.Cwd = wd
+	}
+	for _, e := range c.StringSlice("env") {
+		if strings.Contains(e, "=") {
+			if strings.HasPrefix(e, "=") {
+				return fmt.Errorf("submit: --env %q: empty variable name", e)
+			}
+			spec.Env = append(spec.Env, e)
+		} else if spec.ContainerEnv == "" {
+			spec.ContainerEnv = e
+		} else {
+			return fmt.Errorf("submit: --env %q: a second container environment (%q already given); variables are K=V", e, spec.ContainerEnv)
+		}
+	}
+	for _, l := range c.StringSlice("label") {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("submit: --label %q: want k=v", l)
+		}
+		if spec.Labels == nil {
+			spec.Labels = map[string]string{}
+		}
+		spec.Labels[k] = v
+	}
+	if d := c.Duration("locality-wait"); d > 0 {
+		spec.LocalityWaitMs = d.Milliseconds()
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	var t sched.Task
+	if err := cl.Do(c.Context, "POST", "/v1/tasks", spec, &t); err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	if !c.Bool("wait") {
+		if wantJSON(c) {
+			return printJSON(os.Stdout, t)
+		}
+		fmt.Println(t.ID)
+		return nil
+	}
+	if !wantJSON(c) {
+		fmt.Fprintln(os.Stderr, t.ID)
+	}
+	end, err := waitTask(c.Context, cl, t.ID)
+	if err != nil {
+		return err
+	}
+	if wantJSON(c) {
+		if err := printJSON(os.Stdout, end); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(os.Stderr, "%s %s on %s\n", end.ID, end.State, end.NodeName)
+	}
+	switch {
+	case end.ExitCode != nil && *end.ExitCode != 0:
+		return cli.Exit("", *end.ExitCode)
+	case end.State != sched.StateCompleted:
+		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+func waitTask(ctx context.Context, cl *api.Client, id string) (*sched.Task, error) {
+	for {
+		var t sched.Task
+		if err := cl.Do(ctx, "GET", "/v1/tasks/"+url.PathEscape(id), nil, &t); err != nil {
+			return nil, err
+		}
+		if t.State.Terminal() {
+			return &t, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func tasksCommand() *cli.Command {
+	idArg := func(c *cli.Context) (string, error) {
+		if c.NArg() != 1 {
+			return "", fmt.Errorf("%s: want exactly one task ID", c.Command.FullName())
+		}
+		return c.Args().First(), nil
+	}
+	return &cli.Command{
+		Name:  "tasks",
+		Usage: "list, show, kill tasks and read their logs",
+		Subcommands: []*cli.Command{
+			{Name: "ls", Usage: "list tasks, newest first", Flags: []cli.Flag{jsonFlag(), socketFlag(), &cli.IntFlag{Name: "limit", Value: 50, Usage: "at most this many (0: all)"}},
+				Action: func(c *cli.Context) error {
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					var ts []sched.Task
+					if err := cl.Do(c.Context, "GET", "/v1/tasks?limit="+strconv.Itoa(c.Int("limit")), nil, &ts); err != nil {
+						return fmt.Errorf("tasks ls: %w", err)
+					}
+					if wantJSON(c) {
+						return printJSON(os.Stdout, ts)
+					}
+					t := newTable(os.Stdout, "ID", "NAME", "STATE", "NODE", "EXIT", "CORES", "GPUS", "SUBMITTED", "COMMAND")
+					for _, x := range ts {
+						exit := "-"
+						if x.ExitCode != nil {
+							exit = strconv.Itoa(*x.ExitCode)
+						}
+						if x.OOMKilled {
+							exit += " (oom)"
+						}
+						t.row(x.ID, x.Name, x.State, x.NodeName, exit, x.Cores, x.GPUs, x.Submitted.Local().Format("01-02 15:04:05"), strings.Join(x.Command, " "))
+					}
+					return t.flush()
+				}},
+			{Name: "show", Usage: "show one task, with its placement explanation", ArgsUsage: "ID", Flags: []cli.Flag{jsonFlag(), socketFlag()},
+				Action: func(c *cli.Context) error {
+					id, err := idArg(c)
+					if err != nil {
+						return err
+					}
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					var t sched.Task
+					if err := cl.Do(c.Context, "GET", "/v1/tasks/"+url.PathEscape(id), nil, &t); err != nil {
+						return fmt.Errorf("tasks show: %w", err)
+					}
+					if wantJSON(c) {
+						return printJSON(os.Stdout, t)
+					}
+					return printTask(os.Stdout, &t)
+				}},
+			{Name: "kill", Usage: "kill a task", ArgsUsage: "ID", Flags: []cli.Flag{jsonFlag(), socketFlag()},
+				Action: func(c *cli.Context) error {
+					id, err := idArg(c)
+					if err != nil {
+						return err
+					}
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					var t sched.Task
+					if err := cl.Do(c.Context, "POST", "/v1/tasks/"+url.PathEscape(id)+"/kill", nil, &t); err != nil {
+						return fmt.Errorf("tasks kill: %w", err)
+					}
+					if wantJSON(c) {
+						return printJSON(os.Stdout, t)
+					}
+					fmt.Printf("%s %s\n", t.ID, t.State)
+					return nil
+				}},
+			{Name: "logs", Usage: "print a task's stdout (or stderr); -f follows it", ArgsUsage: "ID",
+				Flags: []cli.Flag{socketFlag(), &cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new output until the task ends"},
+					&cli.BoolFlag{Name: "stderr", Usage: "stderr instead of stdout"}},
+				Action: func(c *cli.Context) error {
+					id, err := idArg(c)
+					if err != nil {
+						return err
+					}
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					stream := "stdout"
+					if c.Bool("stderr") {
+						stream = "stderr"
+					}
+					return followLog(c.Context, cl, id, stream, c.Bool("follow"), os.Stdout)
+				}},
+		},
+	}
+}
+
+// followLog prints a log from offset 0 and, with follow, asks only for what is new (by offset)
+// until the task has ended and everything is printed.
+func followLog(ctx context.Context, cl *api.Client, id, stream string, follow bool, w io.Writer) error {
+	var off int64
+	for {
+		var ch sched.LogChunk
+		q := fmt.Sprintf("/v1/tasks/%s/logs?stream=%s&offset=%d", url.PathEscape(id), stream, off)
+		if err := cl.Do(ctx, "GET", q, nil, &ch); err != nil {
+			return fmt.Errorf("tasks logs: %w", err)
+		}
+		if len(ch.Data) > 0 {
+			if _, err := w.Write(ch.Data); err != nil {
+				return err
+			}
+			off = ch.Offset
+			if len(ch.Data) == sched.MaxLogChunk {
+				continue // more right away
+			}
+		}
+		if !follow || (ch.State.Terminal() && len(ch.Data) == 0) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func printTask(w io.Writer, t *sched.Task) error {
+	tb := newTable(w, "FIELD", "VALUE")
+	exit := "-"
+	if t.ExitCode != nil {
+		exit = strconv.Itoa(*t.ExitCode)
+	}
+	tb.row("id", t.ID)
+	tb.row("name", t.Name)
+	tb.row("state", t.State)
+	tb.row("node", t.NodeName)
+	tb.row("exit code", exit)
+	if t.OOMKilled {
+		tb.row("oom killed", "yes")
+	}
+	if t.Signal != "" {
+		tb.row("signal", t.Signal)
+	}
+	if t.Error != "" {
+		tb.row("error", t.Error)
+	}
+	tb.row("command", strings.Join(t.Command, " "))
+	tb.row("resources", fmt.Sprintf("%.4g cores, %s, %d GPUs", t.Cores, humanBytes(t.MemBytes), t.GPUs))
+	tb.row("inputs", strings.Join(t.Inputs, ", "))
+	tb.row("attempts", fmt.Sprintf("%d (retries %d)", t.Attempts, t.Retries))
+	tb.row("submitted", t.Submitted.Local().Format(time.RFC3339))
+	if !t.Started.IsZero() {
+		tb.row("started", t.Started.Local().Format(time.RFC3339))
+	}
+	if !t.Finished.IsZero() {
+		tb.row("finished", t.Finished.Local().Format(time.RFC3339))
+	}
+	tb.row("logs", t.LogDir)
+	if p := t.Placement; p != nil {
+		tb.row("placement", p.Reason)
+		for _, cd := range p.Candidates {
+			fit := "busy"
+			if cd.Fits {
+				fit = "fits"
+			}
+			tb.row("  "+cd.Node, fmt.Sprintf("%s warm, %s to fetch (~%.0f s), %s", humanBytes(cd.WarmBytes), humanBytes(cd.MissingBytes), cd.FetchSeconds, fit))
+		}
+	}
+	return tb.flush()
+}
+
+func nodesCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "nodes",
+		Usage: "list the cluster's nodes",
+		Flags: []cli.Flag{jsonFlag(), socketFlag()},
+		Action: func(c *cli.Context) error {
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			var ns []sched.NodeStatus
+			if err := cl.Do(c.Context, "GET", "/v1/nodes", nil, &ns); err != nil {
+				return fmt.Errorf("nodes: %w", err)
+			}
+			if wantJSON(c) {
+				return printJSON(os.Stdout, ns)
+			}
+			t := newTable(os.Stdout, "NAME", "ADDRESS", "UP", "CORES FREE", "MEM FREE", "GPUS FREE", "TASKS", "CACHED FILES", "LAST SEEN", "LABELS")
+			for _, n := range ns {
+				var labels []string
+				for k, v := range n.Labels {
+					labels = append(labels, k+"="+v)
+				}
+				t.row(n.Name, n.Address, n.Up, fmt.Sprintf("%.4g/%.4g", n.Free.Cores, n.Total.Cores),
+					fmt.Sprintf("%s/%s", humanBytes(n.Free.MemBytes), humanBytes(n.Total.MemBytes)),
+					fmt.Sprintf("%d/%d", n.Free.GPUs, n.Total.GPUs), n.Running, n.CachedFiles, humanAgo(n.LastSeen), strings.Join(labels, ","))
+			}
+			return t.flush()
+		},
+	}
+}
