@@ -22,6 +22,8 @@ var (
 	ErrNotCacheable = errors.New("not cacheable")
 	// ErrClosed: the store is closed.
 	ErrClosed = errors.New("cache closed")
+	// ErrPinned: the file is pinned and cannot be evicted.
+	ErrPinned = errors.New("pinned; unpin it first")
 )
 
 // Config configures a Store. Zero values take the defaults noted.

@@ -23,6 +23,7 @@ const (
 	chunkAbsent   uint8 = iota
 	chunkPresent        // indexed, not yet checked against its checksum in this process
 	chunkVerified       // indexed and checked (or written by this process)
+	chunkWritten        // written to the data file by this process, awaiting its group commit (not indexed yet)
 )
 
 // version is one fingerprinted content of a file: its index ID, its data
@@ -43,7 +44,8 @@ type version struct {
 
 	state    []uint8        // guarded by entry.mu
 	sums     []uint64       // guarded by entry.mu
-	inflight map[int]*fetch // guarded by entry.mu
+	inflight map[int]*fetch // guarded by entry.mu: chunks being fetched (their buffers hold the bytes)
+	syncing  map[int]*fetch // guarded by entry.mu: chunks written, awaiting their group commit
 	present  int            // guarded by entry.mu: chunks not absent
 }
 
@@ -62,6 +64,13 @@ type fetch struct {
 	err  error // set before done is closed
 	refs atomic.Int32
 	s    *Store
+
+	e         *entry        // the entry the persist step holds a reference on
+	persisted chan struct{} // closed when persisting ended (committed or given up)
+	urgent    bool          // someone waits for the commit (Warm): do not wait for a fuller batch
+	sum       uint64        // checksum of the written bytes (set by the persist step)
+	n         int           // bytes written
+	stored    bool          // set before persisted is closed: the chunk is durable and indexed (or kept for an evicted open version)
 }
 
 func (f *fetch) release() {
@@ -252,6 +261,7 @@ func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time) (c
 		nv.sums = make([]uint64, nv.nchunks)
 	}
 	nv.inflight = map[int]*fetch{}
+	nv.syncing = map[int]*fetch{}
 	e.mu.Lock()
 	old = e.ver
 	e.ver = nv
@@ -587,11 +597,19 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 			return e.readDirect(ctx, dst, off)
 		}
 		switch st {
-		case chunkVerified:
+		case chunkVerified, chunkWritten:
 			fd := v.fd
 			e.mu.Unlock()
 			n, err := fd.ReadAt(dst, off)
 			if n == len(dst) {
+				// A chunk dropped meanwhile may have had its space punched
+				// out under the read: drop marks it absent before punching.
+				e.mu.Lock()
+				gone := v.state[idx] == chunkAbsent
+				e.mu.Unlock()
+				if gone {
+					continue
+				}
 				s.c.hitBytes.Add(int64(n))
 				s.c.hits.Add(1)
 				return nil
@@ -620,7 +638,7 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 			e.mu.Unlock()
 			return e.readDirect(ctx, dst, off)
 		}
-		f := &fetch{v: v, idx: idx, done: make(chan struct{}), s: s, buf: buf}
+		f := e.newFetch(v, idx, buf)
 		f.refs.Store(2) // the leader's copy, and the persist step
 		v.inflight[idx] = f
 		e.mu.Unlock()
@@ -633,8 +651,7 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 			err = f.err
 		}
 		f.release()
-		s.persists.Add(1)
-		go func() { defer s.persists.Done(); e.persist(f) }()
+		e.startPersist(f, true)
 		if err != nil {
 			if errors.Is(err, errVersionChanged) || ctx.Err() != nil {
 				return err
@@ -693,117 +710,6 @@ func (e *entry) forceRevalidate() {
 	e.mu.Lock()
 	e.checkedAt = time.Time{}
 	e.mu.Unlock()
-}
-
-// persist writes a fetched chunk to the data file, syncs it, and only then
-// commits its checksum to the index (invariant 2). It ends the fetch.
-func (e *entry) persist(f *fetch) {
-	s, v := e.s, f.v
-	stored := false
-	defer func() {
-		e.mu.Lock()
-		if v.inflight[f.idx] == f {
-			delete(v.inflight, f.idx)
-		}
-		if stored && v.state[f.idx] == chunkAbsent {
-			v.state[f.idx] = chunkVerified
-			v.present++
-		}
-		e.mu.Unlock()
-		f.release()
-		e.unref()
-	}()
-	if f.err != nil || !e.canStore(v) {
-		return
-	}
-	// Guard against a change between the fetch's start and now: the bytes
-	// are indexed only under the fingerprint they were read for.
-	if of, err := e.originFile(s.ctx); err == nil {
-		if a, err := of.Stat(s.ctx); err != nil || a.Fingerprint() != v.fp {
-			if err == nil {
-				e.forceRevalidate()
-			}
-			return
-		}
-	}
-	buf := *f.buf
-	if !s.persistAllowed(int64(len(buf))) {
-		return
-	}
-	sum := xxhash.Sum64(buf)
-	off := int64(f.idx) * v.csize
-	if _, err := s.writeData(v.fd, buf, off); err != nil {
-		s.diskError("write chunk", err)
-		punchHole(v.fd, off, int64(len(buf)))
-		return
-	}
-	if err := s.syncData(v.fd); err != nil {
-		s.diskError("sync chunk", err)
-		punchHole(v.fd, off, int64(len(buf)))
-		return
-	}
-	s.diskOK()
-	e.mu.Lock()
-	v.sums[f.idx] = sum
-	e.mu.Unlock()
-	stored = s.commitChunk(e.name, v, f.idx, chunkRec{Sum: sum, Len: uint32(len(buf))})
-	if !stored && v.detached.Load() && e.current() == v {
-		// Evicted while open: the bytes are in this version's own
-		// (unlinked) data file and still valid for its readers.
-		stored = true
-	}
-	if stored {
-		s.markVerified(v.id, f.idx)
-	}
-}
-
-// commitChunk indexes a durable chunk if v is still the file's recorded
-// version.
-func (s *Store) commitChunk(name string, v *version, idx int, c chunkRec) bool {
-	v.commitMu.RLock()
-	defer v.commitMu.RUnlock()
-	if v.detached.Load() {
-		return false
-	}
-	s.totMu.RLock()
-	defer s.totMu.RUnlock()
-	var added bool
-	var err error
-	for attempt := 0; attempt < 10; attempt++ {
-		added = false
-		err = s.db.Update(func(txn *badger.Txn) error {
-			rec, err := getRec(txn, name)
-			if err != nil {
-				return err
-			}
-			if rec == nil || rec.ID != v.id {
-				return errVersionChanged
-			}
-			if _, err := txn.Get(chunkKey(v.id, idx)); err == nil {
-				return nil
-			}
-			added = true
-			return txn.Set(chunkKey(v.id, idx), c.encode())
-		})
-		if !errors.Is(err, badger.ErrConflict) {
-			break
-		}
-	}
-	if err != nil {
-		if !errors.Is(err, errVersionChanged) && !errors.Is(err, badger.ErrConflict) {
-			s.noteError("index-write", fmt.Errorf("commit chunk %d of %s: %w", idx, name, err))
-		}
-		return false
-	}
-	if added {
-		s.c.cachedBytes.Add(int64(c.Len))
-		s.inv.note(name, false)
-		if s.c.cachedBytes.Load() > s.quota.Load() {
-			s.kickEvict()
-		}
-	}
-	s.noteRecovered("index-write")
-	return true
 }
 
 // verifyChunk checks a present chunk against its checksum; a mismatch drops
@@ -975,25 +881,17 @@ func (e *entry) fetchAhead(ctx context.Context, v *version, idx int, wait bool) 
 		if ferr != nil {
 			return false, ferr
 		}
-		// Wait for its persist step.
-		for i := 0; i < 2000; i++ {
-			e.mu.Lock()
-			_, busy := v.inflight[idx]
-			st := v.state[idx]
-			e.mu.Unlock()
-			if !busy {
-				return st != chunkAbsent, nil
-			}
-			select {
-			case <-time.After(time.Millisecond):
-			case <-ctx.Done():
-				return false, ctx.Err()
-			}
+		if !wait {
+			return false, nil
 		}
-		return false, nil
+		return e.waitPersisted(ctx, f)
 	}
 	if v.state[idx] != chunkAbsent {
+		sf := v.syncing[idx]
 		e.mu.Unlock()
+		if sf != nil && wait {
+			return e.waitPersisted(ctx, sf)
+		}
 		return true, nil
 	}
 	if !e.canStore(v) {
@@ -1020,25 +918,34 @@ func (e *entry) fetchAhead(ctx context.Context, v *version, idx int, wait bool) 
 		}
 		buf = b
 	}
-	f := &fetch{v: v, idx: idx, done: make(chan struct{}), s: s, buf: buf}
+	f := e.newFetch(v, idx, buf)
 	f.refs.Store(1)
+	f.urgent = wait
 	v.inflight[idx] = f
 	e.mu.Unlock()
 	e.ref()
 	e.runFetch(ctx, f, clen)
-	if !wait {
-		s.persists.Add(1)
-		go func() { defer s.persists.Done(); e.persist(f) }()
-		return false, f.err
+	ferr := f.err
+	e.startPersist(f, !wait)
+	if ferr != nil || !wait {
+		return false, ferr
 	}
-	e.persist(f)
-	if f.err != nil {
-		return false, f.err
+	return e.waitPersisted(ctx, f)
+}
+
+// waitPersisted waits until f's chunk is committed (or given up) and
+// reports whether it is cached.
+func (e *entry) waitPersisted(ctx context.Context, f *fetch) (bool, error) {
+	e.s.syncSoon()
+	select {
+	case <-f.persisted:
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
 	e.mu.Lock()
-	st := v.state[idx]
+	st := f.v.state[f.idx]
 	e.mu.Unlock()
-	return st != chunkAbsent, nil
+	return st == chunkVerified || st == chunkPresent, nil
 }
 
 // handle is one open read-only view.

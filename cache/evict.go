@@ -200,7 +200,8 @@ func (s *Store) Rename(oldname, newname string) {
 }
 
 // Evict drops the cached content of a file or of everything below a
-// directory, pinned or not. Open handles keep reading.
+// directory. A pinned file is never evicted: evicting it by name fails with
+// ErrPinned, a directory eviction skips it. Open handles keep reading.
 func (s *Store) Evict(ctx context.Context, name string) error {
 	name, err := cleanName(name)
 	if err != nil {
@@ -212,6 +213,12 @@ func (s *Store) Evict(ctx context.Context, name string) error {
 	for _, n := range s.namesUnder(name) {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if s.isPinned(n) {
+			if n == name {
+				return fmt.Errorf("cache: evict %s: %w", name, ErrPinned)
+			}
+			continue
 		}
 		if b, ok := s.dropName(n, dropEvict); ok {
 			s.c.evictions.Add(1)

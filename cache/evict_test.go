@@ -2,7 +2,9 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -110,4 +112,60 @@ func TestEvictForFreeSpace(t *testing.T) {
 	h, _ := mustOpen(t, s, o, "f")
 	mustEqual(t, "read", readAll(t, h, int64(len(data))), data)
 	waitFor(t, "evicted for free space", func() bool { return s.Stats().Evictions > 0 && s.CachedBytes("f") == 0 })
+}
+
+// Evicting a pinned file by name fails with ErrPinned; a directory eviction
+// skips pinned files and evicts the rest; after Unpin it can be evicted.
+func TestEvictPinned(t *testing.T) {
+	o := newFakeOrigin()
+	s := openStore(t, o, testConfig(t))
+	ctx := context.Background()
+	for i, n := range []string{"d/pinned", "d/sub/other", "d/free"} {
+		o.put(n, pattern(testChunk, uint64(60+i)))
+		cacheFile(t, s, o, n)
+	}
+	if err := s.Pin(ctx, "d/pinned"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pin(ctx, "d/sub"); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name      string
+		wantErr   error
+		gone      []string
+		remaining []string
+	}{
+		{name: "d/pinned", wantErr: ErrPinned, remaining: []string{"d/pinned"}},
+		{name: "d/sub/other", wantErr: ErrPinned, remaining: []string{"d/sub/other"}},
+		{name: "d", gone: []string{"d/free"}, remaining: []string{"d/pinned", "d/sub/other"}},
+	}
+	for _, c := range cases {
+		err := s.Evict(ctx, c.name)
+		if !errors.Is(err, c.wantErr) {
+			t.Fatalf("Evict(%q) = %v, want %v", c.name, err, c.wantErr)
+		}
+		if c.wantErr != nil && !strings.Contains(err.Error(), "unpin it first") {
+			t.Fatalf("Evict(%q) error %q does not say what to do", c.name, err)
+		}
+		for _, n := range c.remaining {
+			if s.CachedBytes(n) != testChunk {
+				t.Fatalf("after Evict(%q): pinned %s was evicted", c.name, n)
+			}
+		}
+		for _, n := range c.gone {
+			if s.CachedBytes(n) != 0 {
+				t.Fatalf("after Evict(%q): %s still cached", c.name, n)
+			}
+		}
+	}
+	if err := s.Unpin(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Evict(ctx, "d/pinned"); err != nil {
+		t.Fatalf("evict after unpin: %v", err)
+	}
+	if s.CachedBytes("d/pinned") != 0 {
+		t.Fatal("not evicted after unpin")
+	}
 }

@@ -45,8 +45,21 @@ type Store struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// persists counts background chunk writes; Close waits for them.
+	// persists counts persist steps; Add only under mu while !closed
+	// (beginPersist), so Close's Wait never races an Add.
 	persists sync.WaitGroup
+
+	// Group commit of written chunks (persist.go).
+	syncMu    sync.Mutex
+	syncQ     []*fetch      // guarded by syncMu: written chunks awaiting their commit
+	syncSince time.Time     // guarded by syncMu: when the oldest of syncQ was queued
+	syncSem   chan struct{} // bounds syncQ plus the batch being committed
+	syncWake  chan struct{} // something was queued
+	syncNow   chan struct{} // commit without waiting for a fuller batch
+	syncStop  chan struct{} // closed by Close after the last persist step
+	syncDone  chan struct{} // closed when syncLoop has committed everything and returned
+	syncEvery time.Duration
+	syncBatch int
 
 	mu     sync.Mutex
 	open   map[string]*entry        // guarded by mu: files with open handles (or work in flight)
@@ -162,6 +175,13 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		writeData:   func(f *os.File, p []byte, off int64) (int, error) { return f.WriteAt(p, off) },
 		syncData:    func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) },
 		accessEvery: 10 * time.Second,
+		syncSem:     make(chan struct{}, maxSyncPending),
+		syncWake:    make(chan struct{}, 1),
+		syncNow:     make(chan struct{}, 1),
+		syncStop:    make(chan struct{}),
+		syncDone:    make(chan struct{}),
+		syncEvery:   defaultSyncEvery,
+		syncBatch:   defaultSyncBatch,
 		verifyMax:   1 << 18,
 	}
 	s.inv.init(4096)
@@ -177,6 +197,7 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		s.log.Warn("cache metrics not registered", "err", err)
 	}
 	s.mets = mets
+	go s.syncLoop()
 	for range cfg.FetchWorkers {
 		s.wg.Add(1)
 		go s.readAheadWorker()
@@ -247,7 +268,11 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	// No persist step starts once closed is set; the running ones queue
+	// their chunks, which syncLoop commits before it returns.
 	s.persists.Wait()
+	close(s.syncStop)
+	<-s.syncDone
 	if s.mets != nil {
 		s.mets.unregister()
 	}

@@ -1,0 +1,356 @@
+package cache
+
+// Write-behind persistence with group commit.
+//
+// A fetched chunk goes through two steps after its origin read:
+//
+//  1. persist (one goroutine per fetch, bounded by the chunk buffers):
+//     pwrite the bytes into the version's data file, start their writeback
+//     (sync_file_range), mark the chunk chunkWritten (readers now read it
+//     from the data file) and give the buffer back at once.
+//  2. syncLoop (one goroutine per store): every syncEvery, or as soon as
+//     syncBatch chunks wait, fdatasync each data file once and commit all
+//     of the batch's checksums in one index transaction per file. Only then
+//     are the chunks indexed (invariant 2) and chunkVerified; their page
+//     cache is dropped so caching does not double the page-cache pressure
+//     of a cold read.
+//
+// Readers never wait for either step: they copy from the fetch buffer, or
+// read the written bytes back from the data file.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
+)
+
+// Group-commit defaults.
+const (
+	defaultSyncEvery = 100 * time.Millisecond
+	defaultSyncBatch = 16  // chunks: 128 MiB at the default chunk size
+	maxSyncPending   = 128 // chunks written and awaiting their commit
+)
+
+func (e *entry) newFetch(v *version, idx int, buf *[]byte) *fetch {
+	return &fetch{v: v, idx: idx, done: make(chan struct{}), s: e.s, buf: buf, e: e, persisted: make(chan struct{})}
+}
+
+// beginPersist registers one persist step; false once the store is
+// closing (Close waits for the registered ones, so it never races an Add).
+func (s *Store) beginPersist() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.persists.Add(1)
+	return true
+}
+
+// startPersist runs f's persist step, in the background when async. The
+// step owns one buffer reference and one entry reference.
+func (e *entry) startPersist(f *fetch, async bool) {
+	s := e.s
+	if !s.beginPersist() {
+		e.endFetch(f)
+		return
+	}
+	if async {
+		go func() { defer s.persists.Done(); e.persist(f) }()
+		return
+	}
+	defer s.persists.Done()
+	e.persist(f)
+}
+
+// endFetch ends a fetch that will not be committed.
+func (e *entry) endFetch(f *fetch) {
+	e.mu.Lock()
+	if f.v.inflight[f.idx] == f {
+		delete(f.v.inflight, f.idx)
+	}
+	e.mu.Unlock()
+	f.release()
+	close(f.persisted)
+	e.unref()
+}
+
+// persist writes a fetched chunk into the data file and queues it for the
+// group commit. It never syncs: that is syncLoop's job.
+func (e *entry) persist(f *fetch) {
+	s, v := e.s, f.v
+	if f.err != nil || !e.canStore(v) || !s.persistAllowed(int64(len(*f.buf))) {
+		e.endFetch(f)
+		return
+	}
+	buf := *f.buf
+	off := int64(f.idx) * v.csize
+	sum := xxhash.Sum64(buf)
+	if _, err := s.writeData(v.fd, buf, off); err != nil {
+		s.diskError("write chunk", err)
+		punchHole(v.fd, off, int64(len(buf)))
+		e.endFetch(f)
+		return
+	}
+	// Start writeback now, so the batch's fdatasync has little left to do
+	// and dirty pages do not pile up.
+	_ = unix.SyncFileRange(int(v.fd.Fd()), off, int64(len(buf)), unix.SYNC_FILE_RANGE_WRITE)
+	f.sum, f.n = sum, len(buf)
+	queued := false
+	e.mu.Lock()
+	if v.inflight[f.idx] == f {
+		delete(v.inflight, f.idx)
+	}
+	if v.state[f.idx] == chunkAbsent {
+		v.state[f.idx] = chunkWritten
+		v.present++
+		v.sums[f.idx] = sum
+		v.syncing[f.idx] = f
+		queued = true
+	}
+	e.mu.Unlock()
+	if !queued {
+		f.release()
+		close(f.persisted)
+		e.unref()
+		return
+	}
+	f.release()
+	s.syncSem <- struct{}{} // bounded: released by syncLoop after the commit
+	s.syncMu.Lock()
+	if len(s.syncQ) == 0 {
+		s.syncSince = time.Now()
+	}
+	s.syncQ = append(s.syncQ, f)
+	full := len(s.syncQ) >= s.syncBatch || f.urgent
+	s.syncMu.Unlock()
+	signal(s.syncWake)
+	if full {
+		signal(s.syncNow)
+	}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// syncSoon asks syncLoop to commit what is waiting without waiting for a
+// fuller batch.
+func (s *Store) syncSoon() { signal(s.syncNow) }
+
+// syncLoop group-commits written chunks until Close has stopped every
+// persist step and the queue is empty.
+func (s *Store) syncLoop() {
+	defer close(s.syncDone)
+	for {
+		select {
+		case <-s.syncWake:
+		case <-s.syncNow:
+		case <-s.syncStop:
+		}
+		s.syncMu.Lock()
+		n, since := len(s.syncQ), s.syncSince
+		s.syncMu.Unlock()
+		stopping := false
+		select {
+		case <-s.syncStop:
+			stopping = true
+		default:
+		}
+		if n == 0 {
+			if stopping {
+				return
+			}
+			continue
+		}
+		if n < s.syncBatch && !stopping {
+			if d := time.Until(since.Add(s.syncEvery)); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-s.syncNow:
+				case <-s.syncStop:
+				}
+				t.Stop()
+			}
+		}
+		s.syncMu.Lock()
+		batch := s.syncQ
+		s.syncQ = nil
+		s.syncMu.Unlock()
+		s.commitBatch(batch)
+		signal(s.syncWake) // more may have arrived meanwhile
+	}
+}
+
+// commitBatch makes a batch of written chunks durable (one fdatasync per
+// data file) and indexes them (one transaction per file).
+func (s *Store) commitBatch(batch []*fetch) {
+	type group struct {
+		e  *entry
+		v  *version
+		fs []*fetch
+	}
+	var groups []*group
+	byVer := map[*version]*group{}
+	for _, f := range batch {
+		g := byVer[f.v]
+		if g == nil {
+			g = &group{e: f.e, v: f.v}
+			byVer[f.v] = g
+			groups = append(groups, g)
+		}
+		g.fs = append(g.fs, f)
+	}
+	for _, g := range groups {
+		stored := g.e.commitGroup(g.v, g.fs)
+		g.e.settle(g.v, g.fs, stored)
+		for _, f := range g.fs {
+			close(f.persisted)
+			<-s.syncSem
+			g.e.unref()
+		}
+	}
+}
+
+// commitGroup syncs v's data file and indexes fs; it reports whether they
+// are stored (indexed, or kept in memory for an evicted open version).
+func (e *entry) commitGroup(v *version, fs []*fetch) bool {
+	s := e.s
+	if v.detached.Load() {
+		return e.current() == v // evicted while open: valid for its readers
+	}
+	// The bytes are indexed only under the fingerprint they were read for:
+	// check the origin once per batch, after every fetch of it ended.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if of, err := e.originFile(ctx); err == nil {
+		if a, err := of.Stat(ctx); err != nil || a.Fingerprint() != v.fp {
+			if err == nil {
+				e.forceRevalidate()
+			}
+			return false
+		}
+	}
+	if err := s.syncData(v.fd); err != nil {
+		s.diskError("sync chunks", err)
+		return false
+	}
+	s.diskOK()
+	if s.commitChunks(e.name, v, fs) {
+		return true
+	}
+	return v.detached.Load() && e.current() == v
+}
+
+// settle moves fs out of the written state: verified when stored, absent
+// (space punched) otherwise.
+func (e *entry) settle(v *version, fs []*fetch, stored bool) {
+	s := e.s
+	var verified, recDrop, punch []*fetch
+	e.mu.Lock()
+	for _, f := range fs {
+		mine := v.syncing[f.idx] == f
+		if mine {
+			delete(v.syncing, f.idx)
+		}
+		switch {
+		case !mine || v.state[f.idx] != chunkWritten:
+			// Dropped meanwhile (a failed read of the data file, which
+			// punched its space): its record must go too.
+			if stored && v.state[f.idx] == chunkAbsent {
+				recDrop = append(recDrop, f)
+			}
+		case stored:
+			v.state[f.idx] = chunkVerified
+			verified = append(verified, f)
+		default:
+			v.state[f.idx] = chunkAbsent
+			v.present--
+			punch = append(punch, f)
+		}
+	}
+	e.mu.Unlock()
+	for _, f := range verified {
+		s.markVerified(v.id, f.idx)
+		// Durable: its pages need not stay cached twice (origin's and ours).
+		_ = unix.Fadvise(int(v.fd.Fd()), int64(f.idx)*v.csize, int64(f.n), unix.FADV_DONTNEED)
+	}
+	if len(recDrop) > 0 {
+		v.commitMu.RLock()
+		if !v.detached.Load() {
+			for _, f := range recDrop {
+				s.dropChunkRec(e.name, v, nil, f.idx)
+			}
+		}
+		v.commitMu.RUnlock()
+	}
+	for _, f := range punch {
+		punchHole(v.fd, int64(f.idx)*v.csize, int64(f.n))
+	}
+}
+
+// commitChunks indexes durable chunks of v in one transaction, if v is
+// still the file's recorded version.
+func (s *Store) commitChunks(name string, v *version, fs []*fetch) bool {
+	v.commitMu.RLock()
+	defer v.commitMu.RUnlock()
+	if v.detached.Load() {
+		return false
+	}
+	s.totMu.RLock()
+	defer s.totMu.RUnlock()
+	var added int64
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		added = 0
+		err = s.db.Update(func(txn *badger.Txn) error {
+			rec, err := getRec(txn, name)
+			if err != nil {
+				return err
+			}
+			if rec == nil || rec.ID != v.id {
+				return errVersionChanged
+			}
+			for _, f := range fs {
+				k := chunkKey(v.id, f.idx)
+				if _, err := txn.Get(k); err == nil {
+					continue
+				} else if !errors.Is(err, badger.ErrKeyNotFound) {
+					return err
+				}
+				if err := txn.Set(k, chunkRec{Sum: f.sum, Len: uint32(f.n)}.encode()); err != nil {
+					return err
+				}
+				added += int64(f.n)
+			}
+			return nil
+		})
+		if !errors.Is(err, badger.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		if !errors.Is(err, errVersionChanged) && !errors.Is(err, badger.ErrConflict) {
+			s.noteError("index-write", fmt.Errorf("commit %d chunks of %s: %w", len(fs), name, err))
+		}
+		return false
+	}
+	if added > 0 {
+		s.c.cachedBytes.Add(added)
+		s.inv.note(name, false)
+		if s.c.cachedBytes.Load() > s.quota.Load() {
+			s.kickEvict()
+		}
+	}
+	s.noteRecovered("index-write")
+	return true
+}
