@@ -296,3 +296,47 @@ func fltDropCaches(t *testing.T) {
 		t.Logf("drop_caches: %v", err)
 	}
 }
+
+// fltBlocks returns the SHA-256 of the whole file at path and of each of its
+// 1 MiB blocks, to tell a mix of versions from garbage.
+func fltBlocks(path string) (whole string, blocks []string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for {
+		n, rerr := io.ReadFull(f, buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			bh := sha256.Sum256(buf[:n])
+			blocks = append(blocks, hex.EncodeToString(bh[:8]))
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return "", nil, rerr
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), blocks, nil
+}
+
+// fltDescribe says, block by block, which known version (by index) a read
+// matches: "v0 v0 v1 ? ..." ('?' = none of them).
+func fltDescribe(blocks []string, versions [][]string) string {
+	var b strings.Builder
+	for i, bh := range blocks {
+		tag := "?"
+		for vi, v := range versions {
+			if i < len(v) && v[i] == bh {
+				tag = fmt.Sprintf("v%d", vi)
+				break
+			}
+		}
+		b.WriteString(tag + " ")
+	}
+	return strings.TrimSpace(b.String())
+}
