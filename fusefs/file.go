@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -31,6 +32,7 @@ type handle struct {
 	name     string
 	flags    int // open(2) flags for the origin file
 	writable bool
+	pt       bool // admitted as a passthrough open (immutable)
 
 	mu sync.Mutex
 	// of is the origin file (guarded by mu; for cached handles opened
@@ -119,14 +121,17 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	octx, cancel := st.octx(ctx)
 	defer cancel()
 	if writable {
+		if _, e := n.admit(ctx, openRequest{}); e != 0 {
+			return nil, 0, e
+		}
 		of, err := st.org.Open(octx, name, oflags)
 		if err != nil {
+			n.release(false)
 			return nil, 0, errno(err)
 		}
 		if st.cache != nil && oflags&syscall.O_TRUNC != 0 {
 			st.cache.Invalidate(name)
 		}
-		n.addHandle()
 		return &handle{n: n, name: name, flags: oflags, writable: true, of: of}, 0, 0
 	}
 
@@ -160,26 +165,41 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			if keep {
 				fuseFlags = fuse.FOPEN_KEEP_CACHE
 			}
-			if pf := ch.PassthroughFile(); pf != nil && st.passthroughOK() && n.claimPassthrough(fp) {
+			pf := ch.PassthroughFile()
+			pt, e := n.admit(ctx, openRequest{readOnly: true, fp: fp, complete: pf != nil && st.passthroughOK()})
+			if e != 0 {
+				ch.Close()
+				return nil, 0, e
+			}
+			if pt {
+				h.pt = true
 				st.cache.NotePassthroughOpen()
 				return &ptHandle{handle: h, f: pf}, fuseFlags, 0
 			}
-			n.addHandle()
 			return h, fuseFlags, 0
 		}
 		// Never fail a read because of the cache: read the origin.
 		st.log.Debug("fusefs: cache open failed; reading the origin", "name", name, "err", err)
 	}
+	pt, e := n.admit(ctx, openRequest{readOnly: true, fp: fp})
+	if e != 0 {
+		return nil, 0, e
+	}
 	of, err := st.org.Open(octx, name, oflags)
 	if err != nil {
+		n.release(pt)
 		return nil, 0, errno(err)
 	}
-	n.addHandle()
 	var fuseFlags uint32
 	if keep {
 		fuseFlags = fuse.FOPEN_KEEP_CACHE
 	}
-	return &handle{n: n, name: name, flags: oflags, of: of}, fuseFlags, 0
+	h := &handle{n: n, name: name, flags: oflags, of: of, pt: pt}
+	if pt {
+		// Same content as the registered backing file: the kernel reads it.
+		return &ptHandle{handle: h}, fuseFlags, 0
+	}
+	return h, fuseFlags, 0
 }
 
 // openOffline serves a read-only open from the cache alone while the origin
@@ -188,43 +208,104 @@ func (n *node) openOffline(ctx context.Context, name string) (fs.FileHandle, uin
 	if n.st.offline == nil {
 		return nil, 0, syscall.EIO
 	}
-	ch, _, err := n.st.offline.OpenOffline(ctx, name, n.st.opts.OfflineGrace)
+	ch, a, err := n.st.offline.OpenOffline(ctx, name, n.st.opts.OfflineGrace)
 	if err != nil {
 		return nil, 0, syscall.EIO
 	}
-	n.addHandle()
-	return &handle{n: n, name: name, flags: syscall.O_RDONLY, ch: ch}, 0, 0
+	pt, e := n.admit(ctx, openRequest{readOnly: true, fp: a.Fingerprint()})
+	if e != 0 {
+		ch.Close()
+		return nil, 0, e
+	}
+	h := &handle{n: n, name: name, flags: syscall.O_RDONLY, ch: ch, pt: pt}
+	if pt {
+		return &ptHandle{handle: h}, 0, 0
+	}
+	return h, 0, 0
 }
 
-func (n *node) addHandle() {
-	n.mu.Lock()
-	n.handles++
-	n.mu.Unlock()
+// openRequest describes an open for admit.
+type openRequest struct {
+	readOnly bool
+	fp       origin.Fingerprint // content version, for read-only opens
+	complete bool               // a complete, verified local copy can back passthrough
 }
 
-// claimPassthrough decides whether an open of content version fp may use
-// passthrough, and counts the handle.
-func (n *node) claimPassthrough(fp origin.Fingerprint) bool {
+const (
+	// ptSwitchQuiet: the backing file of an inode changes version only after
+	// the inode has had no passthrough handle for this long, because go-fuse
+	// drops its backing-file reference just after our Release returns and
+	// would hand a new open the old backing file in between.
+	ptSwitchQuiet = 200 * time.Millisecond
+	// ptWait bounds how long an open that cannot share the inode's
+	// passthrough mode waits for those handles to close before ETXTBSY.
+	ptWait = 2 * time.Second
+	// ptDrain: the kernel ends a cached-I/O open at close, and RELEASE
+	// reaches us just after; an open that could use passthrough waits this
+	// long for such releases before settling for cached I/O.
+	ptDrain = 20 * time.Millisecond
+)
+
+// admit decides whether an open uses passthrough (true) or cached I/O, so
+// the kernel's per-inode I/O mode rules hold, and counts the handle; release
+// undoes it. An open that can use neither mode now (a writer, or another
+// content version, while passthrough readers are open) waits up to ptWait
+// for them and then fails with ETXTBSY rather than the kernel's EIO.
+func (n *node) admit(ctx context.Context, r openRequest) (bool, syscall.Errno) {
+	start := time.Now()
+	deadline := start.Add(ptWait)
+	for {
+		n.mu.Lock()
+		sameVersion := r.readOnly && n.ptSet && n.ptFP == r.fp
+		switch {
+		case n.ptOpens > 0 && sameVersion:
+			// Served by the registered backing file, whose bytes are this version.
+			n.ptOpens++
+			n.mu.Unlock()
+			return true, 0
+		case n.ptOpens > 0:
+			// Cannot join passthrough and cannot use cached I/O: wait.
+		case r.complete && n.otherOpens == 0 &&
+			(!n.ptSet || sameVersion || time.Since(n.ptIdleAt) >= ptSwitchQuiet):
+			n.ptOpens++
+			n.ptFP, n.ptSet = r.fp, true
+			n.mu.Unlock()
+			return true, 0
+		case r.complete && n.otherOpens > 0 && time.Since(start) < ptDrain:
+			// Cached-I/O handles may be closing: wait for their release.
+		default:
+			n.otherOpens++
+			n.mu.Unlock()
+			return false, 0
+		}
+		n.mu.Unlock()
+		if time.Now().After(deadline) {
+			n.st.log.Warn("fusefs: open refused while the file is open for passthrough reads of another version",
+				"name", n.name(), "read_only", r.readOnly)
+			return false, syscall.ETXTBSY
+		}
+		select {
+		case <-ctx.Done():
+			return false, syscall.EINTR
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// release uncounts a handle admitted by admit.
+func (n *node) release(pt bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.handles++
-	if n.ptSet && n.ptFP != fp {
-		return false // a backing file of another version may still be registered
+	if pt {
+		if n.ptOpens--; n.ptOpens <= 0 {
+			n.ptOpens = 0
+			n.ptIdleAt = time.Now()
+		}
+		return
 	}
-	n.ptFP, n.ptSet = fp, true
-	return true
-}
-
-func (n *node) releaseHandle() {
-	n.mu.Lock()
-	n.handles--
-	if n.handles <= 0 {
-		// go-fuse has unregistered the backing file once every handle of the
-		// inode is released.
-		n.handles = 0
-		n.ptSet = false
+	if n.otherOpens--; n.otherOpens < 0 {
+		n.otherOpens = 0
 	}
-	n.mu.Unlock()
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -247,7 +328,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	ch := n.newChild(ctx, a, out)
 	cn := ch.Operations().(*node)
-	cn.addHandle()
+	cn.mu.Lock()
+	cn.otherOpens++ // a new inode: nothing else has it open
+	cn.mu.Unlock()
 	return ch, &handle{n: cn, name: full, flags: oflags, writable: true, of: of}, 0, 0
 }
 
@@ -284,6 +367,9 @@ func (p *ptHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadR
 
 // PassthroughFd offers the complete cached file as the inode's backing file.
 func (p *ptHandle) PassthroughFd() (int, bool) {
+	if p.f == nil {
+		return -1, false // joins the inode's registered backing file
+	}
 	return int(p.f.Fd()), true
 }
 
@@ -368,7 +454,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if ch != nil {
 		ch.Close()
 	}
-	h.n.releaseHandle()
+	h.n.release(h.pt)
 	return e
 }
 

@@ -32,14 +32,16 @@ type node struct {
 	// mu): an unchanged fingerprint lets the kernel keep its page cache.
 	openFP    origin.Fingerprint
 	openFPSet bool
-	// handles counts open file handles (guarded by mu).
-	handles int
-	// ptFP is the content version of the kernel passthrough backing file of
-	// this inode while passthrough handles may be open (guarded by mu). The
-	// kernel allows one backing file per inode and go-fuse reuses the first
-	// one registered, so only opens of that same version may use passthrough.
-	ptFP  origin.Fingerprint
-	ptSet bool
+	// The kernel keeps one I/O mode per inode (fs/fuse/iomode.c): while an
+	// open of the inode uses passthrough, every open must use passthrough
+	// with the same backing file; while an open uses cached I/O, none may use
+	// passthrough. An open that breaks this fails in the kernel with EIO, so
+	// admit decides each open's mode here. Lock order: node.mu, then nothing.
+	ptOpens    int                // open passthrough handles (guarded by mu)
+	otherOpens int                // open handles using cached I/O (guarded by mu)
+	ptFP       origin.Fingerprint // content version of the backing file (guarded by mu)
+	ptSet      bool               // ptFP is meaningful (guarded by mu)
+	ptIdleAt   time.Time          // when ptOpens last fell to 0 (guarded by mu)
 }
 
 var (

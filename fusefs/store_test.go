@@ -3,6 +3,7 @@ package fusefs
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -44,6 +45,17 @@ func TestRealStore(t *testing.T) {
 		if err != nil || !bytes.Equal(got, content) {
 			t.Fatalf("read %d: %v (len %d)", i, err, len(got))
 		}
+		if i == 0 {
+			// Chunks are persisted behind the reader: wait until the file is
+			// complete in the cache, so the next opens may use passthrough.
+			deadline := time.Now().Add(10 * time.Second)
+			for st.CachedBytes("f") < int64(len(content)) {
+				if time.Now().After(deadline) {
+					t.Fatalf("file not complete in the cache: %d of %d bytes", st.CachedBytes("f"), len(content))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
 	}
 	s := st.Stats()
 	if s.MissBytes == 0 {
@@ -68,4 +80,80 @@ func TestRealStore(t *testing.T) {
 		t.Fatalf("stale bytes after a foreign rewrite: %v", err)
 	}
 	time.Sleep(10 * time.Millisecond)
+}
+
+// Opens of one inode in both kernel I/O modes: a reader that opened the file
+// cold (cached I/O) is still open when the file completes in the cache, so
+// later readers must not be given passthrough (the kernel would fail their
+// open with EIO); once it closes, readers use passthrough; a writer that
+// opens while passthrough readers are open waits for them instead of failing.
+func TestMixedIOModes(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	org, err := origin.NewPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer org.Close()
+	st, err := cache.Open(context.Background(), org, cache.Config{Dir: t.TempDir(), ChunkSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	v, mp := mountT(t, dir, st, Options{})
+	content := bytes.Repeat([]byte("mixed-io-modes!!"), 1<<16) // 1 MiB
+	if err := os.WriteFile(filepath.Join(dir, "f"), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(mp, "f")
+	cold, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(cold); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("cold read: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st.CachedBytes("f") < int64(len(content)) {
+		if time.Now().After(deadline) {
+			t.Fatal("file not complete in the cache")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The cold handle is still open: these opens must succeed (cached I/O).
+	for i := range 5 {
+		got, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("read %d beside a cached-I/O handle: %v", i, err)
+		}
+	}
+	cold.Close()
+	before := st.Stats().PassthroughOpens
+	ptReader, err := os.Open(p)
+	if err != nil {
+		t.Fatalf("open after the cold handle closed: %v", err)
+	}
+	if v.Passthrough() && st.Stats().PassthroughOpens == before {
+		t.Error("complete file not opened with passthrough once no cached-I/O handle was open")
+	}
+	// More readers join the passthrough backing file.
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("read beside a passthrough handle: %v", err)
+	}
+	// A writer waits for the passthrough reader to close, then writes through.
+	done := make(chan error, 1)
+	go func() {
+		done <- os.WriteFile(p, bytes.ToUpper(content), 0o644)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ptReader.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("writer beside a passthrough reader: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || !bytes.Equal(got, bytes.ToUpper(content)) {
+		t.Fatalf("write did not reach the origin: %v", err)
+	}
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, bytes.ToUpper(content)) {
+		t.Fatalf("stale bytes after the write: %v", err)
+	}
 }
