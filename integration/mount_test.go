@@ -425,7 +425,38 @@ func TestCacheCommands(t *testing.T) {
 	if len(files) != 1 || !files[0].Pinned {
 		t.Fatalf("ls after pin = %+v, want ds/part0 pinned", files)
 	}
+	// A pinned file is never evicted: by name it is an error that says so,
+	// and a directory eviction skips it.
+	_, err = n.eddy("cache", "evict", "ds/part0")
+	if err == nil || !strings.Contains(err.Error(), "pinned; unpin it first") {
+		t.Fatalf("evict of a pinned file: err = %v, want a 'pinned; unpin it first' error", err)
+	}
+	if _, err := n.eddy("cache", "evict", "ds"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = n.eddy("cache", "ls", "--json", "ds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = nil
+	if err := json.Unmarshal([]byte(out), &files); err != nil {
+		t.Fatal(err)
+	}
+	keptPinned := false
+	for _, f := range files {
+		pinned := f.Path == "ds/part0" || strings.HasSuffix(f.Path, "/ds/part0")
+		if pinned != (f.CachedBytes == 2<<20) {
+			t.Errorf("after evict of the directory: %+v (only the pinned ds/part0 must stay cached)", f)
+		}
+		keptPinned = keptPinned || pinned && f.CachedBytes == 2<<20
+	}
+	if !keptPinned {
+		t.Errorf("after evict of the directory: pinned ds/part0 not cached any more: %+v", files)
+	}
 	if _, err := n.eddy("cache", "unpin", "ds/part0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.eddy("cache", "warm", "ds"); err != nil {
 		t.Fatal(err)
 	}
 	before := n.stats()

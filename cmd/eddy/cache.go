@@ -277,9 +277,13 @@ func cachePathsAction(op string) cli.ActionFunc {
 		var failed []string
 		for _, r := range resp.Results {
 			if r.Error != "" {
-				failed = append(failed, fmt.Sprintf("%s: %s", r.Path, r.Error))
+				msg := r.Error
+				if op == "evict" && strings.HasSuffix(msg, cache.ErrPinned.Error()) {
+					msg = fmt.Sprintf("not evicted: %s is pinned; unpin it first (eddy cache unpin %s)", r.Path, r.Path)
+				}
+				failed = append(failed, fmt.Sprintf("%s: %s", r.Path, msg))
 				if !wantJSON(c) {
-					fmt.Fprintf(os.Stderr, "%s: %s\n", r.Path, r.Error)
+					fmt.Fprintf(os.Stderr, "%s: %s\n", r.Path, msg)
 				}
 			} else if !wantJSON(c) {
 				fmt.Fprintf(os.Stdout, "%s %s\n", opPast(op), r.Path)
