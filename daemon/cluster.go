@@ -56,28 +56,6 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 	log := d.log.With("part", "cluster")
 	useTLS := c.TLSCert != ""
 
-	// The cluster listener: the whole API behind the token.
-	if c.Listen != "" {
-		l, err := net.Listen("tcp", c.Listen)
-		if err != nil {
-			return fmt.Errorf("cluster: listen %s: %w", c.Listen, err)
-		}
-		srv := &http.Server{Handler: sched.Authorize(token, d.APIHandler()), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			var err error
-			if useTLS {
-				err = srv.ServeTLS(l, c.TLSCert, c.TLSKey)
-			} else {
-				err = srv.Serve(l)
-			}
-			if err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("cluster API server", "err", err)
-			}
-		}()
-		d.OnShutdown(func(ctx context.Context) error { return srv.Shutdown(ctx) })
-		log.Info("cluster API listening", "addr", c.Listen, "tls", useTLS)
-	}
-
 	var opts []api.Option
 	opts = append(opts, api.WithToken(token))
 	if useTLS || strings.HasPrefix(c.Join, "https://") {
@@ -131,6 +109,28 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 			d.Handle(p, fwd)
 		}
 	}
+	// The cluster listener (after the routes are in place): the whole API behind the token.
+	if c.Listen != "" {
+		l, err := net.Listen("tcp", c.Listen)
+		if err != nil {
+			return fmt.Errorf("cluster: listen %s: %w", c.Listen, err)
+		}
+		srv := &http.Server{Handler: sched.Authorize(token, d.APIHandler()), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			var err error
+			if useTLS {
+				err = srv.ServeTLS(l, c.TLSCert, c.TLSKey)
+			} else {
+				err = srv.Serve(l)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("cluster API server", "err", err)
+			}
+		}()
+		d.OnShutdown(func(ctx context.Context) error { return srv.Shutdown(ctx) })
+		log.Info("cluster API listening", "addr", c.Listen, "tls", useTLS)
+	}
+
 	if schedAddr == "" {
 		return nil // --listen alone: the API on TCP, no cluster role
 	}

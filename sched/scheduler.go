@@ -83,6 +83,7 @@ type nodeState struct {
 	cn       *Node
 	lastSeen time.Time
 	invGen   uint64
+	expired  bool // timed out and its tasks handled; cleared by a heartbeat
 }
 
 // Scheduler holds the cluster's queue and places tasks.
@@ -146,10 +147,10 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	}
 	now := cfg.Now()
 	for _, r := range recs {
-		// Known but not heard from since the restart: down until they heartbeat, with the
-		// full timeout to do so before their tasks count as lost.
+		// Known but not heard from since the restart: no placements there until they
+		// heartbeat; they have the full timeout to do so before their tasks count as lost.
 		ns := &nodeState{rec: r, lastSeen: now}
-		ns.cn = s.cl.AddNode(Node{Name: r.Name, Total: r.Total, Free: r.Total, Labels: r.Labels, Up: true, LinkBps: r.LinkBps})
+		ns.cn = s.cl.AddNode(Node{Name: r.Name, Total: r.Total, Free: r.Total, Labels: r.Labels, Up: false, LinkBps: r.LinkBps})
 		s.nodes[r.Name] = ns
 	}
 	tasks, err := cfg.Store.Tasks()
@@ -286,9 +287,10 @@ func (s *Scheduler) scheduleLocked() {
 func (s *Scheduler) checkNodesLocked() {
 	now := s.cfg.Now()
 	for _, ns := range s.nodes {
-		if !ns.cn.Up || now.Sub(ns.lastSeen) <= s.cfg.NodeTimeout {
+		if ns.expired || now.Sub(ns.lastSeen) <= s.cfg.NodeTimeout {
 			continue
 		}
+		ns.expired = true
 		s.log.Warn("node down: no heartbeat", "node", ns.rec.Name, "silent", now.Sub(ns.lastSeen).Round(time.Second))
 		s.cl.SetUp(ns.cn, false)
 		for _, t := range s.tasks {
@@ -332,7 +334,7 @@ func (s *Scheduler) Register(ctx context.Context, rec NodeRecord) (RegisterRespo
 		ns = &nodeState{}
 		s.nodes[rec.Name] = ns
 	}
-	ns.rec, ns.lastSeen, ns.invGen = rec, s.cfg.Now(), 0
+	ns.rec, ns.lastSeen, ns.invGen, ns.expired = rec, s.cfg.Now(), 0, false
 	used := Resources{}
 	for _, t := range s.tasks {
 		if t.NodeName == rec.Name && (t.State == StateAssigned || t.State == StateRunning) {
@@ -358,7 +360,7 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hb HeartbeatRequest) (Heartbe
 		return HeartbeatResponse{Reregister: true}, nil
 	}
 	now := s.cfg.Now()
-	ns.lastSeen = now
+	ns.lastSeen, ns.expired = now, false
 	if !ns.cn.Up {
 		s.log.Info("node back", "node", hb.Node)
 		s.cl.SetUp(ns.cn, true)

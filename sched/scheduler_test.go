@@ -511,3 +511,14 @@ func TestAgentsRunTasksWhereTheDataIs(t *testing.T) {
 	}
 	waitFor(t, "killed", func() bool { t2, _ := s.Task(tk.ID); return t2.State == StateKilled })
 }
+
+// The target node survives the store's JSON (it once collided with the placed node's name).
+func TestTaskJSONKeepsTargetNode(t *testing.T) {
+	st := NewMemStore()
+	in := &Task{ID: "t1", TaskSpec: TaskSpec{Node: "want"}, NodeName: "placed"}
+	st.PutTask(in)
+	out, _ := st.Tasks()
+	if out[0].Node != "want" || out[0].NodeName != "placed" {
+		t.Fatalf("%+v", out[0])
+	}
+}

@@ -33,9 +33,9 @@ type TaskSpec struct {
 	Cores    float64           `json:"cores,omitempty"`
 	MemBytes int64             `json:"mem_bytes,omitempty"`
 	GPUs     int               `json:"gpus,omitempty"`
-	Inputs   []string          `json:"inputs,omitempty"` // share-relative (or absolute under the share, with Cwd)
-	Node     string            `json:"node,omitempty"`   // run only on this node
-	Labels   map[string]string `json:"labels,omitempty"` // run only on nodes with these labels
+	Inputs   []string          `json:"inputs,omitempty"`      // share-relative (or absolute under the share, with Cwd)
+	Node     string            `json:"target_node,omitempty"` // run only on this node
+	Labels   map[string]string `json:"labels,omitempty"`      // run only on nodes with these labels
 	Retries  int               `json:"retries,omitempty"`
 	Priority int               `json:"priority,omitempty"`
 	Uid      uint32            `json:"uid"`
