@@ -217,7 +217,7 @@ func (n *node) openOffline(ctx context.Context, name string) (fs.FileHandle, uin
 		ch.Close()
 		return nil, 0, e
 	}
-	h := &handle{n: n, name: name, flags: syscall.O_RDONLY, ch: ch, pt: pt}
+	h := &handle{n: n, name: name, flags: syscall.O_RDONLY, ch: ch, attr: a, pt: pt}
 	if pt {
 		return &ptHandle{handle: h}, 0, 0
 	}

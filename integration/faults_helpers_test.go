@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -339,4 +340,29 @@ func fltDescribe(blocks []string, versions [][]string) string {
 		b.WriteString(tag + " ")
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// waitCached waits until the node's cache holds all size bytes of name
+// (chunks are persisted behind the reader, so a read's end is not yet that).
+func (n *fnode) waitCached(t *testing.T, name string, size int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := n.cli("cache", "ls", "--json", name)
+		var files []struct {
+			Path        string `json:"path"`
+			CachedBytes int64  `json:"cached_bytes"`
+		}
+		if err == nil && json.Unmarshal([]byte(out), &files) == nil {
+			for _, f := range files {
+				if f.Path == name && f.CachedBytes == size {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not fully cached within 30 s: %s %v", name, out, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

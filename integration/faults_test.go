@@ -139,6 +139,7 @@ func TestFaultServerStoppedCachedRead(t *testing.T) {
 			if got, _, err := fltHash(n.mnt("cached")); err != nil || got != want {
 				t.Fatalf("warm-up read: %v", err)
 			}
+			n.waitCached(t, "cached", 16<<20)
 			if err := os.WriteFile(n.mnt("before"), []byte("written before the outage\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
