@@ -62,9 +62,7 @@ func (s *Store) dropName(name string, mode dropMode, held ...*entry) (int64, boo
 		if mode != dropEvict && v != nil {
 			// Never serve the old content again: the next read revalidates.
 			e.ver = nil
-			if v.fd != nil {
-				e.retired = append(e.retired, v.fd)
-			}
+			e.retired = append(e.retired, v.files()...)
 		}
 		e.mu.Unlock()
 		if v != nil {

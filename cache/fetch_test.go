@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -235,5 +236,38 @@ func TestCacheable(t *testing.T) {
 	s2 := openStore(t, o, cfg)
 	if _, _, err := s2.OpenFile(context.Background(), "other/x", o.attr("other/x")); !errors.Is(err, ErrNotCacheable) {
 		t.Fatalf("OpenFile excluded: %v", err)
+	}
+}
+
+// Group commit: chunks written close together share one fdatasync and one
+// index transaction; none is indexed before its sync.
+func TestGroupCommit(t *testing.T) {
+	o := newFakeOrigin()
+	const chunks = 8
+	data := pattern(chunks*testChunk, 5)
+	o.put("f", data)
+	cfg := testConfig(t)
+	cfg.ReadAhead = -1
+	s := openStore(t, o, cfg)
+	s.syncEvery = 300 * time.Millisecond
+	var syncs atomic.Int32
+	s.syncData = func(f *os.File) error {
+		syncs.Add(1)
+		return syscall.Fdatasync(int(f.Fd()))
+	}
+	h, _ := mustOpen(t, s, o, "f")
+	mustEqual(t, "cold read", readAll(t, h, int64(len(data))), data)
+	if c := s.CachedBytes("f"); c != 0 && syncs.Load() == 0 {
+		t.Fatalf("%d bytes indexed before any sync", c)
+	}
+	waitFor(t, "all chunks indexed", func() bool { return s.CachedBytes("f") == int64(len(data)) })
+	if n := syncs.Load(); n < 1 || n > 2 {
+		t.Fatalf("%d fdatasyncs for %d chunks read together, want 1 or 2", n, chunks)
+	}
+	// The written chunks are served from the data file, not refetched.
+	reads := o.totalReads()
+	mustEqual(t, "warm read", readAll(t, h, int64(len(data))), data)
+	if o.totalReads() != reads {
+		t.Fatal("cached chunks refetched from the origin")
 	}
 }

@@ -5,15 +5,22 @@ package cache
 // A fetched chunk goes through two steps after its origin read:
 //
 //  1. persist (one goroutine per fetch, bounded by the chunk buffers):
-//     pwrite the bytes into the version's data file, start their writeback
-//     (sync_file_range), mark the chunk chunkWritten (readers now read it
-//     from the data file) and give the buffer back at once.
+//     pwrite the bytes into the version's data file, with O_DIRECT where the
+//     chunk is aligned (no copy into dirty pages, no writeback storm, the
+//     page cache keeps the origin's pages), else buffered with its
+//     writeback started at once (sync_file_range); mark the chunk
+//     chunkWritten (readers now read it from the data file) and give the
+//     buffer back.
 //  2. syncLoop (one goroutine per store): every syncEvery, or as soon as
 //     syncBatch chunks wait, fdatasync each data file once and commit all
 //     of the batch's checksums in one index transaction per file. Only then
-//     are the chunks indexed (invariant 2) and chunkVerified; their page
-//     cache is dropped so caching does not double the page-cache pressure
-//     of a cold read.
+//     are the chunks indexed (invariant 2) and chunkVerified; any page cache
+//     they still have is dropped, so caching does not double the
+//     page-cache pressure of a cold read.
+//
+// When the disk is slower than the origin, the buffers stay busy in step 1
+// and readers are served straight from the origin (entry.readDirect): a
+// cold read never runs at the disk's pace.
 //
 // Readers never wait for either step: they copy from the fetch buffer, or
 // read the written bytes back from the data file.
@@ -22,7 +29,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/dgraph-io/badger/v4"
@@ -91,15 +100,28 @@ func (e *entry) persist(f *fetch) {
 	buf := *f.buf
 	off := int64(f.idx) * v.csize
 	sum := xxhash.Sum64(buf)
-	if _, err := s.writeData(v.fd, buf, off); err != nil {
+	direct := v.dfd != nil && directOK(buf, off)
+	var err error
+	if direct {
+		_, err = s.writeData(v.dfd, buf, off)
+		if errors.Is(err, syscall.EINVAL) {
+			direct = false // the file system refuses this O_DIRECT write
+		}
+	}
+	if !direct {
+		_, err = s.writeData(v.fd, buf, off)
+	}
+	if err != nil {
 		s.diskError("write chunk", err)
 		punchHole(v.fd, off, int64(len(buf)))
 		e.endFetch(f)
 		return
 	}
-	// Start writeback now, so the batch's fdatasync has little left to do
-	// and dirty pages do not pile up.
-	_ = unix.SyncFileRange(int(v.fd.Fd()), off, int64(len(buf)), unix.SYNC_FILE_RANGE_WRITE)
+	if !direct {
+		// Start writeback now, so the batch's fdatasync has little left to
+		// do and dirty pages do not pile up.
+		_ = unix.SyncFileRange(int(v.fd.Fd()), off, int64(len(buf)), unix.SYNC_FILE_RANGE_WRITE)
+	}
 	f.sum, f.n = sum, len(buf)
 	queued := false
 	e.mu.Lock()
@@ -133,6 +155,17 @@ func (e *entry) persist(f *fetch) {
 	if full {
 		signal(s.syncNow)
 	}
+}
+
+// directAlign is the alignment O_DIRECT needs of buffer, offset and length
+// (the logical block size is at most this on every disk we run on).
+const directAlign = 4096
+
+// directOK reports whether buf can be written at off with O_DIRECT (the
+// tail chunk of a file usually cannot: it goes through the page cache).
+func directOK(buf []byte, off int64) bool {
+	return len(buf) > 0 && len(buf)%directAlign == 0 && off%directAlign == 0 &&
+		uintptr(unsafe.Pointer(&buf[0]))%directAlign == 0
 }
 
 func signal(ch chan struct{}) {
