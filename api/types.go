@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/cache/origin"
 )
 
 // DefaultSocket is where the daemon serves its local API unless told otherwise.
@@ -32,6 +33,8 @@ type CacheStats struct {
 	Origin  string `json:"origin"`
 	Mount   string `json:"mount"`
 	NoCache bool   `json:"no_cache,omitempty"` // the daemon runs with --no-cache
+	// OriginHealth: whether the origin answers, since when, its last error.
+	OriginHealth *origin.OriginHealth `json:"origin_health,omitempty"`
 }
 
 // PathsRequest names paths for warm, pin, unpin and evict. Each path is

@@ -127,11 +127,18 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	d.meter = meter
 
 	octx, cancel := context.WithTimeout(ctx, cfg.OriginTimeout)
-	d.origin, err = openOrigin(octx, &d.cfg)
+	org, err := openOrigin(octx, &d.cfg)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
+	// Every origin call is bounded by --origin-timeout, trouble is retried
+	// (never absence), and the origin's health is tracked for the stats.
+	guarded := origin.Guard(org, origin.GuardOptions{
+		Timeout: cfg.OriginTimeout,
+		Logger:  log.With("part", "origin"),
+	})
+	d.origin = guarded
 	d.OnShutdown(func(context.Context) error { return d.origin.Close() })
 
 	if !cfg.NoCache {
@@ -162,6 +169,7 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		cc = d.cache
 	}
 	d.api = newAPIServer(cc, cfg.Mount, d.origin.String(), d.health, log.With("part", "api"))
+	d.api.originHealth = guarded.Health
 
 	mnt, err := mountFS(ctx, cfg.Mount, d.origin, d.cache, d)
 	if err != nil {

@@ -36,13 +36,15 @@ const maxPaths = 10000
 
 // apiServer serves the control API (see package api) over HTTP/JSON.
 type apiServer struct {
-	cache   CacheControl // nil with --no-cache
-	mount   string       // clean absolute mountpoint
-	health  func() api.Health
-	origin  string
-	log     *slog.Logger
-	mux     *http.ServeMux
-	started time.Time
+	cache  CacheControl // nil with --no-cache
+	mount  string       // clean absolute mountpoint
+	health func() api.Health
+	origin string
+	// originHealth reports the guarded origin's health; nil when unknown.
+	originHealth func() origin.OriginHealth
+	log          *slog.Logger
+	mux          *http.ServeMux
+	started      time.Time
 }
 
 func newAPIServer(c CacheControl, mount, originName string, health func() api.Health, log *slog.Logger) *apiServer {
@@ -126,6 +128,10 @@ func (s *apiServer) handleStats(w http.ResponseWriter, r *http.Request) {
 	out := api.CacheStats{Origin: s.origin, Mount: s.mount, NoCache: s.cache == nil}
 	if s.cache != nil {
 		out.Stats = s.cache.Stats()
+	}
+	if s.originHealth != nil {
+		h := s.originHealth()
+		out.OriginHealth = &h
 	}
 	writeJSON(w, http.StatusOK, out)
 }

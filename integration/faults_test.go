@@ -178,6 +178,20 @@ func TestFaultServerStoppedCachedRead(t *testing.T) {
 			if w.hung || w.err == nil {
 				t.Fatalf("write with the server down: hung=%v err=%v; want a fast error", w.hung, w.err)
 			}
+			// The stats say the origin is down, and why.
+			out, err := n.cli("cache", "stats", "--json")
+			var st struct {
+				OriginHealth *struct {
+					Up        bool   `json:"up"`
+					LastError string `json:"last_error"`
+				} `json:"origin_health"`
+			}
+			if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.OriginHealth == nil {
+				t.Fatalf("cache stats during the outage: %v %s", err, out)
+			}
+			if st.OriginHealth.Up || st.OriginHealth.LastError == "" {
+				t.Errorf("origin health during the outage: %+v, want down with its last error", *st.OriginHealth)
+			}
 			if err := env.g.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}

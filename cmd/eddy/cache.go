@@ -92,6 +92,19 @@ func printStats(w io.Writer, s api.CacheStats) error {
 		state = "degraded (reads go to the origin)"
 	}
 	t.row("origin", s.Origin)
+	if h := s.OriginHealth; h != nil {
+		health := "up"
+		if !h.Up {
+			health = "DOWN"
+		}
+		if !h.Since.IsZero() {
+			health += " since " + humanAgo(h.Since)
+		}
+		if h.LastError != "" {
+			health += fmt.Sprintf(" (last error %s: %s)", humanAgo(h.LastErrorAt), h.LastError)
+		}
+		t.row("origin health", health)
+	}
 	t.row("mount", s.Mount)
 	if s.NoCache {
 		state = "no cache (--no-cache): every read goes to the origin"
