@@ -39,7 +39,7 @@ bench-quick: deps build
 	$(BIN) bench --quick --out bench-results-quick
 
 bench-sched: build
-	$(BIN) bench sched --trace ../shared/traces/lab-16.json
+	$(BIN) bench sched --trace bench/traces/lab-16.json
 
 # A single node over a local origin directory, no config. Leaves the mount up until Ctrl-C.
 demo: build

@@ -17,7 +17,7 @@ func benchSchedCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "sched",
 		Usage: "simulate placement policies on a trace (no FUSE, no daemon): locality, origin bytes, job completion time",
-		Description: "Runs the trace (shared/traces format) through a discrete-event simulation that uses the live\n" +
+		Description: "Runs the trace (bench/traces format) through a discrete-event simulation that uses the live\n" +
 			"scheduler's placement code, a finite LRU cache with pins per node, per-node links and a shared\n" +
 			"origin. With --nodes and --queued it instead times placement decisions at that scale.",
 		Flags: []cli.Flag{

@@ -1,5 +1,5 @@
 // Package sim is the trace-driven, discrete-event simulator behind `eddy bench sched`. It runs a
-// trace (shared/traces format) through the live scheduler's placement code (sched.Placer,
+// trace (bench/traces format) through the live scheduler's placement code (sched.Placer,
 // sched.Cluster, sched.Placer.Schedule) with no FUSE and no daemon, and reports per policy the
 // share of input bytes read from local caches, origin bytes, job completion times, makespan and
 // the wall time of placement decisions. Scale times decisions on a synthetic cluster of any size.

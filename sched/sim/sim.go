@@ -16,7 +16,7 @@ import (
 
 const gb = 1e9 // trace sizes are decimal GB; bandwidths decimal Gbit/s
 
-// Trace is the trace format of shared/traces/README.md.
+// Trace is the trace format of bench/traces/README.md.
 type Trace struct {
 	Name       string         `json:"name"`
 	Params     map[string]any `json:"params"`
