@@ -109,7 +109,8 @@ type entry struct {
 	retired   []*os.File // guarded by mu: data files of superseded versions, closed with the entry
 
 	orgMu sync.Mutex
-	org   origin.File // guarded by orgMu: lazily opened origin file
+	org   origin.File        // guarded by orgMu: lazily opened origin file
+	orgFP origin.Fingerprint // guarded by orgMu: org's fingerprint when last checked
 }
 
 // acquire returns the entry of name with a reference taken, waiting while
@@ -528,19 +529,59 @@ func (s *Store) dropChunkRec(name string, nv *version, rec *fileRec, idx int) {
 	_ = rec
 }
 
-// originFile returns the entry's origin file, opening it on first use.
-func (e *entry) originFile(ctx context.Context) (origin.File, error) {
+// originFile returns the entry's origin file for reading version v,
+// opening it on first use. Every (re)opened file is checked with Stat: a
+// file whose fingerprint is not v's holds another version's bytes (the path
+// was replaced, e.g. after ESTALE), so v is dropped (the next read
+// revalidates) and errOriginChanged returned; those bytes are never read
+// into v.
+func (e *entry) originFile(ctx context.Context, v *version) (origin.File, error) {
 	e.orgMu.Lock()
 	defer e.orgMu.Unlock()
-	if e.org != nil {
+	if e.org != nil && e.orgFP == v.fp {
 		return e.org, nil
 	}
-	f, err := e.s.org.Open(ctx, e.name, os.O_RDONLY)
-	if err != nil {
-		return nil, fmt.Errorf("open %s on origin: %w", e.name, err)
+	for attempt := 0; ; attempt++ {
+		if e.org == nil {
+			f, err := e.s.org.Open(ctx, e.name, os.O_RDONLY)
+			if err != nil {
+				return nil, fmt.Errorf("open %s on origin: %w", e.name, err)
+			}
+			e.org, e.orgFP = f, origin.Fingerprint{}
+		}
+		a, err := e.org.Stat(ctx)
+		if err != nil {
+			_ = e.org.Close()
+			e.org = nil
+			return nil, fmt.Errorf("stat %s on origin: %w", e.name, err)
+		}
+		e.orgFP = a.Fingerprint()
+		if e.orgFP == v.fp {
+			return e.org, nil
+		}
+		if attempt > 0 {
+			// The path names another version now: v is out of date.
+			e.dropVersion(v)
+			return nil, fmt.Errorf("read %s on origin: opened %s, want %s: %w", e.name, e.orgFP, v.fp, errOriginChanged)
+		}
+		// A file kept open from before (another version, or an older file
+		// at the path): reopen by path once.
+		_ = e.org.Close()
+		e.org = nil
 	}
-	e.org = f
-	return f, nil
+}
+
+// dropVersion forgets v (the origin no longer has it): nothing more is
+// indexed under it and the next read revalidates.
+func (e *entry) dropVersion(v *version) {
+	e.mu.Lock()
+	if e.ver == v {
+		e.ver = nil
+		e.retired = append(e.retired, v.files()...)
+	}
+	e.checkedAt = time.Time{}
+	e.mu.Unlock()
+	v.detach()
 }
 
 // resetOrigin closes the origin file (stale handle, or the path now names
@@ -554,10 +595,11 @@ func (e *entry) resetOrigin() {
 	}
 }
 
-// readOrigin reads p at off from the origin, reopening once on ESTALE.
-func (e *entry) readOrigin(ctx context.Context, p []byte, off int64) (int, error) {
+// readOrigin reads p at off of version v from the origin, reopening once on
+// ESTALE (the reopened file must still be version v).
+func (e *entry) readOrigin(ctx context.Context, v *version, p []byte, off int64) (int, error) {
 	for attempt := 0; ; attempt++ {
-		f, err := e.originFile(ctx)
+		f, err := e.originFile(ctx, v)
 		if err != nil {
 			return 0, err
 		}
@@ -575,8 +617,8 @@ func (e *entry) readOrigin(ctx context.Context, p []byte, off int64) (int, error
 }
 
 // readDirect serves p straight from the origin (nothing is stored).
-func (e *entry) readDirect(ctx context.Context, p []byte, off int64) error {
-	n, err := e.readOrigin(ctx, p, off)
+func (e *entry) readDirect(ctx context.Context, v *version, p []byte, off int64) error {
+	n, err := e.readOrigin(ctx, v, p, off)
 	e.s.c.missBytes.Add(int64(n))
 	e.s.c.misses.Add(1)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -612,7 +654,7 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 				return err
 			}
 			// The shared fetch failed: try the origin for this range.
-			return e.readDirect(ctx, dst, off)
+			return e.readDirect(ctx, v, dst, off)
 		}
 		switch st {
 		case chunkVerified, chunkWritten:
@@ -637,7 +679,7 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 			}
 			s.diskError("read cached chunk", err)
 			e.dropChunk(v, idx)
-			return e.readDirect(ctx, dst, off)
+			return e.readDirect(ctx, v, dst, off)
 		case chunkPresent:
 			e.mu.Unlock()
 			e.verifyChunk(ctx, v, idx)
@@ -647,14 +689,14 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 		clen := chunkLen(v.size, v.csize, idx)
 		if !e.canStore(v) || !s.persistAllowed(0) {
 			e.mu.Unlock()
-			return e.readDirect(ctx, dst, off)
+			return e.readDirect(ctx, v, dst, off)
 		}
 		buf := s.tryGetBuf(clen)
 		if buf == nil {
 			// Every buffer waits on the disk: serve this read from the
 			// origin rather than slow the reader down to the disk's pace.
 			e.mu.Unlock()
-			return e.readDirect(ctx, dst, off)
+			return e.readDirect(ctx, v, dst, off)
 		}
 		f := e.newFetch(v, idx, buf)
 		f.refs.Store(2) // the leader's copy, and the persist step
@@ -674,7 +716,7 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 			if errors.Is(err, errVersionChanged) || ctx.Err() != nil {
 				return err
 			}
-			return e.readDirect(ctx, dst, off)
+			return e.readDirect(ctx, v, dst, off)
 		}
 		return nil
 	}
@@ -707,7 +749,7 @@ func (e *entry) runFetch(ctx context.Context, f *fetch, clen int64) {
 	defer close(f.done)
 	buf := f.buf
 	t0 := time.Now()
-	n, err := e.readOrigin(ctx, *buf, int64(f.idx)*f.v.csize)
+	n, err := e.readOrigin(ctx, f.v, *buf, int64(f.idx)*f.v.csize)
 	s.mets.fetched(ctx, time.Since(t0))
 	s.c.missBytes.Add(int64(n))
 	s.c.misses.Add(1)
@@ -1018,8 +1060,11 @@ func (h *handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		err := e.readChunk(ctx, v, idx, p[total:total+n], coff)
 		if errors.Is(err, errVersionChanged) {
 			if retries++; retries > 5 {
-				return total, fmt.Errorf("cache: read %s: %w", e.name, syscall.EIO)
+				return 0, fmt.Errorf("cache: read %s: %w", e.name, syscall.EIO)
 			}
+			// Bytes read so far belong to the old version: start over so
+			// one read never mixes two versions.
+			total = 0
 			continue
 		}
 		if err != nil {

@@ -28,6 +28,9 @@ type fakeOrigin struct {
 	statErr func(name string) error
 	delay   time.Duration
 	gate    chan struct{} // when set, ReadAt blocks until it is closed
+	// staleOnReplace: a file replaced by replace reads ESTALE through
+	// handles opened before (NFS); otherwise they keep its old bytes.
+	staleOnReplace bool
 }
 
 type fakeData struct {
@@ -67,6 +70,15 @@ func (o *fakeOrigin) rewriteSameMtime(name string, data []byte) origin.Attr {
 	fd.data = append([]byte(nil), data...)
 	fd.attr.Ctime = time.Unix(0, o.clock)
 	return fd.attr
+}
+
+// replace puts a new file (new inode and ctime) at name, as a rename over
+// it would; files opened before see ESTALE, like an NFS client's handle.
+func (o *fakeOrigin) replace(name string, data []byte) origin.Attr {
+	o.mu.Lock()
+	delete(o.files, name)
+	o.mu.Unlock()
+	return o.put(name, data)
 }
 
 func (o *fakeOrigin) remove(name string) {
@@ -210,6 +222,9 @@ func (f *fakeFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.files[f.name] != f.fd && o.staleOnReplace {
+		return 0, fmt.Errorf("read %s: %w", f.name, syscall.ESTALE)
+	}
 	data := f.fd.data
 	if off >= int64(len(data)) {
 		return 0, io.EOF
@@ -224,6 +239,9 @@ func (f *fakeFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 func (f *fakeFile) Stat(ctx context.Context) (origin.Attr, error) {
 	f.o.mu.Lock()
 	defer f.o.mu.Unlock()
+	if f.o.files[f.name] != f.fd && f.o.staleOnReplace {
+		return origin.Attr{}, fmt.Errorf("fstat %s: %w", f.name, syscall.ESTALE)
+	}
 	return f.fd.attr, nil
 }
 

@@ -265,7 +265,11 @@ func (e *entry) commitGroup(v *version, fs []*fetch) bool {
 	// check the origin once per batch, after every fetch of it ended.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if of, err := e.originFile(ctx); err == nil {
+	of, err := e.originFile(ctx, v)
+	if errors.Is(err, errVersionChanged) {
+		return false
+	}
+	if err == nil {
 		if a, err := of.Stat(ctx); err != nil || a.Fingerprint() != v.fp {
 			if err == nil {
 				e.forceRevalidate()

@@ -579,6 +579,10 @@ func under(name, dir string) bool {
 
 var errVersionChanged = errors.New("file version changed")
 
+// errOriginChanged: the origin file opened for a version is another version
+// (the path was replaced); the version was dropped and must be revalidated.
+var errOriginChanged = fmt.Errorf("origin file is another version: %w", errVersionChanged)
+
 // readFull reads len(p) bytes at off, treating io.EOF at the end as success.
 func readFull(ctx context.Context, f origin.File, p []byte, off int64) (int, error) {
 	n := 0
