@@ -348,3 +348,79 @@ func coldRuns(b *testing.B, o origin.FS, root string, size, chunk int64, ra int)
 		b.StartTimer()
 	}
 }
+
+// coldRandomReads is the number of 4 KiB reads per cold random iteration.
+const coldRandomReads = 256
+
+// BenchmarkLinkColdRandom4K is cold random 4 KiB reads of one file through
+// the cache over the link (a fresh cache per iteration), next to the same
+// reads straight from the origin over the link. One reader, one read at a
+// time, like a plain client; ops/s is the figure.
+func BenchmarkLinkColdRandom4K(b *testing.B) {
+	for _, l := range links {
+		for _, via := range []string{"origin", "cache"} {
+			b.Run(fmt.Sprintf("link=%s/via=%s", l.name, via), func(b *testing.B) {
+				root, size := benchFile(b)
+				o := newLinkOrigin(root, l.mbps, l.rtt)
+				r := rand.New(rand.NewPCG(9, 9))
+				offs := make([]int64, coldRandomReads)
+				for i := range offs {
+					offs[i] = r.Int64N(size/4096) * 4096
+				}
+				want := make([]byte, 4096)
+				ref, err := os.Open(filepath.Join(root, "big"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer ref.Close()
+				buf := make([]byte, 4096)
+				var elapsed time.Duration
+				b.ResetTimer()
+				for range b.N {
+					b.StopTimer()
+					dropPages(b, root)
+					var read func(p []byte, off int64) (int, error)
+					var s *Store
+					var h Handle
+					if via == "cache" {
+						s = benchStoreOn(b, o, b.TempDir(), DefaultChunkSize, 0)
+						attr, _ := o.Lstat(context.Background(), "big")
+						if h, _, err = s.OpenFile(context.Background(), "big", attr); err != nil {
+							b.Fatal(err)
+						}
+						read = func(p []byte, off int64) (int, error) { return h.ReadAt(context.Background(), p, off) }
+					} else {
+						f, err := o.Open(context.Background(), "big", os.O_RDONLY)
+						if err != nil {
+							b.Fatal(err)
+						}
+						defer f.Close()
+						read = func(p []byte, off int64) (int, error) { return f.ReadAt(context.Background(), p, off) }
+					}
+					b.StartTimer()
+					t0 := time.Now()
+					for _, off := range offs {
+						if _, err := read(buf, off); err != nil {
+							b.Fatal(err)
+						}
+					}
+					elapsed += time.Since(t0)
+					b.StopTimer()
+					for _, off := range offs[:8] {
+						_, _ = read(buf, off)
+						_, _ = ref.ReadAt(want, off)
+						if string(buf) != string(want) {
+							b.Fatalf("wrong bytes at %d", off)
+						}
+					}
+					if h != nil {
+						h.Close()
+						s.Close()
+					}
+					b.StartTimer()
+				}
+				b.ReportMetric(float64(b.N*coldRandomReads)/elapsed.Seconds(), "ops/s")
+			})
+		}
+	}
+}

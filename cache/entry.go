@@ -80,6 +80,7 @@ type fetch struct {
 	e         *entry        // the entry the persist step holds a reference on
 	persisted chan struct{} // closed when persisting ended (committed or given up)
 	urgent    bool          // someone waits for the commit (Warm): do not wait for a fuller batch
+	paced     bool          // read from the origin in pacedPiece pieces (background fetch)
 	sum       uint64        // checksum of the written bytes (set by the persist step)
 	n         int           // bytes written
 	stored    bool          // set before persisted is closed: the chunk is durable and indexed (or kept for an evicted open version)
@@ -616,6 +617,74 @@ func (e *entry) readOrigin(ctx context.Context, v *version, p []byte, off int64)
 	}
 }
 
+// readOriginPaced is readOrigin in pacedPiece pieces, one after another,
+// so that a reader's direct read waits behind one piece, not a chunk.
+func (e *entry) readOriginPaced(ctx context.Context, v *version, p []byte, off int64) (int, error) {
+	total := 0
+	for total < len(p) {
+		end := min(total+pacedPiece, len(p))
+		n, err := e.readOrigin(ctx, v, p[total:end], off+int64(total))
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// readRange serves dst (at off, inside chunk idx of v) straight from the
+// origin, reading the range rounded out to rangeAlign and clipped to the
+// chunk. Nothing is stored: the bytes are not indexed as a chunk.
+func (e *entry) readRange(ctx context.Context, v *version, idx int, dst []byte, off int64) error {
+	cstart := int64(idx) * v.csize
+	cend := cstart + chunkLen(v.size, v.csize, idx)
+	lo, hi := rangeOf(cstart, cend, off, len(dst))
+	buf := make([]byte, hi-lo)
+	n, err := e.readOrigin(ctx, v, buf, lo)
+	e.s.c.missBytes.Add(int64(n))
+	e.s.c.misses.Add(1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if int64(n) < off-lo+int64(len(dst)) {
+		// The file shrank behind our back: revalidate before using it.
+		e.forceRevalidate()
+		return fmt.Errorf("read %s: short read at %d: %w", e.name, lo, io.ErrUnexpectedEOF)
+	}
+	copy(dst, buf[off-lo:])
+	return nil
+}
+
+// rangeOf rounds [off, off+n) out to rangeAlign, clipped to [cstart, cend).
+func rangeOf(cstart, cend, off int64, n int) (lo, hi int64) {
+	lo = max(cstart, off&^(rangeAlign-1))
+	hi = min(cend, (off+int64(n)+rangeAlign-1)&^(rangeAlign-1))
+	return lo, hi
+}
+
+// rangeIsChunk reports whether the direct read of [off, off+n) would read
+// half of chunk idx or more: the chunk is then fetched (once, shared by
+// every reader) instead.
+func (e *entry) rangeIsChunk(v *version, idx int, off int64, n int) bool {
+	cstart := int64(idx) * v.csize
+	clen := chunkLen(v.size, v.csize, idx)
+	lo, hi := rangeOf(cstart, cstart+clen, off, n)
+	return 2*(hi-lo) > clen
+}
+
+// fetchBehind queues chunk idx of v for a background fetch if the queue has
+// room (a random reader was served directly; later reads of the chunk
+// become local).
+func (e *entry) fetchBehind(v *version, idx int) {
+	s := e.s
+	e.ref()
+	select {
+	case s.bgq <- raJob{e: e, v: v, idx: idx, paced: true}:
+	default:
+		e.unref()
+	}
+}
+
 // readDirect serves p straight from the origin (nothing is stored).
 func (e *entry) readDirect(ctx context.Context, v *version, p []byte, off int64) error {
 	n, err := e.readOrigin(ctx, v, p, off)
@@ -636,7 +705,10 @@ func (e *entry) canStore(v *version) bool {
 }
 
 // readChunk fills dst from chunk idx of v at offset coff within the chunk.
-func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, coff int64) error {
+// random: the read is not part of a sequential run; a missing chunk is then
+// not waited for: the range is served from the origin and the chunk fetched
+// in the background if there is room.
+func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, coff int64, random bool) error {
 	s := e.s
 	off := int64(idx)*v.csize + coff
 	for {
@@ -686,6 +758,16 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 			continue
 		}
 		// Absent.
+		if random && !e.rangeIsChunk(v, idx, off, len(dst)) {
+			e.mu.Unlock()
+			if err := e.readRange(ctx, v, idx, dst, off); err != nil {
+				return err
+			}
+			if e.canStore(v) && s.persistAllowed(0) {
+				e.fetchBehind(v, idx)
+			}
+			return nil
+		}
 		clen := chunkLen(v.size, v.csize, idx)
 		if !e.canStore(v) || !s.persistAllowed(0) {
 			e.mu.Unlock()
@@ -749,7 +831,13 @@ func (e *entry) runFetch(ctx context.Context, f *fetch, clen int64) {
 	defer close(f.done)
 	buf := f.buf
 	t0 := time.Now()
-	n, err := e.readOrigin(ctx, f.v, *buf, int64(f.idx)*f.v.csize)
+	var n int
+	var err error
+	if f.paced {
+		n, err = e.readOriginPaced(ctx, f.v, *buf, int64(f.idx)*f.v.csize)
+	} else {
+		n, err = e.readOrigin(ctx, f.v, *buf, int64(f.idx)*f.v.csize)
+	}
 	s.mets.fetched(ctx, time.Since(t0))
 	s.c.missBytes.Add(int64(n))
 	s.c.misses.Add(1)
@@ -811,13 +899,15 @@ func (e *entry) dropChunk(v *version, idx int) {
 		v.state[idx] = chunkAbsent
 		v.present--
 	}
+	// Punched before e.mu is released: a refetch of the chunk must not
+	// have its bytes punched out behind it.
+	punchHole(v.fd, int64(idx)*v.csize, chunkLen(v.size, v.csize, idx))
 	e.mu.Unlock()
 	v.commitMu.RLock()
 	if !v.detached.Load() && s.db != nil {
 		s.dropChunkRec(e.name, v, nil, idx)
 	}
 	v.commitMu.RUnlock()
-	punchHole(v.fd, int64(idx)*v.csize, chunkLen(v.size, v.csize, idx))
 }
 
 func punchHole(f *os.File, off, n int64) {
@@ -887,28 +977,46 @@ func (e *entry) maybeRevalidate(ctx context.Context) error {
 	return err
 }
 
-// raJob asks a worker to fetch one chunk ahead of a sequential reader.
+// raJob asks a worker to fetch one chunk: ahead of a sequential reader
+// (Store.raq), or behind a random reader's direct read (Store.bgq).
 type raJob struct {
-	e   *entry
-	v   *version
-	idx int
+	e     *entry
+	v     *version
+	idx   int
+	paced bool // read the chunk in pieces, leaving room on the link for direct reads
 }
 
-func (s *Store) readAheadWorker() {
+// Background fetches for random reads: few workers and a short queue, so
+// they never take the link (or the buffers) from the readers.
+const (
+	bgWorkers  = 1
+	bgQueueLen = 2
+	// rangeAlign is the alignment a random read of a missing chunk is
+	// rounded out to when served straight from the origin.
+	rangeAlign = 64 << 10
+	// pacedPiece is the size of the origin reads of a background fetch.
+	pacedPiece = 256 << 10
+	// seqSlack is how far from the previous read's end a read may start
+	// and still count as sequential (concurrent kernel reads arrive a
+	// little out of order).
+	seqSlack = 1 << 20
+)
+
+func (s *Store) fetchWorker(q chan raJob) {
 	defer s.wg.Done()
 	for {
 		select {
 		case <-s.ctx.Done():
 			for {
 				select {
-				case j := <-s.raq:
+				case j := <-q:
 					j.e.unref()
 				default:
 					return
 				}
 			}
-		case j := <-s.raq:
-			j.e.fetchAhead(s.ctx, j.v, j.idx, false)
+		case j := <-q:
+			j.e.fetchChunk(s.ctx, j.v, j.idx, false, j.paced)
 			j.e.unref()
 		}
 	}
@@ -921,6 +1029,11 @@ func (s *Store) readAheadWorker() {
 // wait: wait for a buffer and for the chunk to be stored (Warm); otherwise
 // give up when no buffer is free and store in the background (read-ahead).
 func (e *entry) fetchAhead(ctx context.Context, v *version, idx int, wait bool) (done bool, err error) {
+	return e.fetchChunk(ctx, v, idx, wait, false)
+}
+
+// fetchChunk is fetchAhead; paced reads the chunk from the origin in pieces.
+func (e *entry) fetchChunk(ctx context.Context, v *version, idx int, wait, paced bool) (done bool, err error) {
 	s := e.s
 	e.mu.Lock()
 	if e.ver != v {
@@ -974,13 +1087,14 @@ func (e *entry) fetchAhead(ctx context.Context, v *version, idx int, wait bool) 
 		if e.ver != v || v.state[idx] != chunkAbsent || v.inflight[idx] != nil {
 			e.mu.Unlock()
 			s.putBuf(b)
-			return e.fetchAhead(ctx, v, idx, wait)
+			return e.fetchChunk(ctx, v, idx, wait, paced)
 		}
 		buf = b
 	}
 	f := e.newFetch(v, idx, buf)
 	f.refs.Store(1)
 	f.urgent = wait
+	f.paced = paced
 	v.inflight[idx] = f
 	e.mu.Unlock()
 	e.ref()
@@ -1037,6 +1151,7 @@ func (h *handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := e.maybeRevalidate(ctx); err != nil {
 		return 0, err
 	}
+	random := h.isRandom(off)
 	total := 0
 	var v *version
 	for retries := 0; total < len(p); {
@@ -1057,7 +1172,7 @@ func (h *handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		idx := int(pos / v.csize)
 		coff := pos - int64(idx)*v.csize
 		n := int(min(int64(len(p)-total), chunkLen(v.size, v.csize, idx)-coff))
-		err := e.readChunk(ctx, v, idx, p[total:total+n], coff)
+		err := e.readChunk(ctx, v, idx, p[total:total+n], coff, random)
 		if errors.Is(err, errVersionChanged) {
 			if retries++; retries > 5 {
 				return 0, fmt.Errorf("cache: read %s: %w", e.name, syscall.EIO)
@@ -1080,6 +1195,20 @@ func (h *handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return total, io.EOF
 	}
 	return total, nil
+}
+
+// isRandom reports whether a read at off is not part of a sequential run:
+// it jumps more than seqSlack away from the previous read's end. A
+// handle's first read counts as sequential (readers starting in the middle
+// of a file, several kernel reads in flight).
+func (h *handle) isRandom(off int64) bool {
+	const slack = seqSlack
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off == 0 || h.lastEnd < 0 {
+		return false
+	}
+	return off < h.lastEnd-slack || off > h.lastEnd+slack
 }
 
 // readAhead detects sequential reading and queues the next chunks.

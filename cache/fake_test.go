@@ -21,6 +21,7 @@ type fakeOrigin struct {
 	files   map[string]*fakeData // guarded by mu
 	reads   map[string]int       // guarded by mu: "name@off" -> ReadAt calls
 	nreads  int                  // guarded by mu
+	readLog []fakeRead           // guarded by mu: every ReadAt in call order
 	lstats  int                  // guarded by mu
 	ino     uint64               // guarded by mu
 	clock   int64                // guarded by mu: ctime source (ns)
@@ -31,6 +32,13 @@ type fakeOrigin struct {
 	// staleOnReplace: a file replaced by replace reads ESTALE through
 	// handles opened before (NFS); otherwise they keep its old bytes.
 	staleOnReplace bool
+}
+
+// fakeRead is one logged ReadAt.
+type fakeRead struct {
+	name string
+	off  int64
+	n    int // len(p)
 }
 
 type fakeData struct {
@@ -91,6 +99,12 @@ func (o *fakeOrigin) readsAt(name string, off int64) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.reads[fmt.Sprintf("%s@%d", name, off)]
+}
+
+func (o *fakeOrigin) reads0() []fakeRead {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]fakeRead(nil), o.readLog...)
 }
 
 func (o *fakeOrigin) totalReads() int {
@@ -203,6 +217,7 @@ func (f *fakeFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 	o.mu.Lock()
 	o.reads[fmt.Sprintf("%s@%d", f.name, off)]++
 	o.nreads++
+	o.readLog = append(o.readLog, fakeRead{name: f.name, off: off, n: len(p)})
 	rerr, delay, gate := o.readErr, o.delay, o.gate
 	o.mu.Unlock()
 	if gate != nil {

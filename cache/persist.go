@@ -292,7 +292,7 @@ func (e *entry) commitGroup(v *version, fs []*fetch) bool {
 // (space punched) otherwise.
 func (e *entry) settle(v *version, fs []*fetch, stored bool) {
 	s := e.s
-	var verified, recDrop, punch []*fetch
+	var verified, recDrop []*fetch
 	e.mu.Lock()
 	for _, f := range fs {
 		mine := v.syncing[f.idx] == f
@@ -312,7 +312,9 @@ func (e *entry) settle(v *version, fs []*fetch, stored bool) {
 		default:
 			v.state[f.idx] = chunkAbsent
 			v.present--
-			punch = append(punch, f)
+			// Punched before e.mu is released: a refetch of the chunk
+			// must not have its bytes punched out behind it.
+			punchHole(v.fd, int64(f.idx)*v.csize, int64(f.n))
 		}
 	}
 	e.mu.Unlock()
@@ -329,9 +331,6 @@ func (e *entry) settle(v *version, fs []*fetch, stored bool) {
 			}
 		}
 		v.commitMu.RUnlock()
-	}
-	for _, f := range punch {
-		punchHole(v.fd, int64(f.idx)*v.csize, int64(f.n))
 	}
 }
 

@@ -89,6 +89,7 @@ type Store struct {
 	bufSem  chan struct{} // bounds chunk buffers in use
 	bufPool sync.Pool
 	raq     chan raJob
+	bgq     chan raJob // chunks missed by random reads, fetched in the background (dropped when full)
 	evictCh chan struct{}
 
 	inv inventoryLog
@@ -170,6 +171,7 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		errConds:    map[string]bool{},
 		bufSem:      make(chan struct{}, cfg.FetchWorkers+4),
 		raq:         make(chan raJob, cfg.FetchWorkers*4),
+		bgq:         make(chan raJob, bgQueueLen),
 		evictCh:     make(chan struct{}, 1),
 		pinChange:   make(chan struct{}, 1),
 		writeData:   func(f *os.File, p []byte, off int64) (int, error) { return f.WriteAt(p, off) },
@@ -200,7 +202,11 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 	go s.syncLoop()
 	for range cfg.FetchWorkers {
 		s.wg.Add(1)
-		go s.readAheadWorker()
+		go s.fetchWorker(s.raq)
+	}
+	for range bgWorkers {
+		s.wg.Add(1)
+		go s.fetchWorker(s.bgq)
 	}
 	if s.db != nil {
 		s.wg.Add(2)

@@ -1,0 +1,134 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+)
+
+// A random read of a missing chunk is served by a small origin read (the
+// range rounded out to rangeAlign), not by fetching the whole chunk first;
+// the chunk is then fetched in the background and later reads are local.
+func TestRandomReadOfColdChunkReadsRange(t *testing.T) {
+	const csize = 1 << 20
+	o := newFakeOrigin()
+	data := pattern(6*csize-1000, 70) // the last chunk is short
+	o.put("f", data)
+	cfg := testConfig(t)
+	cfg.ChunkSize = csize
+	s := openStore(t, o, cfg)
+	h, _ := mustOpen(t, s, o, "f")
+	ctx := context.Background()
+	// A handle's first read counts as sequential (chunk 0 is fetched).
+	if _, err := h.ReadAt(ctx, make([]byte, 1), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		off int64
+		n   int
+	}{
+		{csize + csize/2 + 4096, 4096},          // inside chunk 1
+		{3*csize - 100, 4096},                   // across chunks 2 and 3 (random, then near: sequential)
+		{int64(len(data)) - 1000, 1000},         // the file's tail
+		{4*csize + rangeAlign - 10, rangeAlign}, // across an alignment boundary
+	} {
+		s0, r0 := s.Stats(), len(o.reads0())
+		buf := make([]byte, tc.n)
+		n, err := h.ReadAt(ctx, buf, tc.off)
+		if err != nil || n != tc.n {
+			t.Fatalf("ReadAt %d: %d, %v", tc.off, n, err)
+		}
+		mustEqual(t, "random read", buf, data[tc.off:tc.off+int64(tc.n)])
+		log := o.reads0()[r0:]
+		if len(log) == 0 {
+			t.Fatalf("read at %d: no origin read", tc.off)
+		}
+		first := log[0]
+		if first.n > 2*rangeAlign || first.off > tc.off || first.off+int64(first.n) <= tc.off || first.off%rangeAlign != 0 {
+			t.Fatalf("read at %d: first origin read %+v, want an aligned range of at most %d bytes around it", tc.off, first, 2*rangeAlign)
+		}
+		if st := s.Stats(); st.Misses == s0.Misses || st.MissBytes-s0.MissBytes < int64(tc.n) {
+			t.Fatalf("read at %d: misses %d->%d, miss bytes %d->%d", tc.off, s0.Misses, st.Misses, s0.MissBytes, st.MissBytes)
+		}
+		// Serve the background fetches before the next case.
+		waitFor(t, "chunk cached in the background", func() bool {
+			idx := int(tc.off / csize)
+			e := h.(*handle).e
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			st := e.ver.state[idx]
+			return (st == chunkVerified || st == chunkPresent) && len(e.ver.syncing) == 0 && len(e.ver.inflight) == 0
+		})
+	}
+	// Chunk 1 is local now: the same random read reads nothing from the origin.
+	r0 := o.totalReads()
+	buf := make([]byte, 4096)
+	if _, err := h.ReadAt(ctx, buf, csize+100); err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "cached random read", buf, data[csize+100:csize+100+4096])
+	if n := o.totalReads() - r0; n != 0 {
+		t.Fatalf("%d origin reads for a cached chunk", n)
+	}
+}
+
+// Random and sequential readers of one file, at once, on their own handles
+// and on a shared one: every byte is right and the file ends up cached.
+func TestRandomAndSequentialReaders(t *testing.T) {
+	const csize = 256 << 10
+	o := newFakeOrigin()
+	data := pattern(16*csize+1234, 71)
+	o.put("f", data)
+	cfg := testConfig(t)
+	cfg.ChunkSize = csize
+	s := openStore(t, o, cfg)
+	shared, _ := mustOpen(t, s, o, "f")
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := shared
+			if i%2 == 0 {
+				var err error
+				if h, _, err = s.OpenFile(ctx, "f", o.attr("f")); err != nil {
+					errs <- err.Error()
+					return
+				}
+				defer h.Close()
+			}
+			if i < 2 {
+				buf := make([]byte, 16<<10)
+				for off := int64(0); off < int64(len(data)); off += int64(len(buf)) {
+					n, err := h.ReadAt(ctx, buf, off)
+					if want := data[off:min(off+int64(len(buf)), int64(len(data)))]; string(buf[:n]) != string(want) {
+						errs <- fmt.Sprintf("sequential read at %d: got %d bytes (%v), want %d", off, n, err, len(want))
+						return
+					}
+				}
+				return
+			}
+			r := rand.New(rand.NewPCG(uint64(i), 1))
+			for range 300 {
+				off := r.Int64N(int64(len(data)))
+				buf := make([]byte, 1+r.IntN(20<<10))
+				n, err := h.ReadAt(ctx, buf, off)
+				if want := data[off:min(off+int64(len(buf)), int64(len(data)))]; string(buf[:n]) != string(want) {
+					errs <- fmt.Sprintf("random read at %d of %d: got %d bytes (%v), want %d", off, len(buf), n, err, len(want))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	mustEqual(t, "whole file", readAll(t, shared, int64(len(data))), data)
+	waitFor(t, "file cached", func() bool { return s.CachedBytes("f") == int64(len(data)) })
+}
