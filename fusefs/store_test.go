@@ -22,19 +22,7 @@ var (
 // same-size rewrite with the mtime restored is seen, and a fully cached
 // file is served by kernel passthrough.
 func TestRealStore(t *testing.T) {
-	requireFUSE(t)
-	dir := t.TempDir()
-	org, err := origin.NewPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer org.Close()
-	st, err := cache.Open(context.Background(), org, cache.Config{Dir: t.TempDir(), ChunkSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	v, mp := mountT(t, dir, st, Options{})
+	dir, st, v, mp := realStoreMount(t)
 
 	content := bytes.Repeat([]byte("eddy-chunk-data!"), 3<<16) // 3 MiB
 	if err := os.WriteFile(filepath.Join(mp, "f"), content, 0o644); err != nil {
@@ -88,19 +76,7 @@ func TestRealStore(t *testing.T) {
 // open with EIO); once it closes, readers use passthrough; a writer that
 // opens while passthrough readers are open waits for them instead of failing.
 func TestMixedIOModes(t *testing.T) {
-	requireFUSE(t)
-	dir := t.TempDir()
-	org, err := origin.NewPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer org.Close()
-	st, err := cache.Open(context.Background(), org, cache.Config{Dir: t.TempDir(), ChunkSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	v, mp := mountT(t, dir, st, Options{})
+	dir, st, v, mp := realStoreMount(t)
 	content := bytes.Repeat([]byte("mixed-io-modes!!"), 1<<16) // 1 MiB
 	if err := os.WriteFile(filepath.Join(dir, "f"), content, 0o644); err != nil {
 		t.Fatal(err)
@@ -156,4 +132,25 @@ func TestMixedIOModes(t *testing.T) {
 	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, bytes.ToUpper(content)) {
 		t.Fatalf("stale bytes after the write: %v", err)
 	}
+}
+
+// realStoreMount mounts a temp origin dir through a real chunk store with
+// 1 MiB chunks, and returns the origin dir, the store, the view and the
+// mountpoint; all are cleaned up with the test.
+func realStoreMount(t *testing.T) (string, *cache.Store, *View, string) {
+	t.Helper()
+	requireFUSE(t)
+	dir := t.TempDir()
+	org, err := origin.NewPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { org.Close() })
+	st, err := cache.Open(context.Background(), org, cache.Config{Dir: t.TempDir(), ChunkSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	v, mp := mountT(t, dir, st, Options{})
+	return dir, st, v, mp
 }
