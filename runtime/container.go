@@ -350,18 +350,14 @@ func (c *containerRuntime) refImage(ctx context.Context, ref string) (containerd
 
 // containerTask is a task running in a containerd container.
 type containerTask struct {
-	c      *containerRuntime
-	id     string // eddy task ID
-	cid    string // container ID
-	cgroup string // cgroup path relative to the hierarchy roots
-	ctr    containerd.Container
-	task   containerd.Task
-	files  []*os.File
-	done   chan struct{}
-	killed atomic.Bool
-
-	mu  sync.Mutex
-	res Result // guarded by mu; final once done is closed
+	taskEnd // id: the eddy task ID
+	c       *containerRuntime
+	cid     string // container ID
+	cgroup  string // cgroup path relative to the hierarchy roots
+	ctr     containerd.Container
+	task    containerd.Task
+	files   []*os.File
+	killed  atomic.Bool
 }
 
 func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error) {
@@ -443,8 +439,8 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 		stderr.Close()
 		return nil, fmt.Errorf("%s: create container: %w", op, err)
 	}
-	t := &containerTask{c: c, id: spec.ID, cid: cid, cgroup: cgroup, ctr: ctr, files: []*os.File{stdout, stderr},
-		done: make(chan struct{})}
+	t := &containerTask{taskEnd: newTaskEnd(spec.ID), c: c, cid: cid, cgroup: cgroup, ctr: ctr,
+		files: []*os.File{stdout, stderr}}
 	// Streams to files, and Delete waits for the copy to finish: no lost last lines.
 	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr)))
 	if err != nil {
@@ -560,17 +556,6 @@ func (t *containerTask) cleanup(ctx context.Context) {
 	t.c.cleaned.Add(1)
 }
 
-func (t *containerTask) Wait(ctx context.Context) (Result, error) {
-	select {
-	case <-t.done:
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		return t.res, nil
-	case <-ctx.Done():
-		return Result{}, fmt.Errorf("runtime: wait %s: %w", t.id, ctx.Err())
-	}
-}
-
 func (t *containerTask) Kill(ctx context.Context) error {
 	select {
 	case <-t.done:
@@ -604,7 +589,7 @@ func (c *containerRuntime) reconcile(ctx context.Context) error {
 			continue
 		}
 		id := labels[labelTaskID]
-		t := &containerTask{c: c, id: id, cid: ctr.ID(), cgroup: labels[labelCgroup], ctr: ctr, done: make(chan struct{})}
+		t := &containerTask{taskEnd: newTaskEnd(id), c: c, cid: ctr.ID(), cgroup: labels[labelCgroup], ctr: ctr}
 		var attach cio.Attach = func(*cio.FIFOSet) (cio.IO, error) { return nil, nil }
 		if dir := labels[labelLogDir]; dir != "" {
 			uid, _ := strconv.ParseUint(labels[labelUID], 10, 32)

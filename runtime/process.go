@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -22,14 +21,10 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // processTask is a task running as a process group inside its own cgroup.
 type processTask struct {
-	id   string
-	cmd  *exec.Cmd
-	cg   taskCgroup
-	log  *slog.Logger
-	done chan struct{}
-
-	mu  sync.Mutex
-	res Result // guarded by mu; final once done is closed
+	taskEnd
+	cmd *exec.Cmd
+	cg  taskCgroup
+	log *slog.Logger
 }
 
 func (r *Runtime) startProcess(ctx context.Context, spec Spec) (Running, error) {
@@ -79,7 +74,7 @@ func (r *Runtime) startProcess(ctx context.Context, spec Spec) (Running, error) 
 		}
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	t := &processTask{id: spec.ID, cmd: cmd, cg: cg, log: r.log, done: make(chan struct{})}
+	t := &processTask{taskEnd: newTaskEnd(spec.ID), cmd: cmd, cg: cg, log: r.log}
 	t.res.Started = time.Now()
 	r.log.Info("process task started", "task", spec.ID, "pid", cmd.Process.Pid, "cgroup", cg.path(),
 		"uid", spec.Uid, "cores", spec.Cores, "mem", spec.MemBytes)
@@ -119,17 +114,6 @@ func (t *processTask) wait() {
 	t.log.Info("process task ended", "task", t.id, "exit_code", res.ExitCode, "signal", res.Signal,
 		"oom_killed", res.OOMKilled, "took", finished.Sub(res.Started))
 	close(t.done)
-}
-
-func (t *processTask) Wait(ctx context.Context) (Result, error) {
-	select {
-	case <-t.done:
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		return t.res, nil
-	case <-ctx.Done():
-		return Result{}, fmt.Errorf("runtime: wait %s: %w", t.id, ctx.Err())
-	}
 }
 
 func (t *processTask) Kill(ctx context.Context) error {
@@ -272,10 +256,8 @@ func lookPath(name string, env []string) (string, error) {
 // orphanTask is a process task started by an earlier daemon, found in its cgroup at New. Its
 // exit status is lost with that daemon; Wait reports when the cgroup is empty, Kill kills it.
 type orphanTask struct {
-	id   string
-	cg   taskCgroup
-	done chan struct{}
-	res  Result // final once done is closed
+	taskEnd
+	cg taskCgroup
 }
 
 // adoptOrphans finds process-task cgroups under the parent left by an earlier daemon: empty
@@ -297,7 +279,7 @@ func (r *Runtime) adoptOrphans() {
 			}
 			continue
 		}
-		t := &orphanTask{id: name, cg: cg, done: make(chan struct{})}
+		t := &orphanTask{taskEnd: newTaskEnd(name), cg: cg}
 		r.mu.Lock()
 		r.running[name] = t
 		r.orphans[name] = t
@@ -323,18 +305,11 @@ func (t *orphanTask) watch() {
 	if err := t.cg.remove(); err != nil {
 		slog.Warn("remove cgroup", "task", t.id, "err", err)
 	}
+	t.mu.Lock()
 	t.res = Result{ExitCode: -1, OOMKilled: oom, Finished: time.Now(),
 		Err: "exit status unknown: the task was started by an earlier daemon"}
+	t.mu.Unlock()
 	close(t.done)
-}
-
-func (t *orphanTask) Wait(ctx context.Context) (Result, error) {
-	select {
-	case <-t.done:
-		return t.res, nil
-	case <-ctx.Done():
-		return Result{}, fmt.Errorf("runtime: wait %s: %w", t.id, ctx.Err())
-	}
 }
 
 func (t *orphanTask) Kill(ctx context.Context) error {

@@ -267,3 +267,28 @@ func validID(s string) bool {
 	}
 	return true
 }
+
+// taskEnd is what every kind of running task shares: its ID and its final
+// Result, published once by closing done. Embedded by the process,
+// container and adopted-orphan tasks, which implement Kill themselves.
+type taskEnd struct {
+	id   string
+	done chan struct{}
+
+	mu  sync.Mutex
+	res Result // guarded by mu; final once done is closed
+}
+
+func newTaskEnd(id string) taskEnd { return taskEnd{id: id, done: make(chan struct{})} }
+
+// Wait returns the task's Result once it has ended.
+func (t *taskEnd) Wait(ctx context.Context) (Result, error) {
+	select {
+	case <-t.done:
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.res, nil
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("runtime: wait %s: %w", t.id, ctx.Err())
+	}
+}
