@@ -82,7 +82,7 @@ func TestDelaySchedulingCountsFromFirstChance(t *testing.T) {
 	}
 }
 
-func TestEddyWaitsNoLongerThanTheFetchSaved(t *testing.T) {
+func TestEddyWaitBoundedByTheFetchSaved(t *testing.T) {
 	c := testCluster(t, 3)
 	c.DefaultLinkBps = 1 << 30 // 1 GiB/s
 	warm := c.Node("n00")
@@ -91,12 +91,13 @@ func TestEddyWaitsNoLongerThanTheFetchSaved(t *testing.T) {
 	r := &Request{Res: gpu1, Inputs: []Input{{Path: "small", Size: 2 << 30}}}
 	t0 := time.Unix(0, 0)
 	eddy := &Placer{Policy: PolicyEddy, LocalityWait: time.Minute}
+	want := time.Duration(FetchWaitFactor) * 2 * time.Second
 	d := eddy.Place(c, t0, r)
-	if !d.Wait || d.WaitUntil.Sub(t0) != 2*time.Second {
-		t.Fatalf("eddy: want a 2 s wait, got %+v", d)
+	if !d.Wait || d.WaitUntil.Sub(t0) != want {
+		t.Fatalf("eddy: want a %s wait, got %+v", want, d)
 	}
-	if d := eddy.Place(c, t0.Add(3*time.Second), r); d.Node == nil {
-		t.Fatalf("eddy after 3 s: %+v", d)
+	if d := eddy.Place(c, t0.Add(want+time.Second), r); d.Node == nil {
+		t.Fatalf("eddy after %s: %+v", want+time.Second, d)
 	}
 	r2 := &Request{Res: gpu1, Inputs: []Input{{Path: "small", Size: 2 << 30}}}
 	floor := &Placer{Policy: PolicyFloor, LocalityWait: time.Minute}
@@ -247,5 +248,51 @@ func BenchmarkPlacement(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		p.Place(c, now, reqs[i%len(reqs)])
+	}
+}
+
+// A task placed cold promises its inputs to its node: the next task of the same dataset goes
+// there (or waits for it) before any inventory reports a byte, instead of fetching a second copy
+// elsewhere; the promise ends with the task.
+func TestPromisedInputsCountAsWarm(t *testing.T) {
+	c := testCluster(t, 16)
+	p := &Placer{Policy: PolicyEddy, LocalityWait: time.Hour}
+	in := []Input{{Path: "data/ds9", Size: 200 << 30}}
+	now := time.Unix(5000, 0)
+	big := Resources{Cores: 40, MemBytes: 64 << 30, GPUs: 5} // two do not fit one node
+	first := p.Place(c, now, &Request{Res: big, Inputs: in})
+	if first.Node == nil {
+		t.Fatalf("first task not placed: %s", first.Reason)
+	}
+	c.Assign(first.Node, big)
+	c.Promise(first.Node, in)
+
+	small := &Request{Res: gpu1, Inputs: in}
+	if d := p.Place(c, now, small); d.Node != first.Node || !d.Local {
+		t.Fatalf("second task on %v (local %v, %s), want the promised node %s", d.Node, d.Local, d.Reason, first.Node.Name)
+	}
+	// The promised node full: the task waits for it rather than fetching 200 GiB elsewhere.
+	fill(c, first.Node)
+	second := &Request{Res: gpu1, Inputs: in}
+	if d := p.Place(c, now, second); !d.Wait || !strings.Contains(d.Reason, first.Node.Name) {
+		t.Fatalf("want a wait for %s, got node %v: %s", first.Node.Name, d.Node, d.Reason)
+	}
+	if c.Promised(first.Node, "data/ds9") != 1 {
+		t.Fatalf("promised count %d, want 1", c.Promised(first.Node, "data/ds9"))
+	}
+	// The task ends: no promise is left and the input is cold everywhere again.
+	c.Unpromise(first.Node, in)
+	c.Release(first.Node, first.Node.Total.Sub(first.Node.Free))
+	if c.Promised(first.Node, "data/ds9") != 0 || c.CachedBytes(first.Node, "data/ds9") != 0 {
+		t.Fatalf("promise left after Unpromise")
+	}
+	if d := p.Place(c, now, &Request{Res: gpu1, Inputs: in}); d.Node == nil || d.Local {
+		t.Fatalf("after the promise ended: node %v local %v (%s)", d.Node, d.Local, d.Reason)
+	}
+	// Real cached bytes and a promise on the same node count once, as the larger.
+	c.SetCached(first.Node, "data/ds9", 50<<30)
+	c.Promise(first.Node, in)
+	if got := c.CachedBytes(first.Node, "data/ds9"); got != 200<<30 {
+		t.Fatalf("cached+promised = %d, want %d", got, int64(200<<30))
 	}
 }

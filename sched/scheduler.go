@@ -166,6 +166,7 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 		case StateAssigned, StateRunning:
 			if ns := s.nodes[t.NodeName]; ns != nil {
 				s.cl.Assign(ns.cn, t.Resources())
+				s.cl.Promise(ns.cn, s.request(t).Inputs)
 			}
 		}
 	}
@@ -266,6 +267,7 @@ func (s *Scheduler) scheduleLocked() {
 	placed := map[*Task]bool{}
 	s.pl.Schedule(s.cl, now, qs, nil, func(i int, d Decision) {
 		t := s.queue[i]
+		s.cl.Promise(d.Node, reqs[i].Inputs) // its agent warms them now (Schedule took the resources)
 		t.State, t.NodeName, t.Assigned, t.Attempts = StateAssigned, d.Node.Name, now, t.Attempts+1
 		t.FirstChance = reqs[i].FirstChance
 		t.Placement = &PlacementInfo{Node: d.Node.Name, Reason: d.Reason, Candidates: d.Candidates, At: now}
@@ -305,6 +307,7 @@ func (s *Scheduler) checkNodesLocked() {
 func (s *Scheduler) loseLocked(t *Task, why string) {
 	if ns := s.nodes[t.NodeName]; ns != nil {
 		s.cl.Release(ns.cn, t.Resources())
+		s.cl.Unpromise(ns.cn, s.request(t).Inputs)
 	}
 	if !t.KillAsked && t.Attempts <= t.Retries {
 		s.log.Warn("task lost, requeued", "task", t.ID, "why", why, "attempt", t.Attempts, "retries", t.Retries)
@@ -409,6 +412,7 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hb HeartbeatRequest) (Heartbe
 			if t.State == StateQueued { // reconciling after a restart: it runs there
 				s.queue = slices.DeleteFunc(s.queue, func(q *Task) bool { return q == t })
 				s.cl.Assign(ns.cn, t.Resources())
+				s.cl.Promise(ns.cn, s.request(t).Inputs)
 			}
 			t.State, t.Started = StateRunning, r.Started
 			s.persistLocked(t)
@@ -438,6 +442,7 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hb HeartbeatRequest) (Heartbe
 func (s *Scheduler) endLocked(t *Task, r TaskReport) {
 	if ns := s.nodes[t.NodeName]; ns != nil && (t.State == StateAssigned || t.State == StateRunning) {
 		s.cl.Release(ns.cn, t.Resources())
+		s.cl.Unpromise(ns.cn, s.request(t).Inputs)
 	}
 	t.State, t.ExitCode, t.OOMKilled, t.Signal, t.Error = r.State, r.ExitCode, r.OOMKilled, r.Signal, r.Error
 	if !r.Started.IsZero() {

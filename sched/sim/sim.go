@@ -80,8 +80,9 @@ type Options struct {
 }
 
 // DefaultLocalityWait for the simulator: tasks here run for tens of minutes and fetches take
-// minutes, so the bound is scaled accordingly (the live default is sched.DefaultLocalityWait).
-const DefaultLocalityWait = 10 * time.Minute
+// minutes, so the bound is scaled accordingly (the live default is sched.DefaultLocalityWait;
+// under PolicyEddy cheap fetches wait far less, see sched.FetchWaitFactor).
+const DefaultLocalityWait = 40 * time.Minute
 
 // Result is one policy's figures.
 type Result struct {
@@ -409,6 +410,11 @@ func (tp *timedPlacer) schedule(now time.Time, qs []sched.Queued, assign, wait f
 
 func (s *simulator) assign(t *task, n *simNode) {
 	t.node, t.start = n, s.now // Schedule took the resources
+	if s.pl.Policy == sched.PolicyEddy {
+		// Promised inputs are part of eddy's policy (the live scheduler makes them); floor
+		// stays the published baseline, which sees only what caches report.
+		s.cl.Promise(n.cn, t.req.Inputs)
+	}
 	for i, fi := range t.files {
 		size := s.fileSize[fi]
 		passes := 1.0
@@ -516,6 +522,9 @@ func (s *simulator) finish(t *task) {
 	t.end = s.now
 	n := t.node
 	s.cl.Release(n.cn, t.res)
+	if s.pl.Policy == sched.PolicyEddy {
+		s.cl.Unpromise(n.cn, t.req.Inputs)
+	}
 	for _, fi := range t.files {
 		if e := n.entries[fi]; e != nil && e.pins > 0 {
 			e.pins--
