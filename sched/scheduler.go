@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -241,8 +243,12 @@ func (s *Scheduler) persistLocked(t *Task) {
 
 func (s *Scheduler) request(t *Task) *Request {
 	r := &Request{Res: t.Resources(), Node: t.Node, Labels: t.Labels, FirstChance: t.FirstChance}
-	for _, in := range t.Inputs {
-		r.Inputs = append(r.Inputs, Input{Path: in, Size: s.sizes[in]})
+	for i, in := range t.Inputs {
+		size := s.sizes[in]
+		if i < len(t.InputBytes) {
+			size = max(size, t.InputBytes[i])
+		}
+		r.Inputs = append(r.Inputs, Input{Path: in, Size: size})
 	}
 	switch {
 	case t.LocalityWaitMs < 0:
@@ -491,6 +497,20 @@ func (s *Scheduler) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
 		}
 		spec.Inputs[i] = p
 	}
+	spec.InputBytes = nil
+	if s.cfg.ShareRoot != "" && len(spec.Inputs) > 0 {
+		spec.InputBytes = make([]int64, len(spec.Inputs))
+		for i, in := range spec.Inputs {
+			n, err := inputSize(ctx, filepath.Join(s.cfg.ShareRoot, filepath.FromSlash(in)))
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("submit: %w: input %q does not exist in the share", ErrBadRequest, in)
+			}
+			if err != nil {
+				s.log.Warn("input size unknown", "input", in, "err", err)
+			}
+			spec.InputBytes[i] = n
+		}
+	}
 	if spec.WorkDir != "" {
 		p, err := s.sharePath(spec.WorkDir, spec.Cwd)
 		if err != nil {
@@ -518,6 +538,43 @@ func (s *Scheduler) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
 	c := *t
 	return &c, nil
 }
+
+// inputSize is the size of a file, or of the files under a directory (a bounded walk: at most
+// maxInputWalk entries or 2 s, then a lower bound), as placement's measure of an input.
+func inputSize(ctx context.Context, p string) (int64, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, err
+	}
+	if !fi.IsDir() {
+		return fi.Size(), nil
+	}
+	var total int64
+	seen := 0
+	deadline := time.Now().Add(2 * time.Second)
+	errStop := errors.New("stop")
+	err = filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // an unreadable corner: count what can be read
+		}
+		if seen++; seen > maxInputWalk || ctx.Err() != nil || (seen%256 == 0 && time.Now().After(deadline)) {
+			return errStop
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				total += info.Size()
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return total, err
+	}
+	return total, nil
+}
+
+// maxInputWalk bounds the entries inputSize visits under one directory input.
+const maxInputWalk = 100_000
 
 // sharePath turns an input into a clean share-relative name.
 func (s *Scheduler) sharePath(p, cwd string) (string, error) {

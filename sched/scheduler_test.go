@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -520,5 +522,64 @@ func TestTaskJSONKeepsTargetNode(t *testing.T) {
 	out, _ := st.Tasks()
 	if out[0].Node != "want" || out[0].NodeName != "placed" {
 		t.Fatalf("%+v", out[0])
+	}
+}
+
+// The scheduler sizes inputs at submit (a directory's files summed), refuses a missing input,
+// and a placed task promises its inputs to its node until it ends, so the next task of the same
+// data follows it before any inventory arrives.
+func TestInputsSizedAndPromised(t *testing.T) {
+	share := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(share, "data/ds"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []int{3 << 20, 1 << 20} {
+		if err := os.WriteFile(filepath.Join(share, "data/ds", fmt.Sprint(i)), make([]byte, n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk := &clock{t: time.Unix(1000, 0)}
+	s, err := NewScheduler(SchedulerConfig{Store: NewMemStore(), Now: clk.Now, NodeTimeout: 10 * time.Second, LocalityWait: time.Minute, ShareRoot: share})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	for _, n := range []string{"a", "b", "c", "d"} {
+		s.Register(ctx, node(n, 2))
+	}
+	if _, err := s.Submit(ctx, TaskSpec{Command: []string{"x"}, Inputs: []string{"data/nope"}}); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("missing input: %v", err)
+	}
+	first, err := s.Submit(ctx, TaskSpec{Command: []string{"x"}, Cores: 2, Inputs: []string{"data/ds"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.InputBytes) != 1 || first.InputBytes[0] != 4<<20 {
+		t.Fatalf("input bytes %v, want [%d]", first.InputBytes, 4<<20)
+	}
+	s.Tick()
+	got, _ := s.Task(first.ID)
+	if got.State != StateAssigned {
+		t.Fatalf("first not placed: %+v", got)
+	}
+	home := got.NodeName
+	// Its node is full; the next task of the same data waits for it instead of going cold.
+	second, _ := s.Submit(ctx, TaskSpec{Command: []string{"x"}, Cores: 1, Inputs: []string{"data/ds"}})
+	s.Tick()
+	if got, _ := s.Task(second.ID); got.State != StateQueued {
+		t.Fatalf("second task went to %s (%s), want it to wait for %s", got.NodeName, got.Error, home)
+	}
+	// The first ends: its node is free and the second goes there.
+	s.Heartbeat(ctx, HeartbeatRequest{Node: home, Tasks: []TaskReport{{ID: first.ID, State: StateCompleted, ExitCode: new(int)}}})
+	s.Tick()
+	if got, _ := s.Task(second.ID); got.State != StateAssigned || got.NodeName != home {
+		t.Fatalf("second: %+v, want assigned to %s", got, home)
+	}
+	s.mu.Lock()
+	n := s.cl.Promised(s.cl.Node(home), "data/ds")
+	s.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("promises on %s: %d, want 1 (the second task's)", home, n)
 	}
 }

@@ -27,21 +27,24 @@ func (s State) Terminal() bool {
 
 // TaskSpec is what a user submits.
 type TaskSpec struct {
-	Name     string            `json:"name,omitempty"`
-	Command  []string          `json:"command"`
-	Env      []string          `json:"env,omitempty"` // KEY=VALUE
-	Cores    float64           `json:"cores,omitempty"`
-	MemBytes int64             `json:"mem_bytes,omitempty"`
-	GPUs     int               `json:"gpus,omitempty"`
-	Inputs   []string          `json:"inputs,omitempty"`      // share-relative (or absolute under the share, with Cwd)
-	Node     string            `json:"target_node,omitempty"` // run only on this node
-	Labels   map[string]string `json:"labels,omitempty"`      // run only on nodes with these labels
-	Retries  int               `json:"retries,omitempty"`
-	Priority int               `json:"priority,omitempty"`
-	Uid      uint32            `json:"uid"`
-	Gid      uint32            `json:"gid"`
-	WorkDir  string            `json:"work_dir,omitempty"` // share-relative; default the share's root
-	Cwd      string            `json:"cwd,omitempty"`      // the submitter's directory, to resolve relative inputs
+	Name     string   `json:"name,omitempty"`
+	Command  []string `json:"command"`
+	Env      []string `json:"env,omitempty"` // KEY=VALUE
+	Cores    float64  `json:"cores,omitempty"`
+	MemBytes int64    `json:"mem_bytes,omitempty"`
+	GPUs     int      `json:"gpus,omitempty"`
+	Inputs   []string `json:"inputs,omitempty"` // share-relative (or absolute under the share, with Cwd)
+	// InputBytes: each input's size as the scheduler measured it at submit (a directory's
+	// files summed, bounded); set by the scheduler, 0 where unknown.
+	InputBytes []int64           `json:"input_bytes,omitempty"`
+	Node       string            `json:"target_node,omitempty"` // run only on this node
+	Labels     map[string]string `json:"labels,omitempty"`      // run only on nodes with these labels
+	Retries    int               `json:"retries,omitempty"`
+	Priority   int               `json:"priority,omitempty"`
+	Uid        uint32            `json:"uid"`
+	Gid        uint32            `json:"gid"`
+	WorkDir    string            `json:"work_dir,omitempty"` // share-relative; default the share's root
+	Cwd        string            `json:"cwd,omitempty"`      // the submitter's directory, to resolve relative inputs
 	// LocalityWaitMs overrides the scheduler's delay-scheduling bound (ms; <0: never wait).
 	LocalityWaitMs int64 `json:"locality_wait_ms,omitempty"`
 	// ContainerEnv or Image run the task in a container (issue 6).
