@@ -81,6 +81,7 @@ type fetch struct {
 	persisted chan struct{} // closed when persisting ended (committed or given up)
 	urgent    bool          // someone waits for the commit (Warm): do not wait for a fuller batch
 	paced     bool          // read from the origin in pacedPiece pieces (background fetch)
+	hurry     atomic.Bool   // a reader waits for this paced fetch: stop yielding
 	sum       uint64        // checksum of the written bytes (set by the persist step)
 	n         int           // bytes written
 	stored    bool          // set before persisted is closed: the chunk is durable and indexed (or kept for an evicted open version)
@@ -618,10 +619,18 @@ func (e *entry) readOrigin(ctx context.Context, v *version, p []byte, off int64)
 }
 
 // readOriginPaced is readOrigin in pacedPiece pieces, one after another,
-// so that a reader's direct read waits behind one piece, not a chunk.
-func (e *entry) readOriginPaced(ctx context.Context, v *version, p []byte, off int64) (int, error) {
+// so that a reader's direct read waits behind one piece, not a chunk; and
+// each piece yields to readers (Store.yieldToReaders).
+func (e *entry) readOriginPaced(ctx context.Context, v *version, p []byte, off int64, hurry *atomic.Bool) (int, error) {
 	total := 0
 	for total < len(p) {
+		if hurry.Load() {
+			n, err := e.readOrigin(ctx, v, p[total:], off+int64(total))
+			return total + n, err
+		}
+		if err := e.s.yieldToReaders(ctx, hurry); err != nil {
+			return total, err
+		}
 		end := min(total+pacedPiece, len(p))
 		n, err := e.readOrigin(ctx, v, p[total:end], off+int64(total))
 		total += n
@@ -640,7 +649,9 @@ func (e *entry) readRange(ctx context.Context, v *version, idx int, dst []byte, 
 	cend := cstart + chunkLen(v.size, v.csize, idx)
 	lo, hi := rangeOf(cstart, cend, off, len(dst))
 	buf := make([]byte, hi-lo)
+	e.s.lastDirect.Store(time.Now().UnixNano())
 	n, err := e.readOrigin(ctx, v, buf, lo)
+	e.s.lastDirect.Store(time.Now().UnixNano())
 	e.s.c.missBytes.Add(int64(n))
 	e.s.c.misses.Add(1)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -719,6 +730,13 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 		}
 		st := v.state[idx]
 		if f := v.inflight[idx]; f != nil {
+			if f.paced && random {
+				// A background fetch of this chunk may take a while: a random
+				// read does not wait for it.
+				e.mu.Unlock()
+				return e.readRange(ctx, v, idx, dst, off)
+			}
+			f.hurry.Store(true)
 			f.refs.Add(1)
 			e.mu.Unlock()
 			err := e.waitFetch(ctx, f, dst, coff)
@@ -834,7 +852,7 @@ func (e *entry) runFetch(ctx context.Context, f *fetch, clen int64) {
 	var n int
 	var err error
 	if f.paced {
-		n, err = e.readOriginPaced(ctx, f.v, *buf, int64(f.idx)*f.v.csize)
+		n, err = e.readOriginPaced(ctx, f.v, *buf, int64(f.idx)*f.v.csize, &f.hurry)
 	} else {
 		n, err = e.readOrigin(ctx, f.v, *buf, int64(f.idx)*f.v.csize)
 	}
@@ -986,14 +1004,23 @@ type raJob struct {
 	paced bool // read the chunk in pieces, leaving room on the link for direct reads
 }
 
-// Background fetches for random reads: few workers and a short queue, so
-// they never take the link (or the buffers) from the readers.
+// Background fetches for random reads: one worker whose origin reads yield
+// to readers (yieldToReaders), so they never take the link from them, and a
+// bounded queue (a full queue drops the request: a later miss asks again).
 const (
 	bgWorkers  = 1
-	bgQueueLen = 2
+	bgQueueLen = 64
+	// bgIdleGap: a background piece goes when no reader was served straight
+	// from the origin for this long ...
+	bgIdleGap = 10 * time.Millisecond
+	// bgTrickle: ... or when the last piece went this long ago, so that a
+	// file read at random without pause still becomes cached, slowly
+	// (pacedPiece per bgTrickle: 2.6 MB/s).
+	bgTrickle = 100 * time.Millisecond
 	// rangeAlign is the alignment a random read of a missing chunk is
-	// rounded out to when served straight from the origin.
-	rangeAlign = 64 << 10
+	// rounded out to when served straight from the origin (the bytes are not
+	// stored, so more would only cost link time).
+	rangeAlign = 4 << 10
 	// pacedPiece is the size of the origin reads of a background fetch.
 	pacedPiece = 256 << 10
 	// seqSlack is how far from the previous read's end a read may start
@@ -1001,6 +1028,30 @@ const (
 	// little out of order).
 	seqSlack = 1 << 20
 )
+
+// yieldToReaders waits before a background piece until no reader has been
+// served straight from the origin for bgIdleGap, or bgTrickle has passed
+// since the previous piece: random readers see the link as if nothing else
+// used it, and the background work still progresses.
+func (s *Store) yieldToReaders(ctx context.Context, hurry *atomic.Bool) error {
+	for {
+		now := time.Now().UnixNano()
+		idle := time.Duration(now - s.lastDirect.Load())
+		since := time.Duration(now - s.lastPiece.Load())
+		if idle >= bgIdleGap || since >= bgTrickle || hurry.Load() {
+			s.lastPiece.Store(now)
+			return nil
+		}
+		wait := min(bgIdleGap-idle, bgTrickle-since)
+		t := time.NewTimer(max(wait, time.Millisecond))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
 
 func (s *Store) fetchWorker(q chan raJob) {
 	defer s.wg.Done()

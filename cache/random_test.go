@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // A random read of a missing chunk is served by a small origin read (the
@@ -131,4 +133,96 @@ func TestRandomAndSequentialReaders(t *testing.T) {
 	}
 	mustEqual(t, "whole file", readAll(t, shared, int64(len(data))), data)
 	waitFor(t, "file cached", func() bool { return s.CachedBytes("f") == int64(len(data)) })
+}
+
+// A chunk being fetched in the background is not waited for by a random
+// reader (served by a range read while the fetch is held up), and the
+// background fetch finishes once let go.
+func TestRandomReadDoesNotWaitForBackgroundFetch(t *testing.T) {
+	const csize = 1 << 20
+	o := newFakeOrigin()
+	data := pattern(4*csize, 71)
+	o.put("f", data)
+	held := int64(2*csize + pacedPiece) // the background fetch's second piece
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	o.readErr = func(name string, off int64) error {
+		if off == held {
+			once.Do(func() { close(entered) })
+			<-release
+		}
+		return nil
+	}
+	cfg := testConfig(t)
+	cfg.ChunkSize = csize
+	cfg.ReadAhead = -1
+	s := openStore(t, o, cfg)
+	ctx := context.Background()
+	h1, _ := mustOpen(t, s, o, "f")
+	h2, _ := mustOpen(t, s, o, "f")
+	for _, h := range []Handle{h1, h2} {
+		if _, err := h.ReadAt(ctx, make([]byte, 1), 0); err != nil { // sequential start
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 4096)
+	if _, err := h1.ReadAt(ctx, buf, 2*csize+4096); err != nil { // random: queues chunk 2
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the background fetch of chunk 2 never reached its second piece")
+	}
+	done := make(chan error, 1)
+	off := int64(2*csize + 512<<10 + 8192)
+	go func() {
+		_, err := h2.ReadAt(ctx, buf, off)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "random read beside a background fetch", buf, data[off:off+4096])
+	case <-time.After(30 * time.Second):
+		close(release)
+		t.Fatal("a random read waited for the background fetch of its chunk")
+	}
+	close(release)
+	waitFor(t, "chunk 2 cached in the background", func() bool {
+		e := h1.(*handle).e
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		st := e.ver.state[2]
+		return (st == chunkVerified || st == chunkPresent) && len(e.ver.inflight) == 0
+	})
+}
+
+// Background pieces yield to readers served from the origin: they wait
+// while such reads are recent (up to the trickle interval), go at once when
+// the origin has been quiet, and go without waiting once a reader waits
+// for the chunk itself.
+func TestBackgroundYieldsToReaders(t *testing.T) {
+	s := &Store{}
+	future := time.Now().Add(time.Hour).UnixNano()
+	s.lastDirect.Store(future) // a reader "now" (and for a while)
+	s.lastPiece.Store(future)  // a piece just went
+	var hurry atomic.Bool
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.yieldToReaders(ctx, &hurry); err == nil {
+		t.Fatal("a background piece went while a reader was being served")
+	}
+	hurry.Store(true)
+	if err := s.yieldToReaders(context.Background(), &hurry); err != nil {
+		t.Fatalf("hurried piece: %v", err)
+	}
+	hurry.Store(false)
+	s.lastDirect.Store(time.Now().Add(-time.Second).UnixNano())
+	if err := s.yieldToReaders(context.Background(), &hurry); err != nil {
+		t.Fatalf("quiet origin: %v", err)
+	}
 }

@@ -90,7 +90,11 @@ type Store struct {
 	bufPool sync.Pool
 	raq     chan raJob
 	bgq     chan raJob // chunks missed by random reads, fetched in the background (dropped when full)
-	evictCh chan struct{}
+	// lastDirect and lastPiece (unix ns): when a reader was last served
+	// straight from the origin, and when a background piece last went
+	// (yieldToReaders).
+	lastDirect, lastPiece atomic.Int64
+	evictCh               chan struct{}
 
 	inv inventoryLog
 
