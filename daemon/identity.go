@@ -187,6 +187,9 @@ func (k *kernelAccess) MayWarm(ctx context.Context, id api.Identity, name string
 		}
 		var st unix.Stat_t
 		err = unix.Fstat(fd, &st)
+		if err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			err = unix.ELOOP // O_PATH|O_NOFOLLOW opened the link itself
+		}
 		if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			err = unix.Faccessat2(fd, "", unix.R_OK, unix.AT_EMPTY_PATH|unix.AT_EACCESS)
 		}

@@ -2,10 +2,17 @@ package daemon
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +24,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/cache"
@@ -573,4 +581,59 @@ func TestForwarderCarriesTheCallersIdentity(t *testing.T) {
 	if want := "uid=1000,gid=100 forwarded,uid=0,gid=0 token"; strings.Join(got, ",") != want {
 		t.Fatalf("scheduler saw %q, want %q", strings.Join(got, ","), want)
 	}
+}
+
+// Without --tls-ca the scheduler's certificate is not verified, and the log says so once; with it
+// the CA is the only root; a file with no certificate is an error at start-up.
+func TestClientTLS(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	cfg, err := clientTLS(Config{Join: "https://10.0.0.1:7070"}, log)
+	if err != nil || !cfg.InsecureSkipVerify || strings.Count(buf.String(), "NOT verified") != 1 {
+		t.Fatalf("no CA: %+v %v, log %q", cfg, err, buf.String())
+	}
+	buf.Reset()
+	if cfg, _ := clientTLS(Config{Join: "10.0.0.1:7070"}, log); !cfg.InsecureSkipVerify || buf.Len() != 0 {
+		t.Fatalf("plain HTTP cluster: a TLS warning was logged: %q", buf.String())
+	}
+	bad := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(bad, []byte("not a certificate"), 0o600)
+	if _, err := clientTLS(Config{TLSCA: bad}, log); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("bad CA file: %v", err)
+	}
+	if _, err := clientTLS(Config{TLSCA: bad + ".missing"}, log); err == nil || !strings.Contains(err.Error(), "--tls-ca") {
+		t.Fatalf("missing CA file: %v", err)
+	}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	good := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(good, pemCert(srv.Certificate().Raw), 0o600)
+	cfg, err = clientTLS(Config{TLSCA: good}, log)
+	if err != nil || cfg.InsecureSkipVerify || cfg.RootCAs == nil {
+		t.Fatalf("with CA: %+v %v", cfg, err)
+	}
+	if resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}).Get(srv.URL); err != nil {
+		t.Fatalf("a server the CA vouches for: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	// A CA that did not sign the server's certificate: refused.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "other CA"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(good, pemCert(der), 0o600)
+	if cfg, err = clientTLS(Config{TLSCA: good}, log); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}).Get(srv.URL); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a server the CA does not vouch for: %v", err)
+	}
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
