@@ -137,6 +137,14 @@ func TestTaskIdentityFromTheSocket(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(b)) != "1000" || syscall.Stat(written, &st) != nil || st.Uid != user {
 		t.Fatalf("the task's output %s: %q %v, owner %d; want \"1000\" owned by 1000", written, b, err, st.Uid)
 	}
+	// Its logs are 1000's alone (the API's logs call is the owner's; so is the directory).
+	logDir := filepath.Join(origin, "logs", done.ID)
+	if err := syscall.Stat(logDir, &st); err != nil || st.Uid != user || st.Mode&0o777 != 0o700 {
+		t.Fatalf("log dir %s: %v, owner %d mode %o; want 1000 and 0700", logDir, err, st.Uid, st.Mode&0o777)
+	}
+	if out, err := eddyAs(t, user, user, sock, "tasks", "logs", "--stderr", done.ID); err != nil || out != "" {
+		t.Fatalf("uid 1000 reads its own (empty) stderr: %v %q", err, out)
+	}
 
 	// Naming another user is refused, with the reason.
 	for _, as := range [][]string{{"--uid", "1001", "--gid", "1001"}, {"--uid", "0", "--gid", "0"}} {
