@@ -44,8 +44,12 @@ type Config struct {
 	// (0: fusefs's default, 1 s).
 	AttrTimeout time.Duration
 
-	// Socket is the unix socket of the local API.
+	// Socket is the unix socket of the local API. Every local user may connect (mode 0666)
+	// unless SocketGroup restricts it; each caller is identified by the kernel.
 	Socket string
+	// SocketGroup, when set (a group name or gid), restricts the socket to that group's
+	// members (and root): owner root, group SocketGroup, mode 0660.
+	SocketGroup string
 
 	// Metrics selects an OpenTelemetry exporter: "" (off), "stdout" or
 	// "prometheus" (served at MetricsAddr/metrics).
@@ -61,6 +65,7 @@ type Config struct {
 	TokenFile    string            // file holding the cluster token
 	TLSCert      string            // TLS certificate for Listen
 	TLSKey       string            // TLS key for Listen
+	TLSCA        string            // CA certificates (PEM) the scheduler's certificate is verified against
 	NodeName     string            // this node's name (default: hostname)
 	Labels       map[string]string // node labels
 	LocalityWait time.Duration     // how long a task may wait for a warm node

@@ -33,7 +33,9 @@ type Daemon struct {
 }
 
 // Handle registers an extra API route on the daemon's control API (local
-// socket, and the cluster listener), e.g. from startCluster.
+// socket, and the cluster listener), e.g. from startCluster. h finds the
+// caller's api.Identity in the request context and must authorize the call
+// itself: local users of every uid reach it.
 func (d *Daemon) Handle(pattern string, h http.Handler) { d.api.mux.Handle(pattern, h) }
 
 // APIHandler is the control API's handler, for the cluster's TCP listener.
@@ -170,6 +172,11 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	d.api = newAPIServer(cc, cfg.Mount, d.origin.String(), d.health, log.With("part", "api"))
 	d.api.originHealth = guarded.Health
+	ka := &kernelAccess{root: cfg.Mount}
+	if st, ok := d.cache.(interface{ Cacheable(string) bool }); ok {
+		ka.cacheable = st.Cacheable
+	}
+	d.api.access = ka
 
 	mnt, err := mountFS(ctx, cfg.Mount, d.origin, d.cache, d)
 	if err != nil {
@@ -184,7 +191,7 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		}
 	}()
 
-	l, err := listenUnix(cfg.Socket)
+	l, err := listenUnix(cfg.Socket, cfg.SocketGroup)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
+	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +21,7 @@ import (
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/cache"
 	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/sched"
 )
 
 // CacheControl is what the API needs of the node's cache (*cache.Store).
@@ -42,9 +45,12 @@ type apiServer struct {
 	origin string
 	// originHealth reports the guarded origin's health; nil when unknown.
 	originHealth func() origin.OriginHealth
-	log          *slog.Logger
-	mux          *http.ServeMux
-	started      time.Time
+	// access decides what non-root local callers may warm and see in ls; nil: they may do
+	// neither (ls shows them nothing).
+	access  Access
+	log     *slog.Logger
+	mux     *http.ServeMux
+	started time.Time
 }
 
 func newAPIServer(c CacheControl, mount, originName string, health func() api.Health, log *slog.Logger) *apiServer {
@@ -59,10 +65,27 @@ func newAPIServer(c CacheControl, mount, originName string, health func() api.He
 	return s
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. Every call must come with the caller's api.Identity in
+// its context: the local socket's ConnContext puts the kernel's peer credentials there, the
+// cluster listener (sched.Authorize) a token holder's. Without one nothing is served.
+//
+// Authorization, by caller: root may do everything. Other users may read health, stats and the
+// task and node lists, submit tasks that run as themselves, kill and read the logs of their own
+// tasks (the task routes check), warm what they may read and see in ls what they may list;
+// pin, unpin and evict change the cache every user of the node shares and are root's.
 func (s *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, ok := api.IdentityFrom(r.Context()); !ok {
+		writeError(w, http.StatusForbidden, errors.New("the daemon cannot tell who is calling (no peer credentials); refused"))
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, api.MaxRequestBody)
 	s.mux.ServeHTTP(w, r)
+}
+
+// callerOf is the caller's identity (ServeHTTP made sure there is one).
+func callerOf(r *http.Request) api.Identity {
+	id, _ := api.IdentityFrom(r.Context())
+	return id
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -82,6 +105,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, os.ErrNotExist):
 		return http.StatusNotFound
+	case errors.Is(err, os.ErrPermission), errors.Is(err, errNoAccessCheck):
+		return http.StatusForbidden
 	case errors.Is(err, cache.ErrNotCacheable):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, cache.ErrClosed), errors.Is(err, errNoCache):
@@ -151,10 +176,53 @@ func (s *apiServer) handleList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusOf(err), fmt.Errorf("list %s: %w", name, err))
 		return
 	}
+	if id := callerOf(r); !id.Root() {
+		if files, err = s.listable(r.Context(), id, files); err != nil {
+			writeError(w, statusOf(err), fmt.Errorf("list %s: %w", name, err))
+			return
+		}
+	}
 	if files == nil {
 		files = []cache.FileInfo{}
 	}
 	writeJSON(w, http.StatusOK, files)
+}
+
+// listable keeps the files a non-root caller could see with ls -l in the mount: every directory
+// from the share's root to the file's may be listed and entered by them.
+func (s *apiServer) listable(ctx context.Context, id api.Identity, files []cache.FileInfo) ([]cache.FileInfo, error) {
+	if s.access == nil || len(files) == 0 {
+		return nil, nil
+	}
+	seen := map[string]bool{}
+	var dirs []string
+	for _, f := range files {
+		for d := path.Dir(f.Path); !seen[d]; d = path.Dir(d) {
+			seen[d] = true
+			dirs = append(dirs, d)
+			if d == "." || d == "/" {
+				break
+			}
+		}
+	}
+	ok, err := s.access.Listable(ctx, id, dirs)
+	if err != nil {
+		return nil, err
+	}
+	out := files[:0]
+	for _, f := range files {
+		visible := true
+		for d := path.Dir(f.Path); visible; d = path.Dir(d) {
+			visible = ok[d]
+			if d == "." || d == "/" {
+				break
+			}
+		}
+		if visible {
+			out = append(out, f)
+		}
+	}
+	return out, nil
 }
 
 func decodePaths(w http.ResponseWriter, r *http.Request) (api.PathsRequest, bool) {
@@ -183,6 +251,10 @@ func decodePaths(w http.ResponseWriter, r *http.Request) (api.PathsRequest, bool
 
 func (s *apiServer) pathsHandler(op string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if id := callerOf(r); !id.Root() {
+			writeError(w, http.StatusForbidden, fmt.Errorf("cache %s: only root may pin, unpin or evict: it changes the cache every user of this node shares (you are uid %d)", op, id.Uid))
+			return
+		}
 		req, ok := decodePaths(w, r)
 		if !ok {
 			return
@@ -243,6 +315,9 @@ func (s *apiServer) handleWarm(w http.ResponseWriter, r *http.Request) {
 		ev := api.WarmEvent{Arg: p}
 		name, err := s.resolve(p, req.Cwd)
 		if err == nil {
+			err = s.mayWarm(r.Context(), callerOf(r), name)
+		}
+		if err == nil {
 			ev.Name = name
 			var last time.Time
 			var lastP cache.Progress
@@ -273,24 +348,40 @@ func (s *apiServer) handleWarm(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// RequireToken wraps h so that every call must carry "Authorization: Bearer
-// TOKEN" (compared in constant time). For the cluster's TCP listener.
-func RequireToken(token string, h http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
-			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong cluster token"))
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
+// mayWarm: root warms anything; other callers what they may read (see Access).
+func (s *apiServer) mayWarm(ctx context.Context, id api.Identity, name string) error {
+	if id.Root() {
+		return nil
+	}
+	if s.access == nil {
+		return fmt.Errorf("warm %s: %w: only root may warm on this daemon", name, errNoAccessCheck)
+	}
+	if err := s.access.MayWarm(ctx, id, name); err != nil {
+		return fmt.Errorf("warm: %w", err)
+	}
+	return nil
 }
+
+// RequireToken wraps h so that every call must carry "Authorization: Bearer
+// TOKEN" (compared in constant time) and acts for the identity it names (see
+// sched.Authorize, which it is). For the cluster's TCP listener.
+func RequireToken(token string, h http.Handler) http.Handler { return sched.Authorize(token, h) }
 
 // listenUnix listens on a unix socket for the local API: its directory is
 // created, a stale socket is removed (one a live daemon answers on is not),
-// and the socket gets mode 0600.
-func listenUnix(sock string) (net.Listener, error) {
+// and the socket is opened to every local user (mode 0666) or, with group
+// (a name or a number), to that group's members only (root:group, 0660).
+// Who calls is told by the kernel per connection (peerIdentity), so an open
+// socket gives nobody more than their own rights.
+func listenUnix(sock, group string) (net.Listener, error) {
+	gid := -1
+	if group != "" {
+		g, err := lookupGroup(group)
+		if err != nil {
+			return nil, err
+		}
+		gid = g
+	}
 	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
@@ -310,20 +401,57 @@ func listenUnix(sock string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", sock, err)
 	}
-	if err := os.Chmod(sock, 0o600); err != nil {
+	mode := os.FileMode(0o666)
+	if gid >= 0 {
+		mode = 0o660
+		if err := os.Chown(sock, os.Geteuid(), gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("chown socket %s to group %s: %w", sock, group, err)
+		}
+	}
+	if err := os.Chmod(sock, mode); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("chmod socket %s: %w", sock, err)
 	}
 	return l, nil
 }
 
-// serveHTTP runs an http.Server on l until ctx ends, then shuts it down.
+// lookupGroup resolves --socket-group: a group name or a numeric gid.
+func lookupGroup(group string) (int, error) {
+	if n, err := strconv.ParseUint(group, 10, 31); err == nil {
+		return int(n), nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("--socket-group %q: %w", group, err)
+	}
+	n, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("--socket-group %q: gid %q: %w", group, g.Gid, err)
+	}
+	return n, nil
+}
+
+// serveHTTP serves h on l (shut it down with the returned server). On a unix
+// socket every connection's context carries its peer's identity from the
+// kernel; a connection whose peer cannot be told gets none, and the API
+// refuses its calls.
 func serveHTTP(l net.Listener, h http.Handler, log *slog.Logger) *http.Server {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if l.Addr().Network() == "unix" {
+		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			id, err := peerIdentity(c)
+			if err != nil {
+				log.Warn("local API: cannot tell who connects; its calls are refused", "err", err)
+				return ctx
+			}
+			return api.WithIdentity(ctx, id)
+		}
 	}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -156,16 +156,20 @@ func (r *Runtime) credential(spec Spec) (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: spec.Uid, Gid: spec.Gid, Groups: []uint32{}}, nil
 }
 
-// openLogs creates LogDir (owned by the task's user) and opens stdout.log and stderr.log for
-// appending (a retried task adds to its logs).
+// openLogs creates LogDir (owned by the task's user, mode 0700: a task's logs are its owner's,
+// as the API's logs call is) and opens stdout.log and stderr.log for appending (a retried task
+// adds to its logs).
 func openLogs(spec Spec) (stdout, stderr *os.File, err error) {
-	if err := os.MkdirAll(spec.LogDir, 0o755); err != nil {
+	if err := os.MkdirAll(spec.LogDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("make log dir: %w", err)
 	}
 	if os.Geteuid() == 0 {
 		if err := os.Chown(spec.LogDir, int(spec.Uid), int(spec.Gid)); err != nil {
 			return nil, nil, fmt.Errorf("chown log dir: %w", err)
 		}
+	}
+	if err := os.Chmod(spec.LogDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("chmod log dir: %w", err)
 	}
 	open := func(name string) (*os.File, error) {
 		f, err := os.OpenFile(filepath.Join(spec.LogDir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o644)

@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -10,6 +11,9 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
+
+	"github.com/eddy-cluster/eddy/api"
 )
 
 // Caller sends one JSON call to a daemon's API (api.Client implements it).
@@ -29,6 +33,11 @@ const MaxLogChunk = 1 << 20
 
 // Authorize wraps h so that every call must carry "Authorization: Bearer TOKEN" (compared in
 // constant time). An empty token refuses everything.
+//
+// Token holders are the cluster's daemons and administrators. A call that names a user in
+// api.IdentityHeader (a daemon forwarding a local user's call) acts as that user; one that names
+// nobody acts as root. The header is read here only, after the token: a call without the token
+// never gets to name anybody.
 func Authorize(token string, h http.Handler) http.Handler {
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -37,13 +46,103 @@ func Authorize(token string, h http.Handler) http.Handler {
 			writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong cluster token"))
 			return
 		}
-		h.ServeHTTP(w, r)
+		id := api.Identity{Via: "token"} // root
+		if vs := r.Header.Values(api.IdentityHeader); len(vs) > 0 {
+			fid, err := api.ParseIdentity(vs[0])
+			if err == nil && len(vs) > 1 {
+				err = fmt.Errorf("%d %s headers; want one", len(vs), api.IdentityHeader)
+			}
+			if err != nil {
+				writeErr(w, http.StatusBadRequest, fmt.Errorf("%s: %v", api.IdentityHeader, err))
+				return
+			}
+			fid.Via = "forwarded"
+			id = fid
+		}
+		h.ServeHTTP(w, r.WithContext(api.WithIdentity(r.Context(), id)))
 	})
 }
 
-// Routes registers the cluster API on mux (no authentication: wrap with Authorize).
+// caller is the identity the server put in r's context (Authorize, or the daemon's local socket
+// from the kernel's peer credentials). Without one nothing is served: it answers 403 and ok is
+// false.
+func caller(w http.ResponseWriter, r *http.Request) (id api.Identity, ok bool) {
+	id, ok = api.IdentityFrom(r.Context())
+	if !ok {
+		writeErr(w, http.StatusForbidden, errors.New("the server cannot tell who is calling; refused"))
+	}
+	return id, ok
+}
+
+// rootOnly answers 403 unless the caller is root.
+func rootOnly(w http.ResponseWriter, r *http.Request, what string) bool {
+	id, ok := caller(w, r)
+	if ok && !id.Root() {
+		writeErr(w, http.StatusForbidden, fmt.Errorf("%s: %w: only root or a cluster daemon may (you are uid %d)", what, ErrForbidden, id.Uid))
+		return false
+	}
+	return ok
+}
+
+// owned returns task id when the caller may act on it: its owner (the uid it runs as) or root.
+func (s *Scheduler) owned(op, id string, c api.Identity) (*Task, error) {
+	t, err := s.Task(id)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Root() && t.Uid != c.Uid {
+		return nil, fmt.Errorf("%s %s: %w: the task runs as uid %d and you are uid %d; only its owner or root may", op, id, ErrForbidden, t.Uid, c.Uid)
+	}
+	return t, nil
+}
+
+// redactEnv hides the values of another user's task environment from a non-root caller (like
+// /proc/PID/environ, which only the owner reads; the command line stays visible, like ps).
+func redactEnv(t *Task, c api.Identity) {
+	if c.Root() || t.Uid == c.Uid || len(t.Env) == 0 {
+		return
+	}
+	env := make([]string, len(t.Env))
+	for i, e := range t.Env {
+		k, _, _ := strings.Cut(e, "=")
+		env[i] = k + "=(hidden)"
+	}
+	t.Env = env
+}
+
+// submitIdentity makes spec run as the caller. A non-root caller's task runs as its own uid and
+// primary gid: a spec that names others is refused, not rewritten. Root (and token holders naming
+// nobody) may submit for any user; a spec naming nobody runs as root, which the runtime refuses
+// unless it is configured to allow it.
+func submitIdentity(spec *TaskSpec, claims taskClaims, c api.Identity) error {
+	if c.Root() {
+		return nil
+	}
+	if claims.Uid != nil && *claims.Uid != c.Uid {
+		return fmt.Errorf("submit: %w: you are uid %d and cannot submit a task to run as uid %d (a task runs as its submitter; only root or a cluster administrator may submit for another user)", ErrForbidden, c.Uid, *claims.Uid)
+	}
+	if claims.Gid != nil && *claims.Gid != c.Gid {
+		return fmt.Errorf("submit: %w: your primary group is gid %d and a task cannot claim gid %d (a task runs with its submitter's primary group)", ErrForbidden, c.Gid, *claims.Gid)
+	}
+	spec.Uid, spec.Gid = c.Uid, c.Gid
+	return nil
+}
+
+// taskClaims are the identity fields a submit names, nil when absent.
+type taskClaims struct {
+	Uid *uint32 `json:"uid"`
+	Gid *uint32 `json:"gid"`
+}
+
+// Routes registers the cluster API on mux (no authentication: wrap with Authorize, or serve it
+// where the caller's api.Identity is in the request context). The node calls (register,
+// heartbeat) are root's; everyone may submit (as themselves), list, show and see nodes; a task's
+// kill and logs are its owner's and root's.
 func (s *Scheduler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/cluster/register", func(w http.ResponseWriter, r *http.Request) {
+		if !rootOnly(w, r, "register") {
+			return
+		}
 		var rec NodeRecord
 		if !decode(w, r, &rec) {
 			return
@@ -52,6 +151,9 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		reply(w, resp, err)
 	})
 	mux.HandleFunc("POST /v1/cluster/heartbeat", func(w http.ResponseWriter, r *http.Request) {
+		if !rootOnly(w, r, "heartbeat") {
+			return
+		}
 		var hb HeartbeatRequest
 		if !decode(w, r, &hb) {
 			return
@@ -60,8 +162,26 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		reply(w, resp, err)
 	})
 	mux.HandleFunc("POST /v1/tasks", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := caller(w, r)
+		if !ok {
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<20))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("malformed request body: %v", err))
+			return
+		}
 		var spec TaskSpec
-		if !decode(w, r, &spec) {
+		var claims taskClaims
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&spec); err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("malformed request body: %v", err))
+			return
+		}
+		_ = json.Unmarshal(body, &claims) // decoded above: cannot fail
+		if err := submitIdentity(&spec, claims, c); err != nil {
+			reply(w, nil, err)
 			return
 		}
 		t, err := s.Submit(r.Context(), spec)
@@ -72,18 +192,50 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		reply(w, nil, err)
 	})
 	mux.HandleFunc("GET /v1/tasks", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := caller(w, r)
+		if !ok {
+			return
+		}
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-		writeJSON(w, http.StatusOK, s.Tasks(limit))
+		ts := s.Tasks(limit)
+		for _, t := range ts {
+			redactEnv(t, c)
+		}
+		writeJSON(w, http.StatusOK, ts)
 	})
 	mux.HandleFunc("GET /v1/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := caller(w, r)
+		if !ok {
+			return
+		}
 		t, err := s.Task(r.PathValue("id"))
+		if err == nil {
+			redactEnv(t, c)
+		}
 		reply(w, t, err)
 	})
 	mux.HandleFunc("POST /v1/tasks/{id}/kill", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := caller(w, r)
+		if !ok {
+			return
+		}
+		// A task's owner never changes, so checking before the kill is not racy.
+		if _, err := s.owned("kill", r.PathValue("id"), c); err != nil {
+			reply(w, nil, err)
+			return
+		}
 		t, err := s.Kill(r.Context(), r.PathValue("id"))
 		reply(w, t, err)
 	})
 	mux.HandleFunc("GET /v1/tasks/{id}/logs", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := caller(w, r)
+		if !ok {
+			return
+		}
+		if _, err := s.owned("logs", r.PathValue("id"), c); err != nil {
+			reply(w, nil, err)
+			return
+		}
 		q := r.URL.Query()
 		stream := q.Get("stream")
 		if stream == "" {
@@ -101,6 +253,9 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		reply(w, chunk, err)
 	})
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := caller(w, r); !ok {
+			return
+		}
 		writeJSON(w, http.StatusOK, s.Nodes())
 	})
 }
@@ -152,6 +307,8 @@ func reply(w http.ResponseWriter, v any, err error) {
 			status = http.StatusNotFound
 		case errors.Is(err, ErrConflict):
 			status = http.StatusConflict
+		case errors.Is(err, ErrForbidden):
+			status = http.StatusForbidden
 		}
 		writeErr(w, status, err)
 		return

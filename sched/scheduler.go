@@ -115,6 +115,7 @@ var (
 	ErrNotFound   = errors.New("not found")
 	ErrNeverFits  = errors.New("task can never fit")
 	ErrConflict   = errors.New("conflict")
+	ErrForbidden  = errors.New("not allowed")
 )
 
 // NewScheduler loads the state from the store and starts the placement loop.

@@ -42,6 +42,8 @@ func globalFlags() []cli.Flag {
 			Usage: "cluster token for --addr (prefer --token-file or EDDY_TOKEN)"},
 		&cli.StringFlag{Name: "client-token-file", EnvVars: []string{"EDDY_TOKEN_FILE"},
 			Usage: "read the cluster token for --addr from `FILE`"},
+		&cli.StringFlag{Name: "client-tls-ca", EnvVars: []string{"EDDY_TLS_CA"},
+			Usage: "verify an https:// --addr's certificate against the CA certificates (PEM) in `FILE` (default: the system's)"},
 		&cli.StringFlag{Name: flagLogLevel, Value: "info", EnvVars: []string{"EDDY_LOG_LEVEL"},
 			Usage: "log level: debug, info, warn, error"},
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -154,7 +156,19 @@ func newClient(c *cli.Context) (*api.Client, error) {
 			}
 			token = strings.TrimSpace(string(b))
 		}
-		return api.NewTCP(addr, api.WithToken(token)), nil
+		opts := []api.Option{api.WithToken(token)}
+		if f := lookupString(c, "client-tls-ca"); f != "" {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("read TLS CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("TLS CA file %s: no PEM certificate in it", f)
+			}
+			opts = append(opts, api.WithTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+		}
+		return api.NewTCP(addr, opts...), nil
 	}
 	sock := lookupString(c, flagSocket)
 	if sock == "" {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,8 @@ func submitCommand() *cli.Command {
 			&cli.StringFlag{Name: "workdir", Usage: "working directory in the share (default the share's root)"},
 			&cli.DurationFlag{Name: "locality-wait", Usage: "how long the task may wait for a node with its inputs warm (default: the scheduler's)"},
 			&cli.BoolFlag{Name: "wait", Usage: "wait until the task ends; exit with its exit code"},
+			&cli.StringFlag{Name: "uid", Usage: "run the task as this user (`UID` or name; default: yourself). Through the local socket a task always runs as its submitter: only root may name another user"},
+			&cli.StringFlag{Name: "gid", Usage: "with --uid: the task's group (`GID` or name; default: that user's primary group)"},
 			jsonFlag(), socketFlag(),
 		},
 		Action: runSubmit,
@@ -91,9 +94,13 @@ func runSubmit(c *cli.Context) error {
 	if c.Int("gpus") < 0 || c.Int("retries") < 0 {
 		return errors.New("submit: --gpus and --retries must not be negative")
 	}
+	uid, gid, err := taskUser(c.String("uid"), c.String("gid"))
+	if err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
 	spec := sched.TaskSpec{Name: c.String("name"), Command: args, Cores: c.Float64("cores"), MemBytes: mem, GPUs: c.Int("gpus"),
 		Inputs: c.StringSlice("input"), Node: c.String("node"), Retries: c.Int("retries"), Priority: c.Int("priority"),
-		Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), WorkDir: c.String("workdir"), Image: c.String("image")}
+		Uid: uid, Gid: gid, WorkDir: c.String("workdir"), Image: c.String("image")}
 	if wd, err := os.Getwd(); err == nil {
 		spec.Cwd = wd
 	}
@@ -158,6 +165,51 @@ func runSubmit(c *cli.Context) error {
 		return cli.Exit("", 1)
 	}
 	return nil
+}
+
+// taskUser is who the task runs as: --uid/--gid, else the submitter (effective ids, which the
+// daemon also sees on its socket). The daemon decides whether the caller may name them.
+func taskUser(uidArg, gidArg string) (uid, gid uint32, err error) {
+	if uidArg == "" {
+		if gidArg != "" {
+			return 0, 0, errors.New("--gid goes with --uid (a task runs with its user's primary group by default)")
+		}
+		return uint32(os.Geteuid()), uint32(os.Getegid()), nil
+	}
+	u, err := user.LookupId(uidArg)
+	if err != nil {
+		if _, nerr := strconv.ParseUint(uidArg, 10, 32); nerr == nil {
+			u = nil // a uid with no passwd entry
+		} else if u, err = user.Lookup(uidArg); err != nil {
+			return 0, 0, fmt.Errorf("--uid %q: %w", uidArg, err)
+		}
+	}
+	if u != nil {
+		uidArg = u.Uid
+	}
+	n, err := strconv.ParseUint(uidArg, 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("--uid %q: not a number or a user name", uidArg)
+	}
+	switch {
+	case gidArg != "":
+		if _, nerr := strconv.ParseUint(gidArg, 10, 32); nerr != nil {
+			g, err := user.LookupGroup(gidArg)
+			if err != nil {
+				return 0, 0, fmt.Errorf("--gid %q: %w", gidArg, err)
+			}
+			gidArg = g.Gid
+		}
+	case u != nil:
+		gidArg = u.Gid
+	default:
+		return 0, 0, fmt.Errorf("--uid %s has no passwd entry: give --gid too", uidArg)
+	}
+	g, err := strconv.ParseUint(gidArg, 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("--gid %q: not a number or a group name", gidArg)
+	}
+	return uint32(n), uint32(g), nil
 }
 
 func waitTask(ctx context.Context, cl *api.Client, id string) (*sched.Task, error) {
