@@ -440,8 +440,11 @@ func (l *delayLine) push(ch chunk) bool {
 		freeChunk(ch.data)
 		return false
 	}
-	if l.head > 0 && l.head == len(l.q) {
-		l.q, l.head = l.q[:0], 0
+	// Reuse the taken front of q (a steady stream may never empty it).
+	if l.head > 0 && (l.head == len(l.q) || 2*l.head >= len(l.q)) {
+		n := copy(l.q, l.q[l.head:])
+		clear(l.q[n:])
+		l.q, l.head = l.q[:n], 0
 	}
 	l.q = append(l.q, ch)
 	l.held += size

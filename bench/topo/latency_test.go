@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -445,10 +446,15 @@ func TestLatencyProxyDialFailure(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	p := startProxy(t, dead, time.Millisecond, 0)
-	c := dialProxy(t, p)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
-		t.Fatalf("read through a proxy whose target refuses: %v, want the connection closed", err)
+	// The proxy accepts, fails to dial and resets the client, which sees
+	// the reset at connect (when it comes that fast) or at its first read.
+	c, err := net.DialTimeout("tcp", p.Addr().String(), 5*time.Second)
+	if err == nil {
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Fatalf("read through a proxy whose target refuses: %v, want the connection closed", err)
+		}
 	}
 	if p.DialErrors() != 1 {
 		t.Fatalf("dial errors %d, want 1", p.DialErrors())
@@ -525,5 +531,52 @@ func BenchmarkLatencyProxy(b *testing.B) {
 				b.Fatalf("sink got %d bytes, want %d", n, int64(b.N)*int64(len(buf)))
 			}
 		})
+	}
+}
+
+// TestDelayLineBounded: a line that never empties keeps a small queue, and
+// push waits while the line holds its limit.
+func TestDelayLineBounded(t *testing.T) {
+	var maxHeld atomic.Int64
+	l := newDelayLine(64, &maxHeld)
+	for i := 0; i < 8; i++ {
+		l.push(chunk{data: make([]byte, 1)})
+	}
+	for i := 0; i < 100000; i++ {
+		l.push(chunk{data: make([]byte, 1)})
+		ch, ok := l.next()
+		if !ok {
+			t.Fatal("line stopped")
+		}
+		l.release(ch.data)
+	}
+	if c := cap(l.q); c > 64 {
+		t.Fatalf("queue capacity %d after a long steady stream, want it reused", c)
+	}
+	pushed := make(chan bool)
+	go func() { pushed <- l.push(chunk{data: make([]byte, 60)}) }()
+	select {
+	case <-pushed:
+		t.Fatal("push of 60 bytes into a line holding 8 of 64 did not wait")
+	case <-time.After(100 * time.Millisecond):
+	}
+	for i := 0; i < 8; i++ {
+		ch, _ := l.next()
+		l.release(ch.data)
+	}
+	if !<-pushed {
+		t.Fatal("push failed after the line drained")
+	}
+	if m := maxHeld.Load(); m > 64 {
+		t.Fatalf("held %d bytes, limit 64", m)
+	}
+	go func() { pushed <- l.push(chunk{data: make([]byte, 60)}) }()
+	time.Sleep(20 * time.Millisecond)
+	l.stop()
+	if <-pushed {
+		t.Fatal("push into a stopped line succeeded")
+	}
+	if _, ok := l.next(); ok {
+		t.Fatal("next on a stopped line succeeded")
 	}
 }
