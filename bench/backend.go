@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -450,6 +452,8 @@ type env struct {
 	// proxies (by target address) add it, started on first use.
 	lat     time.Duration
 	proxies map[string]*topo.LatencyProxy
+	// proxyStats sums, per delay, what the closed proxies forwarded.
+	proxyStats map[time.Duration]topo.LatencyStats
 
 	mu       sync.Mutex
 	commands map[string][]string // guarded by mu: backend -> exact command line
@@ -520,8 +524,33 @@ func (e *env) closeProxies() error {
 	for t, p := range e.proxies {
 		errs = append(errs, p.Close())
 		delete(e.proxies, t)
+		if e.proxyStats == nil {
+			e.proxyStats = map[time.Duration]topo.LatencyStats{}
+		}
+		st, sum := p.Stats(), e.proxyStats[p.Delay()]
+		sum.Connections += st.Connections
+		sum.Chunks += st.Chunks
+		sum.Bytes += st.Bytes
+		sum.Late += st.Late
+		sum.MaxLate = max(sum.MaxLate, st.MaxLate)
+		e.proxyStats[p.Delay()] = sum
 	}
 	return errors.Join(errs...)
+}
+
+// latencyProxies reports, per delay, how closely the proxies kept it.
+func (e *env) latencyProxies() []ProxyStats {
+	var out []ProxyStats
+	for d, st := range e.proxyStats {
+		ps := ProxyStats{LatencyMs: latencyMs(d), Connections: st.Connections, Chunks: st.Chunks, Bytes: st.Bytes,
+			MaxLateUs: float64(st.MaxLate) / float64(time.Microsecond)}
+		if st.Chunks > 0 {
+			ps.MeanLateUs = float64(st.Late) / float64(st.Chunks) / float64(time.Microsecond)
+		}
+		out = append(out, ps)
+	}
+	slices.SortFunc(out, func(a, b ProxyStats) int { return cmp.Compare(a.LatencyMs, b.LatencyMs) })
+	return out
 }
 
 // sshClient is the sshd as the client side should reach it: directly, or

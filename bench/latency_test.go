@@ -120,6 +120,7 @@ func TestReportLatency(t *testing.T) {
 	add(BEddySSHFS, WMeta, StateCold, 2, 0, 3000, "")
 	add(BSSHFS, WEpoch, StateCold, 0, 80, 600, "")
 	add(BSSHFS, WEpoch, StateCold, 2, 0, 0, "mount went away")
+	rep.LatencyProxies = []ProxyStats{{LatencyMs: 2, Connections: 3, Chunks: 500, Bytes: 1 << 20, MeanLateUs: 80, MaxLateUs: 1500}}
 	dir := t.TempDir()
 	if err := rep.Write(dir); err != nil {
 		t.Fatal(err)
@@ -137,8 +138,9 @@ func TestReportLatency(t *testing.T) {
 		"### eddy's speedup over each baseline, and its fraction of local disk (1gbit, +2ms)",
 		"| metadata | cold | 3.00x | 3% |",
 		"## Latency: 1gbit",
-		"| metadata | cold | sshfs | 4000 ops/s | 1000 ops/s (25%) |",
-		"| metadata | cold | eddy-sshfs | 6000 ops/s | 3000 ops/s (50%) |",
+		"| metadata | cold | sshfs | 4000 ops/s | 1000 ops/s [25%] |",
+		"| metadata | cold | eddy-sshfs | 6000 ops/s | 3000 ops/s [50%] |",
+		"Measured: 500 reads forwarded over 3 connections, written on average 80 µs after their due time (max 1.5 ms).",
 		"| small-files-epoch | cold | sshfs | 80.0 MB/s (600 ops/s) | FAILED |",
 		"- sshfs small-files-epoch cold (1gbit, +2ms): mount went away",
 		"throughput-1gbit-2ms.svg", "ops-1gbit-2ms.svg", "latency-1gbit.svg",

@@ -109,6 +109,22 @@ type Report struct {
 	Commands   map[string][]string `json:"commands,omitempty"` // backend -> exact command line used
 	Results    []Result            `json:"results"`
 	Errors     []string            `json:"errors,omitempty"`
+	// LatencyProxies says, per delay, how closely the latency proxies kept
+	// it (absent when nothing was delayed).
+	LatencyProxies []ProxyStats `json:"latency_proxies,omitempty"`
+}
+
+// ProxyStats sums what the latency proxies of one delay forwarded. A
+// chunk is one read, written whole; "late" is how long after its due time
+// (read time + delay) it was written: timer wake-up and scheduling, and
+// waiting for a receiver that does not keep up.
+type ProxyStats struct {
+	LatencyMs   float64 `json:"latency_ms"`
+	Connections int64   `json:"connections"`
+	Chunks      int64   `json:"chunks"`
+	Bytes       int64   `json:"bytes"`
+	MeanLateUs  float64 `json:"mean_late_us"`
+	MaxLateUs   float64 `json:"max_late_us"`
 }
 
 func newReport(cfg *Config) *Report {
@@ -407,6 +423,12 @@ func (r *Report) markdownSection(b *strings.Builder, link string, lat float64, b
 			}
 		}
 		b.WriteString("The network backends reach their servers through the TCP latency proxy (each byte delayed " + fmtLatency(lat) + " in each direction).")
+		for _, ps := range r.LatencyProxies {
+			if ps.LatencyMs == lat && ps.Chunks > 0 {
+				fmt.Fprintf(b, " Measured: %d reads forwarded over %d connections, written on average %.0f µs after their due time (max %.1f ms).",
+					ps.Chunks, ps.Connections, ps.MeanLateUs, ps.MaxLateUs/1000)
+			}
+		}
 		if len(direct) > 0 {
 			fmt.Fprintf(b, " %s: not proxied, undelayed figures repeated.", strings.Join(direct, ", "))
 		}
@@ -504,7 +526,7 @@ func (r *Report) markdownLatency(b *strings.Builder, link string, lats []float64
 		return
 	}
 	fmt.Fprintf(b, "## Latency: %s\n\n", link)
-	b.WriteString("One-way delay added by the TCP latency proxy (a round trip grows by twice as much); in brackets, the figure's fraction of the same backend's 0 ms figure.\n\n")
+	b.WriteString("One-way delay added by the TCP latency proxy (a round trip grows by twice as much); in square brackets, the figure's fraction of the same backend's 0 ms figure.\n\n")
 	b.WriteString("| workload | state | backend |")
 	for _, l := range lats {
 		if l == 0 {
@@ -523,7 +545,7 @@ func (r *Report) markdownLatency(b *strings.Builder, link string, lats []float64
 			case !ok:
 				b.WriteString(" – |")
 			case l != 0 && hasBase && x.Status == StatusOK && base.Status == StatusOK && base.value() > 0:
-				fmt.Fprintf(b, " %s (%.0f%%) |", fmtFigure(x), 100*x.value()/base.value())
+				fmt.Fprintf(b, " %s [%.0f%%] |", fmtFigure(x), 100*x.value()/base.value())
 			default:
 				fmt.Fprintf(b, " %s |", fmtFigure(x))
 			}

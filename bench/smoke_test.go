@@ -181,6 +181,9 @@ func smokeLatency(t *testing.T, eddy, work string, netnsBefore []string) {
 			t.Errorf("output %s: %v", f, err)
 		}
 	}
+	if len(rep.LatencyProxies) != 1 || rep.LatencyProxies[0].LatencyMs != 2 || rep.LatencyProxies[0].Chunks == 0 {
+		t.Errorf("latency proxy stats %+v, want the 2 ms proxies' traffic", rep.LatencyProxies)
+	}
 	if !strings.Contains(progress.String(), "[unshaped +2ms] sshfs") {
 		t.Errorf("progress does not name the latency:\n%s", progress.String())
 	}

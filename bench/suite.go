@@ -309,6 +309,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 		if rep != nil {
 			rep.Commands = e.commands
+			rep.LatencyProxies = e.latencyProxies()
 			if werr := rep.Write(cfg.Out); werr != nil {
 				err = errors.Join(err, werr)
 			}

@@ -135,6 +135,11 @@ func TestLatencyProxyDelays(t *testing.T) {
 		}
 		t.Logf("round %d: RTT %s (2 x delay = %s)", i, back.Sub(start), 2*delay)
 	}
+	st := p.Stats()
+	if st.Connections != 1 || st.Chunks != 10 || st.Bytes != 10 || st.MaxLate < 0 || st.Late < st.MaxLate {
+		t.Fatalf("stats %+v, want 1 connection, 10 one-byte chunks", st)
+	}
+	t.Logf("forwarded %d chunks, on average %s after their due time (max %s)", st.Chunks, st.Late/time.Duration(st.Chunks), st.MaxLate)
 }
 
 // TestLatencyProxyIntegrity pushes different random streams through many
