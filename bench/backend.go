@@ -1,13 +1,16 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +33,17 @@ const (
 
 // AllBackends lists every backend in the order the suite runs them.
 func AllBackends() []string { return strings.Split(backendsAll, ",") }
+
+// Proxied reports whether a backend is measured through the TCP latency
+// proxies when the suite adds latency. local has no network; nfs-cat
+// stays the undelayed protocol-level cross-check of the NFS server.
+func Proxied(backend string) bool {
+	switch backend {
+	case BSSHFS, BSSHFSKC, BEddySSHFS, BNFS, BEddyNFS:
+		return true
+	}
+	return false
+}
 
 // backendLabels describe each backend honestly (results.md, plots).
 var backendLabels = map[string]string{
@@ -114,7 +128,7 @@ func (b *sshfsBackend) prepare(ctx context.Context, cold bool) (string, error) {
 		b.m = nil
 	}
 	if b.m == nil {
-		s, err := b.env.sshServer(ctx)
+		s, err := b.env.sshClient(ctx)
 		if err != nil {
 			return "", err
 		}
@@ -434,6 +448,13 @@ type env struct {
 	// sshfs mount used as eddy-sshfs's path origin
 	originMnt *topo.SSHFSMount
 
+	// lat is the one-way delay the proxied backends are measured at now;
+	// proxies (by target address) add it, started on first use.
+	lat     time.Duration
+	proxies map[string]*topo.LatencyProxy
+	// proxyStats sums, per delay, what the closed proxies forwarded.
+	proxyStats map[time.Duration]topo.LatencyStats
+
 	mu       sync.Mutex
 	commands map[string][]string // guarded by mu: backend -> exact command line
 	coldDone map[string]bool     // guarded by mu: backend/workload -> last cold run did all its work
@@ -446,13 +467,126 @@ func (e *env) clientNetns() string {
 	return e.pair.Client
 }
 
+// noteCommand records a backend's exact command line; under a delay, as
+// "backend@+Nms" (its ports are the proxies').
 func (e *env) noteCommand(backend string, args []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.commands == nil {
 		e.commands = map[string][]string{}
 	}
-	e.commands[backend] = append([]string(nil), args...)
+	key := backend
+	if e.lat > 0 && Proxied(backend) {
+		key += "@+" + fmtLatency(latencyMs(e.lat))
+	}
+	e.commands[key] = append([]string(nil), args...)
+}
+
+// setLatency switches the proxied backends to a new one-way delay: the
+// mounts and proxies of the previous one go (the backends themselves were
+// closed by the suite already).
+func (e *env) setLatency(lat time.Duration) error {
+	if lat == e.lat {
+		return nil
+	}
+	err := e.resetSSHFSOrigin()
+	err = errors.Join(err, e.closeProxies())
+	e.lat = lat
+	if err != nil {
+		return fmt.Errorf("bench: switch to latency %s: %w", lat, err)
+	}
+	return nil
+}
+
+// proxy returns the latency proxy in front of target (host:port on the
+// server side), starting it on first use. It runs in the server namespace
+// and listens on the server's address, so clients cross the same shaped
+// veth as without it and only the port changes; its hop to the real
+// server is loopback inside that namespace (unshaped).
+func (e *env) proxy(ctx context.Context, target string) (*topo.LatencyProxy, error) {
+	if p := e.proxies[target]; p != nil {
+		return p, nil
+	}
+	p, err := topo.StartLatencyProxy(ctx, topo.LatencyProxyOptions{Netns: e.pair.Server,
+		Listen: net.JoinHostPort(e.pair.ServerAddr, "0"), Target: target, Delay: e.lat})
+	if err != nil {
+		return nil, fmt.Errorf("latency proxy for %s: %w", target, err)
+	}
+	if e.proxies == nil {
+		e.proxies = map[string]*topo.LatencyProxy{}
+	}
+	e.proxies[target] = p
+	return p, nil
+}
+
+func (e *env) closeProxies() error {
+	var errs []error
+	for t, p := range e.proxies {
+		errs = append(errs, p.Close())
+		delete(e.proxies, t)
+		if e.proxyStats == nil {
+			e.proxyStats = map[time.Duration]topo.LatencyStats{}
+		}
+		st, sum := p.Stats(), e.proxyStats[p.Delay()]
+		sum.Connections += st.Connections
+		sum.Chunks += st.Chunks
+		sum.Bytes += st.Bytes
+		sum.Late += st.Late
+		sum.MaxLate = max(sum.MaxLate, st.MaxLate)
+		e.proxyStats[p.Delay()] = sum
+	}
+	return errors.Join(errs...)
+}
+
+// latencyProxies reports, per delay, how closely the proxies kept it.
+func (e *env) latencyProxies() []ProxyStats {
+	var out []ProxyStats
+	for d, st := range e.proxyStats {
+		ps := ProxyStats{LatencyMs: latencyMs(d), Connections: st.Connections, Chunks: st.Chunks, Bytes: st.Bytes,
+			MaxLateUs: float64(st.MaxLate) / float64(time.Microsecond)}
+		if st.Chunks > 0 {
+			ps.MeanLateUs = float64(st.Late) / float64(st.Chunks) / float64(time.Microsecond)
+		}
+		out = append(out, ps)
+	}
+	slices.SortFunc(out, func(a, b ProxyStats) int { return cmp.Compare(a.LatencyMs, b.LatencyMs) })
+	return out
+}
+
+// sshClient is the sshd as the client side should reach it: directly, or
+// through the latency proxy under a delay.
+func (e *env) sshClient(ctx context.Context) (*topo.SSHD, error) {
+	s, err := e.sshServer(ctx)
+	if err != nil || e.lat == 0 {
+		return s, err
+	}
+	p, err := e.proxy(ctx, net.JoinHostPort(s.Addr(), fmt.Sprint(s.Port())))
+	if err != nil {
+		return nil, err
+	}
+	return s.Via(s.Addr(), p.Port()), nil
+}
+
+// nfsOrigin is the nfs:// origin of the export: directly, or under a
+// delay through two latency proxies (NFS and MOUNT; both ports are in
+// the URL, so the portmapper is not used).
+func (e *env) nfsOrigin(ctx context.Context) (string, error) {
+	g, err := e.nfsServer(ctx)
+	if err != nil {
+		return "", err
+	}
+	if e.lat == 0 {
+		return g.URL(), nil
+	}
+	pn, err := e.proxy(ctx, net.JoinHostPort(g.Addr(), fmt.Sprint(topo.GaneshaNFSPort)))
+	if err != nil {
+		return "", err
+	}
+	pm, err := e.proxy(ctx, net.JoinHostPort(g.Addr(), fmt.Sprint(topo.GaneshaMountPort)))
+	if err != nil {
+		return "", err
+	}
+	return g.URLVia(g.Addr(), pn.Port(), pm.Port()), nil
 }
 
 func (e *env) sshServer(ctx context.Context) (*topo.SSHD, error) {
@@ -485,7 +619,7 @@ func (e *env) sshfsOrigin(ctx context.Context) (string, error) {
 	if e.originMnt != nil {
 		return e.originMnt.Mountpoint, nil
 	}
-	s, err := e.sshServer(ctx)
+	s, err := e.sshClient(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -516,6 +650,7 @@ func (e *env) close() error {
 		errs = append(errs, e.originMnt.Unmount())
 		e.originMnt = nil
 	}
+	errs = append(errs, e.closeProxies())
 	if e.sshd != nil {
 		errs = append(errs, e.sshd.Stop())
 		e.sshd = nil
@@ -540,13 +675,7 @@ func newBackend(e *env, name string) (backend, error) {
 		return &nfsCatBackend{env: e}, nil
 	case BNFS, BEddyNFS:
 		return &eddyBackend{env: e, bname: name, noCache: name == BNFS, dir: dir,
-			origin: func(ctx context.Context) (string, error) {
-				g, err := e.nfsServer(ctx)
-				if err != nil {
-					return "", err
-				}
-				return g.URL(), nil
-			}}, nil
+			origin: e.nfsOrigin}, nil
 	case BEddySSHFS:
 		return &eddyBackend{env: e, bname: name, dir: dir, origin: e.sshfsOrigin, resetOrigin: e.resetSSHFSOrigin}, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -137,12 +138,16 @@ func fmtTick(v float64) string {
 	return fmt.Sprintf("%g", v)
 }
 
-// writePlots writes, per link: throughput by backend and workload (cold
-// light, warm dark), operation rates for metadata and random reads, and
-// eddy's speedup over the NFS baseline. It returns the file names.
+// writePlots writes, per link and latency: throughput by backend and
+// workload (cold light, warm dark), operation rates for metadata and
+// random reads, and eddy's speedup over the NFS baseline; and per link
+// with more than one latency, the round-trip-bound workloads by latency.
+// Undelayed plots keep their names (throughput-LINK.svg); delayed ones
+// carry the delay (throughput-LINK-2ms.svg). It returns the file names.
 func (r *Report) writePlots(dir string) ([]string, error) {
 	links, backends, workloads := r.axes()
 	states := r.states()
+	lats := r.latencies()
 	var files []string
 	write := func(name, svg string) error {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(svg), 0o644); err != nil {
@@ -152,66 +157,127 @@ func (r *Report) writePlots(dir string) ([]string, error) {
 		return nil
 	}
 	for _, link := range links {
-		var tput, ops, speed []barGroup
-		for _, w := range workloads {
-			var tg, og, sg barGroup
-			tg.name, og.name, sg.name = w, w, w
-			for _, bn := range backends {
-				for _, st := range states {
-					x, ok := r.find(link, bn, w, st)
-					if !ok {
-						continue
-					}
-					lbl := bn + " " + st
-					if w != WMeta {
-						tg.bars = append(tg.bars, bar{label: lbl, value: x.MBps, color: stateColor(bn, st), failed: x.Status != StatusOK})
-					}
-					if w == WMeta || w == WRand {
-						og.bars = append(og.bars, bar{label: lbl, value: x.OpsPerSec, color: stateColor(bn, st), failed: x.Status != StatusOK})
-					}
-				}
+		for _, lat := range lats {
+			if !r.measuredAt(link, lat) {
+				continue
 			}
-			for _, e := range []string{BEddyNFS, BEddySSHFS} {
-				for _, st := range states {
-					x, ok1 := r.find(link, e, w, st)
-					base, ok2 := r.find(link, BNFS, w, st)
-					if !ok1 || !ok2 {
-						continue
-					}
-					b := bar{label: fmt.Sprintf("%s ÷ nfs, %s", e, st), color: stateColor(e, st)}
-					if x.Status != StatusOK || base.Status != StatusOK || base.value() <= 0 {
-						b.failed = true
-					} else {
-						b.value = x.value() / base.value()
-					}
-					sg.bars = append(sg.bars, b)
-				}
-			}
-			if len(tg.bars) > 0 {
-				tput = append(tput, tg)
-			}
-			if len(og.bars) > 0 {
-				ops = append(ops, og)
-			}
-			if len(sg.bars) > 0 {
-				speed = append(speed, sg)
-			}
-		}
-		if len(tput) > 0 {
-			if err := write("throughput-"+link+".svg", hbarChart("Throughput by backend and workload, cold (light) vs warm (dark), link "+link, "MB/s", tput, 0)); err != nil {
+			if err := r.writeLinkPlots(write, link, lat, r.backendsAt(backends, lat), workloads, states); err != nil {
 				return files, err
 			}
 		}
-		if len(ops) > 0 {
-			if err := write("ops-"+link+".svg", hbarChart("Operations per second: metadata (readdir + lstat) and random 4 KiB reads, link "+link, "ops/s", ops, 0)); err != nil {
-				return files, err
-			}
-		}
-		if len(speed) > 0 {
-			if err := write("speedup-"+link+".svg", hbarChart("eddy's speedup over the NFS baseline (NFSv3 via FUSE, no cache), link "+link, "x (dashed line: 1x)", speed, 1)); err != nil {
+		if len(lats) > 1 {
+			if err := r.writeLatencyPlot(write, link, lats, backends, workloads, states); err != nil {
 				return files, err
 			}
 		}
 	}
 	return files, nil
+}
+
+func (r *Report) writeLinkPlots(write func(name, svg string) error, link string, lat float64, backends, workloads, states []string) error {
+	suffix, title := link, "link "+link
+	if lat != 0 {
+		suffix += "-" + fmtLatency(lat)
+		title += ", latency +" + fmtLatency(lat) + " one-way"
+	}
+	var tput, ops, speed []barGroup
+	for _, w := range workloads {
+		var tg, og, sg barGroup
+		tg.name, og.name, sg.name = w, w, w
+		for _, bn := range backends {
+			for _, st := range states {
+				x, ok := r.find(link, lat, bn, w, st)
+				if !ok {
+					continue
+				}
+				lbl := bn + " " + st
+				if w != WMeta {
+					tg.bars = append(tg.bars, bar{label: lbl, value: x.MBps, color: stateColor(bn, st), failed: x.Status != StatusOK})
+				}
+				if w == WMeta || w == WRand {
+					og.bars = append(og.bars, bar{label: lbl, value: x.OpsPerSec, color: stateColor(bn, st), failed: x.Status != StatusOK})
+				}
+			}
+		}
+		for _, e := range []string{BEddyNFS, BEddySSHFS} {
+			for _, st := range states {
+				x, ok1 := r.find(link, lat, e, w, st)
+				base, ok2 := r.find(link, lat, BNFS, w, st)
+				if !ok1 || !ok2 {
+					continue
+				}
+				b := bar{label: fmt.Sprintf("%s ÷ nfs, %s", e, st), color: stateColor(e, st)}
+				if x.Status != StatusOK || base.Status != StatusOK || base.value() <= 0 {
+					b.failed = true
+				} else {
+					b.value = x.value() / base.value()
+				}
+				sg.bars = append(sg.bars, b)
+			}
+		}
+		if len(tg.bars) > 0 {
+			tput = append(tput, tg)
+		}
+		if len(og.bars) > 0 {
+			ops = append(ops, og)
+		}
+		if len(sg.bars) > 0 {
+			speed = append(speed, sg)
+		}
+	}
+	if len(tput) > 0 {
+		if err := write("throughput-"+suffix+".svg", hbarChart("Throughput by backend and workload, cold (light) vs warm (dark), "+title, "MB/s", tput, 0)); err != nil {
+			return err
+		}
+	}
+	if len(ops) > 0 {
+		if err := write("ops-"+suffix+".svg", hbarChart("Operations per second: metadata (readdir + lstat) and random 4 KiB reads, "+title, "ops/s", ops, 0)); err != nil {
+			return err
+		}
+	}
+	if len(speed) > 0 {
+		if err := write("speedup-"+suffix+".svg", hbarChart("eddy's speedup over the NFS baseline (NFSv3 via FUSE, no cache), "+title, "x (dashed line: 1x)", speed, 1)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeLatencyPlot writes latency-LINK.svg: for metadata, the small-file
+// epoch and random 4 KiB reads, each proxied backend's operation rate at
+// every latency.
+func (r *Report) writeLatencyPlot(write func(name, svg string) error, link string, lats []float64, backends, workloads, states []string) error {
+	var groups []barGroup
+	for _, w := range latencyWorkloads {
+		if !slices.Contains(workloads, w) {
+			continue
+		}
+		for _, st := range states {
+			g := barGroup{name: w + ", " + st}
+			for _, bn := range backends {
+				if !Proxied(bn) {
+					continue
+				}
+				for _, l := range lats {
+					x, ok := r.find(link, l, bn, w, st)
+					if !ok {
+						continue
+					}
+					lbl := bn + " 0ms"
+					if l != 0 {
+						lbl = bn + " +" + fmtLatency(l)
+					}
+					g.bars = append(g.bars, bar{label: lbl, value: x.OpsPerSec, color: stateColor(bn, st), failed: x.Status != StatusOK})
+				}
+			}
+			if len(g.bars) > 0 {
+				groups = append(groups, g)
+			}
+		}
+	}
+	if len(groups) == 0 {
+		return nil
+	}
+	return write("latency-"+link+".svg", hbarChart("Round-trip-bound workloads by one-way latency (TCP latency proxy), link "+link,
+		"ops/s: metadata = readdir + lstat, small-files-epoch = files, random-4k = reads", groups, 0))
 }

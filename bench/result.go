@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/eddy-cluster/eddy/bench/topo"
 )
 
 // Result status values.
@@ -39,8 +41,11 @@ type Result struct {
 	Workload string `json:"workload"`
 	State    string `json:"state"` // cold | warm | warm-dropped
 	Link     string `json:"link"`
-	Status   string `json:"status"` // ok | failed
-	Error    string `json:"error,omitempty"`
+	// LatencyMs is the one-way delay the TCP latency proxy added in each
+	// direction (0: none, the backend was reached directly).
+	LatencyMs float64 `json:"latency_ms"`
+	Status    string  `json:"status"` // ok | failed
+	Error     string  `json:"error,omitempty"`
 	// MBps and OpsPerSec are medians over Runs (decimal MB/s); ops_per_s
 	// only where the workload counts operations.
 	MBps      float64     `json:"mb_per_s"`
@@ -104,6 +109,22 @@ type Report struct {
 	Commands   map[string][]string `json:"commands,omitempty"` // backend -> exact command line used
 	Results    []Result            `json:"results"`
 	Errors     []string            `json:"errors,omitempty"`
+	// LatencyProxies says, per delay, how closely the latency proxies kept
+	// it (absent when nothing was delayed).
+	LatencyProxies []ProxyStats `json:"latency_proxies,omitempty"`
+}
+
+// ProxyStats sums what the latency proxies of one delay forwarded. A
+// chunk is one read, written whole; "late" is how long after its due time
+// (read time + delay) it was written: timer wake-up and scheduling, and
+// waiting for a receiver that does not keep up.
+type ProxyStats struct {
+	LatencyMs   float64 `json:"latency_ms"`
+	Connections int64   `json:"connections"`
+	Chunks      int64   `json:"chunks"`
+	Bytes       int64   `json:"bytes"`
+	MeanLateUs  float64 `json:"mean_late_us"`
+	MaxLateUs   float64 `json:"max_late_us"`
 }
 
 func newReport(cfg *Config) *Report {
@@ -158,6 +179,30 @@ func (r *Report) setParameters(cfg *Config, spec DatasetSpec, ws []Workload) {
 		"verify":       "every byte read is checked: xxhash64 per file/stream, 4 KiB blocks compared with the generated content",
 		"mb":           "decimal megabytes (1e6 bytes)",
 	}
+	if slices.ContainsFunc(cfg.Latencies, func(d time.Duration) bool { return d > 0 }) {
+		var ms []float64
+		for _, d := range cfg.Latencies {
+			ms = append(ms, latencyMs(d))
+		}
+		var proxied []string
+		for _, b := range cfg.Backends {
+			if Proxied(b) {
+				proxied = append(proxied, b)
+			}
+		}
+		r.Parameters["latencies_ms"] = ms
+		r.Parameters["latency_spec"] = map[string]any{
+			"how": "TCP latency proxy of our own (bench/topo), one per server port, in the server namespace on the server's address: " +
+				"each byte it reads is written latency_ms later, in each direction (round trip +2 x latency_ms); " +
+				"clients cross the same shaped veth as undelayed, the proxy's hop to the server is loopback",
+			"buffer_bytes_per_direction": topo.DefaultLatencyBuffer,
+			"proxied_backends":           proxied,
+			"sshfs":                      "ssh -p to the proxy in front of sshd",
+			"nfs":                        "nfs://SERVER:PROXY/EXPORT?mountport=PROXY: NFS and MOUNT both through proxies, no portmapper",
+			"unproxied":                  "local and nfs-cat, measured once per link at latency_ms 0",
+			"not_modelled":               "the connection handshake's round trip, loss",
+		}
+	}
 }
 
 // Write writes results.json, results.md and the plots into dir.
@@ -206,14 +251,63 @@ func (r *Report) states() []string {
 	return out
 }
 
-func (r *Report) find(link, backend, workload, state string) (Result, bool) {
+// latencies present in the results (one-way ms), ascending.
+func (r *Report) latencies() []float64 {
+	var out []float64
 	for _, x := range r.Results {
-		if x.Link == link && x.Backend == backend && x.Workload == workload && x.State == state {
+		if !slices.Contains(out, x.LatencyMs) {
+			out = append(out, x.LatencyMs)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// find returns the result of (link, latency, backend, workload, state). A
+// backend that is never proxied (local, nfs-cat) answers for every latency
+// with its undelayed figure.
+func (r *Report) find(link string, lat float64, backend, workload, state string) (Result, bool) {
+	for _, x := range r.Results {
+		if x.Link == link && x.LatencyMs == lat && x.Backend == backend && x.Workload == workload && x.State == state {
 			return x, true
 		}
 	}
+	if lat != 0 && !Proxied(backend) {
+		return r.find(link, 0, backend, workload, state)
+	}
 	return Result{}, false
 }
+
+// measuredAt reports whether any result was measured at (link, latency).
+func (r *Report) measuredAt(link string, lat float64) bool {
+	return slices.ContainsFunc(r.Results, func(x Result) bool { return x.Link == link && x.LatencyMs == lat })
+}
+
+// backendsAt lists, in suite order, the backends that have a figure at
+// latency lat (the unproxied ones with their undelayed figure).
+func (r *Report) backendsAt(backends []string, lat float64) []string {
+	var out []string
+	for _, b := range backends {
+		if slices.ContainsFunc(r.Results, func(x Result) bool {
+			return x.Backend == b && (x.LatencyMs == lat || (lat != 0 && x.LatencyMs == 0 && !Proxied(b)))
+		}) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// section names a (link, latency) pair: "1gbit", or "1gbit, +2ms".
+func section(link string, lat float64) string {
+	if lat == 0 {
+		return link
+	}
+	return link + ", +" + fmtLatency(lat)
+}
+
+// latencyWorkloads are the workloads the latency comparison shows: those
+// made of round trips.
+var latencyWorkloads = []string{WMeta, WEpoch, WRand}
 
 func fmtFigure(x Result) string {
 	if x.Status != StatusOK {
@@ -263,71 +357,18 @@ func (r *Report) Markdown(plots []string) string {
 		fmt.Fprintf(&b, "- **%s**: %s\n", bn, backendLabels[bn])
 	}
 	b.WriteString("\n")
+	lats := r.latencies()
 	for _, link := range links {
-		fmt.Fprintf(&b, "## Link: %s\n\n", link)
-		b.WriteString("| workload | state |")
-		for _, bn := range backends {
-			fmt.Fprintf(&b, " %s |", bn)
+		for _, lat := range lats {
+			if !r.measuredAt(link, lat) {
+				continue
+			}
+			r.markdownSection(&b, link, lat, r.backendsAt(backends, lat), workloads, states)
 		}
-		b.WriteString("\n|---|---|" + strings.Repeat("---|", len(backends)) + "\n")
-		for _, w := range workloads {
-			for _, st := range states {
-				fmt.Fprintf(&b, "| %s | %s |", w, st)
-				for _, bn := range backends {
-					if x, ok := r.find(link, bn, w, st); ok {
-						fmt.Fprintf(&b, " %s |", fmtFigure(x))
-					} else {
-						b.WriteString(" – |")
-					}
-				}
-				b.WriteString("\n")
-			}
-		}
-		b.WriteString("\n")
-		// Speedups and fraction of local.
-		var cols [][2]string
-		for _, p := range speedupPairs {
-			if slices.Contains(backends, p[0]) && slices.Contains(backends, p[1]) {
-				cols = append(cols, p)
-			}
-		}
-		for _, e := range []string{BEddyNFS, BEddySSHFS} {
-			if slices.Contains(backends, e) && slices.Contains(backends, BLocal) {
-				cols = append(cols, [2]string{e, BLocal})
-			}
-		}
-		if len(cols) > 0 {
-			fmt.Fprintf(&b, "### eddy's speedup over each baseline, and its fraction of local disk (%s)\n\n", link)
-			b.WriteString("| workload | state |")
-			for _, c := range cols {
-				if c[1] == BLocal {
-					fmt.Fprintf(&b, " %s / local |", c[0])
-				} else {
-					fmt.Fprintf(&b, " %s ÷ %s |", c[0], c[1])
-				}
-			}
-			b.WriteString("\n|---|---|" + strings.Repeat("---|", len(cols)) + "\n")
-			for _, w := range workloads {
-				for _, st := range states {
-					fmt.Fprintf(&b, "| %s | %s |", w, st)
-					for _, c := range cols {
-						x, ok1 := r.find(link, c[0], w, st)
-						y, ok2 := r.find(link, c[1], w, st)
-						switch {
-						case !ok1 || !ok2:
-							b.WriteString(" – |")
-						case x.Status != StatusOK || y.Status != StatusOK || y.value() == 0:
-							b.WriteString(" n/a |")
-						case c[1] == BLocal:
-							fmt.Fprintf(&b, " %.0f%% |", 100*x.value()/y.value())
-						default:
-							fmt.Fprintf(&b, " %.2fx |", x.value()/y.value())
-						}
-					}
-					b.WriteString("\n")
-				}
-			}
-			b.WriteString("\n")
+	}
+	if len(lats) > 1 {
+		for _, link := range links {
+			r.markdownLatency(&b, link, lats, backends, workloads, states)
 		}
 	}
 	var failed []Result
@@ -339,7 +380,7 @@ func (r *Report) Markdown(plots []string) string {
 	if len(failed) > 0 {
 		b.WriteString("## Failed\n\n")
 		for _, x := range failed {
-			fmt.Fprintf(&b, "- %s %s %s (%s): %s\n", x.Backend, x.Workload, x.State, x.Link, oneLine(x.Error))
+			fmt.Fprintf(&b, "- %s %s %s (%s): %s\n", x.Backend, x.Workload, x.State, section(x.Link, x.LatencyMs), oneLine(x.Error))
 		}
 		b.WriteString("\n")
 	}
@@ -366,6 +407,152 @@ func (r *Report) Markdown(plots []string) string {
 		fmt.Fprintf(&b, "- %s: %s\n", k, r.Versions[k])
 	}
 	return b.String()
+}
+
+// markdownSection writes the table of one (link, latency) and eddy's
+// speedups there.
+func (r *Report) markdownSection(b *strings.Builder, link string, lat float64, backends, workloads, states []string) {
+	if lat == 0 {
+		fmt.Fprintf(b, "## Link: %s\n\n", link)
+	} else {
+		fmt.Fprintf(b, "## Link: %s, latency +%s one-way (round trip +%s)\n\n", link, fmtLatency(lat), fmtLatency(2*lat))
+		var direct []string
+		for _, bn := range backends {
+			if !Proxied(bn) {
+				direct = append(direct, bn)
+			}
+		}
+		b.WriteString("The network backends reach their servers through the TCP latency proxy (each byte delayed " + fmtLatency(lat) + " in each direction).")
+		for _, ps := range r.LatencyProxies {
+			if ps.LatencyMs == lat && ps.Chunks > 0 {
+				fmt.Fprintf(b, " Measured: %d reads forwarded over %d connections, written on average %.0f µs after their due time (max %.1f ms).",
+					ps.Chunks, ps.Connections, ps.MeanLateUs, ps.MaxLateUs/1000)
+			}
+		}
+		if len(direct) > 0 {
+			fmt.Fprintf(b, " %s: not proxied, undelayed figures repeated.", strings.Join(direct, ", "))
+		}
+		b.WriteString("\n\n")
+	}
+	b.WriteString("| workload | state |")
+	for _, bn := range backends {
+		fmt.Fprintf(b, " %s |", bn)
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---|", len(backends)) + "\n")
+	for _, w := range workloads {
+		for _, st := range states {
+			fmt.Fprintf(b, "| %s | %s |", w, st)
+			for _, bn := range backends {
+				if x, ok := r.find(link, lat, bn, w, st); ok {
+					fmt.Fprintf(b, " %s |", fmtFigure(x))
+				} else {
+					b.WriteString(" – |")
+				}
+			}
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("\n")
+	// Speedups and fraction of local.
+	var cols [][2]string
+	for _, p := range speedupPairs {
+		if slices.Contains(backends, p[0]) && slices.Contains(backends, p[1]) {
+			cols = append(cols, p)
+		}
+	}
+	for _, e := range []string{BEddyNFS, BEddySSHFS} {
+		if slices.Contains(backends, e) && slices.Contains(backends, BLocal) {
+			cols = append(cols, [2]string{e, BLocal})
+		}
+	}
+	if len(cols) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "### eddy's speedup over each baseline, and its fraction of local disk (%s)\n\n", section(link, lat))
+	b.WriteString("| workload | state |")
+	for _, c := range cols {
+		if c[1] == BLocal {
+			fmt.Fprintf(b, " %s / local |", c[0])
+		} else {
+			fmt.Fprintf(b, " %s ÷ %s |", c[0], c[1])
+		}
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---|", len(cols)) + "\n")
+	for _, w := range workloads {
+		for _, st := range states {
+			fmt.Fprintf(b, "| %s | %s |", w, st)
+			for _, c := range cols {
+				x, ok1 := r.find(link, lat, c[0], w, st)
+				y, ok2 := r.find(link, lat, c[1], w, st)
+				switch {
+				case !ok1 || !ok2:
+					b.WriteString(" – |")
+				case x.Status != StatusOK || y.Status != StatusOK || y.value() == 0:
+					b.WriteString(" n/a |")
+				case c[1] == BLocal:
+					fmt.Fprintf(b, " %.0f%% |", 100*x.value()/y.value())
+				default:
+					fmt.Fprintf(b, " %.2fx |", x.value()/y.value())
+				}
+			}
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("\n")
+}
+
+// markdownLatency writes, for one link, the round-trip-bound workloads of
+// every proxied backend side by side at each latency, with each figure's
+// fraction of the same backend's undelayed one.
+func (r *Report) markdownLatency(b *strings.Builder, link string, lats []float64, backends, workloads, states []string) {
+	type row struct{ w, st, bn string }
+	var rows []row
+	for _, w := range latencyWorkloads {
+		if !slices.Contains(workloads, w) {
+			continue
+		}
+		for _, st := range states {
+			for _, bn := range backends {
+				if !Proxied(bn) {
+					continue
+				}
+				if slices.ContainsFunc(lats, func(l float64) bool { _, ok := r.find(link, l, bn, w, st); return ok && l != 0 }) {
+					rows = append(rows, row{w, st, bn})
+				}
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## Latency: %s\n\n", link)
+	b.WriteString("One-way delay added by the TCP latency proxy (a round trip grows by twice as much); in square brackets, the figure's fraction of the same backend's 0 ms figure.\n\n")
+	b.WriteString("| workload | state | backend |")
+	for _, l := range lats {
+		if l == 0 {
+			b.WriteString(" 0ms |")
+		} else {
+			fmt.Fprintf(b, " +%s |", fmtLatency(l))
+		}
+	}
+	b.WriteString("\n|---|---|---|" + strings.Repeat("---|", len(lats)) + "\n")
+	for _, rw := range rows {
+		fmt.Fprintf(b, "| %s | %s | %s |", rw.w, rw.st, rw.bn)
+		base, hasBase := r.find(link, 0, rw.bn, rw.w, rw.st)
+		for _, l := range lats {
+			x, ok := r.find(link, l, rw.bn, rw.w, rw.st)
+			switch {
+			case !ok:
+				b.WriteString(" – |")
+			case l != 0 && hasBase && x.Status == StatusOK && base.Status == StatusOK && base.value() > 0:
+				fmt.Fprintf(b, " %s [%.0f%%] |", fmtFigure(x), 100*x.value()/base.value())
+			default:
+				fmt.Fprintf(b, " %s |", fmtFigure(x))
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
 }
 
 func oneLine(s string) string {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +41,12 @@ type Config struct {
 	Quick bool
 	// Links to measure over, in order (1gbit, 10gbit, unshaped).
 	Links []string
+	// Latencies are the one-way delays to measure at, on every link
+	// (default: 0 only). 0 means direct; a non-zero delay puts the network
+	// backends (see Proxied) behind TCP latency proxies that add it in each
+	// direction, so every round trip grows by twice as much. local and
+	// nfs-cat are measured once per link, undelayed.
+	Latencies []time.Duration
 	// Backends to measure (default all; see AllBackends).
 	Backends []string
 	// Workloads by name; "parallel" selects every parallel-N.
@@ -86,6 +93,17 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("bench: unknown link %q (want 1gbit, 10gbit, unshaped or a tc rate such as 500mbit)", l)
 		}
 	}
+	if len(c.Latencies) == 0 {
+		c.Latencies = []time.Duration{0}
+	}
+	for _, d := range c.Latencies {
+		if d < 0 || d > MaxLatency {
+			return fmt.Errorf("bench: latency %s out of range (want 0 to %s)", d, MaxLatency)
+		}
+	}
+	c.Latencies = slices.Clone(c.Latencies)
+	slices.Sort(c.Latencies)
+	c.Latencies = slices.Compact(c.Latencies)
 	if len(c.Backends) == 0 {
 		c.Backends = AllBackends()
 	}
@@ -168,6 +186,49 @@ func linkRate(link string) string {
 	return "?"
 }
 
+// MaxLatency bounds the one-way delay the suite accepts.
+const MaxLatency = time.Second
+
+// ParseLatencies parses a comma-separated list of one-way delays such as
+// "0ms,2ms,10ms" (Go durations; a bare 0 is accepted).
+func ParseLatencies(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f)
+		if err != nil {
+			return nil, fmt.Errorf("latency %q: want a duration such as 0ms, 2ms or 500us", f)
+		}
+		if d < 0 || d > MaxLatency {
+			return nil, fmt.Errorf("latency %q out of range (want 0 to %s)", f, MaxLatency)
+		}
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no latency given (want e.g. 0ms,2ms)")
+	}
+	return out, nil
+}
+
+// latencyMs is a delay in (fractional) milliseconds, as results.json
+// records it.
+func latencyMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// fmtLatency names a delay given in milliseconds: "2ms", "0.5ms".
+func fmtLatency(ms float64) string { return strconv.FormatFloat(ms, 'f', -1, 64) + "ms" }
+
+// where names the link and delay a figure was measured at, for progress
+// lines: "[1gbit]" undelayed, "[1gbit +2ms]" through the latency proxy.
+func where(link string, lat time.Duration) string {
+	if lat == 0 {
+		return "[" + link + "]"
+	}
+	return "[" + link + " +" + fmtLatency(latencyMs(lat)) + "]"
+}
+
 // selectWorkloads filters ws by names ("parallel" selects every parallel-N).
 func selectWorkloads(ws []Workload, names []string) ([]Workload, error) {
 	if len(names) == 0 {
@@ -248,6 +309,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 		if rep != nil {
 			rep.Commands = e.commands
+			rep.LatencyProxies = e.latencyProxies()
 			if werr := rep.Write(cfg.Out); werr != nil {
 				err = errors.Join(err, werr)
 			}
@@ -286,26 +348,42 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 			}
 		}
 		prog.Printf("bench: link %s", link)
-		for _, bn := range cfg.Backends {
-			b, err := newBackend(e, bn)
-			if err != nil {
-				return rep, err
+		for li, lat := range cfg.Latencies {
+			if err := e.setLatency(lat); err != nil {
+				rep.Errors = append(rep.Errors, err.Error())
 			}
-			backends = append(backends, b)
-			for _, w := range ws {
-				if _, ok := b.(streamer); ok && w.Name != WSeq {
-					continue // nfs-cat is a cross-check of the sequential read only
+			if lat > 0 {
+				prog.Printf("bench: link %s, latency +%s each way (round trip +%s): %s through TCP latency proxies in the server namespace",
+					link, fmtLatency(latencyMs(lat)), fmtLatency(2*latencyMs(lat)), strings.Join(slices.DeleteFunc(slices.Clone(cfg.Backends), func(b string) bool { return !Proxied(b) }), ", "))
+			}
+			for _, bn := range cfg.Backends {
+				blat := lat
+				if !Proxied(bn) {
+					if li > 0 {
+						continue // measured once per link, undelayed
+					}
+					blat = 0
 				}
-				for _, state := range cfg.States {
-					r := measure(ctx, prog, &cfg, e, link, b, w, state)
-					rep.Results = append(rep.Results, r)
-					if ctx.Err() != nil {
-						return rep, ctx.Err()
+				b, err := newBackend(e, bn)
+				if err != nil {
+					return rep, err
+				}
+				backends = append(backends, b)
+				for _, w := range ws {
+					if _, ok := b.(streamer); ok && w.Name != WSeq {
+						continue // nfs-cat is a cross-check of the sequential read only
+					}
+					for _, state := range cfg.States {
+						r := measure(ctx, prog, &cfg, e, link, blat, b, w, state)
+						rep.Results = append(rep.Results, r)
+						if ctx.Err() != nil {
+							return rep, ctx.Err()
+						}
 					}
 				}
-			}
-			if err := b.close(); err != nil {
-				rep.Errors = append(rep.Errors, fmt.Sprintf("close %s: %v", bn, err))
+				if err := b.close(); err != nil {
+					rep.Errors = append(rep.Errors, fmt.Sprintf("close %s: %v", bn, err))
+				}
 			}
 		}
 	}
@@ -313,8 +391,11 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 }
 
 // measure runs one (backend, workload, state) cfg.Runs times.
-func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link string, b backend, w Workload, state string) Result {
-	r := Result{Backend: b.name(), Label: backendLabels[b.name()], Workload: w.Name, State: state, Link: link, Status: StatusOK}
+func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link string, lat time.Duration, b backend, w Workload, state string) Result {
+	r := Result{Backend: b.name(), Label: backendLabels[b.name()], Workload: w.Name, State: state, Link: link,
+		LatencyMs: latencyMs(lat), Status: StatusOK}
+	at := where(link, lat)
+	coldKey := fmt.Sprintf("%s/%s/%d", b.name(), w.Name, lat)
 	cold := state == StateCold
 	fail := func(err error) Result {
 		r.Status, r.Error = StatusFailed, err.Error()
@@ -323,7 +404,7 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 				r.Error += "; " + diag
 			}
 		}
-		prog.Printf("  [%s] %-12s %-18s %-12s FAILED: %v", link, r.Backend, r.Workload, state, err)
+		prog.Printf("  %s %-12s %-18s %-12s FAILED: %v", at, r.Backend, r.Workload, state, err)
 		return r
 	}
 	once := func(run int) (Measure, error) {
@@ -336,9 +417,9 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 				return Measure{}, err
 			}
 		}
-		label := fmt.Sprintf("[%s] %s %s %s run %d/%d", link, b.name(), w.Name, state, run+1, cfg.Runs)
+		label := fmt.Sprintf("%s %s %s %s run %d/%d", at, b.name(), w.Name, state, run+1, cfg.Runs)
 		if run < 0 {
-			label = fmt.Sprintf("[%s] %s %s priming", link, b.name(), w.Name)
+			label = fmt.Sprintf("%s %s %s priming", at, b.name(), w.Name)
 		}
 		prog.Begin(label)
 		if s, ok := b.(streamer); ok {
@@ -358,7 +439,7 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 		// Warm means: the data the workload touches has been read before.
 		// The cold runs did that unless the last one stopped at its time
 		// limit; then read it once, unmeasured.
-		if !e.lastColdComplete(b.name(), w.Name) {
+		if !e.lastColdComplete(coldKey) {
 			if _, err := once(-1); err != nil {
 				return fail(err)
 			}
@@ -371,11 +452,11 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 		}
 		r.Runs = append(r.Runs, newRunFigure(m))
 		if cold {
-			e.setLastCold(b.name(), w.Name, !m.Partial)
+			e.setLastCold(coldKey, !m.Partial)
 		}
 	}
 	r.summarize(w)
-	line := fmt.Sprintf("  [%s] %-12s %-18s %-12s", link, r.Backend, r.Workload, state)
+	line := fmt.Sprintf("  %s %-12s %-18s %-12s", at, r.Backend, r.Workload, state)
 	if w.HasMBps {
 		line += fmt.Sprintf(" %9.1f MB/s", r.MBps)
 	}
@@ -390,19 +471,21 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 	return r
 }
 
-func (e *env) lastColdComplete(backend, workload string) bool {
+// lastColdComplete reports whether the last cold run of key
+// (backend/workload/latency) did all its work.
+func (e *env) lastColdComplete(key string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.coldDone[backend+"/"+workload]
+	return e.coldDone[key]
 }
 
-func (e *env) setLastCold(backend, workload string, complete bool) {
+func (e *env) setLastCold(key string, complete bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.coldDone == nil {
 		e.coldDone = map[string]bool{}
 	}
-	e.coldDone[backend+"/"+workload] = complete
+	e.coldDone[key] = complete
 }
 
 // mountsUnder lists mount points at or below dir.

@@ -35,6 +35,7 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "out", Value: "bench-results", Usage: "results `DIR`"},
 			&cli.BoolFlag{Name: "quick", Usage: "small version: 1 GiB file, 1,000 small files, 64 MiB shared file; a few minutes"},
 			&cli.StringFlag{Name: "links", Value: bench.Link1G, Usage: "comma-separated links to measure over: 1gbit, 10gbit, unshaped (or any tbf rate, e.g. 500mbit)"},
+			&cli.StringFlag{Name: "latency", Value: "0ms", Usage: "comma-separated one-way delays, e.g. 0ms,2ms,10ms: each non-zero one measures the network backends again through a TCP latency proxy (round trip +2x); 0ms = direct"},
 			&cli.StringFlag{Name: "backends", Value: strings.Join(bench.AllBackends(), ","), Usage: "comma-separated backends"},
 			&cli.StringFlag{Name: "workloads", Usage: "comma-separated workloads (default all): seq-read, small-files-epoch, random-4k, metadata, parallel (or parallel-N)"},
 			&cli.StringFlag{Name: "states", Value: "cold,warm", Usage: "comma-separated states: cold, warm, warm-dropped (eddy's disk cache warm, page cache dropped)"},
@@ -78,6 +79,11 @@ func runBench(c *cli.Context) error {
 		EddyVersion: version,
 		WorkDir:     c.String("work-dir"),
 	}
+	lat, err := bench.ParseLatencies(c.String("latency"))
+	if err != nil {
+		return fmt.Errorf("bench: --latency: %w", err)
+	}
+	cfg.Latencies = lat
 	if s := c.String("size"); s != "" {
 		n, err := daemon.ParseSize(s)
 		if err != nil {
