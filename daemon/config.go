@@ -43,6 +43,9 @@ type Config struct {
 	// AttrTimeout: how long the kernel may cache names and attributes
 	// (0: fusefs's default, 1 s).
 	AttrTimeout time.Duration
+	// AttrTimeoutMax: entries unchanged for a while are cached longer, up to this (a tenth of
+	// their age, as NFS's acregmax); 0 or <= AttrTimeout: AttrTimeout for all.
+	AttrTimeoutMax time.Duration
 
 	// Socket is the unix socket of the local API. Every local user may connect (mode 0666)
 	// unless SocketGroup restricts it; each caller is identified by the kernel.

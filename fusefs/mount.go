@@ -57,6 +57,13 @@ type Options struct {
 	// attributes. 0 means the default (1 s); a negative value means 0.
 	EntryTimeout time.Duration
 	AttrTimeout  time.Duration
+	// AttrTimeoutMax, when larger than AttrTimeout, lets the kernel cache the
+	// name and attributes of an entry unchanged for a while longer: a tenth of
+	// the time since its last change (the later of mtime and ctime), between
+	// AttrTimeout and AttrTimeoutMax, as the NFS client's acregmin/acregmax
+	// do. Contents are revalidated at every open regardless (close-to-open).
+	// 0: AttrTimeout for every entry.
+	AttrTimeoutMax time.Duration
 	// NegativeTimeout: how long the kernel may cache "no such file"; 0: not cached.
 	NegativeTimeout time.Duration
 	// OfflineGrace: while the origin is in trouble, files whose cached
@@ -92,6 +99,21 @@ const (
 	DefaultReadAheadKB   = 1024
 	defaultUnmountWait   = 10 * time.Second
 )
+
+// attrTimeout is the kernel cache timeout for an entry with attributes a
+// (Options.AttrTimeoutMax), or 0 for the mount's fixed default.
+func (s *state) attrTimeout(a origin.Attr) time.Duration {
+	lo := timeoutOrDefault(s.opts.AttrTimeout)
+	hi := s.opts.AttrTimeoutMax
+	if hi <= lo {
+		return 0
+	}
+	changed := a.Mtime
+	if a.Ctime.After(changed) {
+		changed = a.Ctime
+	}
+	return min(max(time.Since(changed)/10, lo), hi)
+}
 
 func timeoutOrDefault(d time.Duration) time.Duration {
 	switch {

@@ -176,6 +176,10 @@ func caller(ctx context.Context) origin.Owner {
 // newChild makes (or finds, by inode number) the inode for a child.
 func (n *node) newChild(ctx context.Context, a origin.Attr, out *fuse.EntryOut) *fs.Inode {
 	n.st.fillAttr(a, &out.Attr)
+	if d := n.st.attrTimeout(a); d > 0 {
+		out.SetEntryTimeout(d)
+		out.SetAttrTimeout(d)
+	}
 	cn := &node{st: n.st}
 	cn.last, cn.lastAt = a, time.Now()
 	ch := n.NewInode(ctx, cn, n.st.stable(a))
@@ -206,6 +210,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 			cancel()
 			if err == nil {
 				n.st.fillAttr(a, &out.Attr)
+				if d := n.st.attrTimeout(a); d > 0 {
+					out.SetTimeout(d)
+				}
 				return 0
 			}
 		}
@@ -221,6 +228,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return errno(err)
 	}
 	n.st.fillAttr(a, &out.Attr)
+	if d := n.st.attrTimeout(a); d > 0 {
+		out.SetTimeout(d)
+	}
 	return 0
 }
 
