@@ -115,7 +115,8 @@ func (c cgroupRef) open() taskCgroup {
 // reaperMain is the reaper process (see above). It returns its exit code.
 func reaperMain(dir string) int {
 	// Only SIGKILL ends a reaper: signals meant for the daemon or a terminal are not for it.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE)
+	// They are caught, not ignored: an ignored signal would stay ignored in the task.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
 	// None of the reaper's descriptors goes to the task beyond its stdout and stderr; the lock
 	// stays open (not wrapped in an os.File, whose finalizer would close it) until exit.
 	for _, fd := range []int{fdTaskStdout, fdTaskStderr, fdStatus, fdLock} {
