@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,7 +52,7 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 	logs := func() string {
 		return "--- scheduler (rst0) log ---\n" + nodes[0].tail(50) + "\n--- rst1 log ---\n" + nodes[1].tail(50)
 	}
-	waitUntil := func(what string, d time.Duration, cond func() bool) {
+	waitUntil := func(t *testing.T, what string, d time.Duration, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(d)
 		for !cond() {
@@ -61,7 +62,7 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	get := func(id string) *sched.Task {
+	get := func(t *testing.T, id string) *sched.Task {
 		t.Helper()
 		var tk sched.Task
 		if err := cl.Do(ctx, "GET", "/v1/tasks/"+id, nil, &tk); err != nil {
@@ -69,7 +70,7 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 		}
 		return &tk
 	}
-	waitUntil("both nodes up", 30*time.Second, func() bool {
+	waitUntil(t, "both nodes up", 30*time.Second, func() bool {
 		var ns []sched.NodeStatus
 		if cl.Do(ctx, "GET", "/v1/nodes", nil, &ns) != nil || len(ns) != 2 {
 			return false
@@ -81,18 +82,35 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 		return strings.Fields(string(b))
 	}
 
+	// restart stops node i's daemon (SIGTERM, or SIGKILL), waits away seconds, starts it again.
+	restart := func(t *testing.T, i int, sig syscall.Signal, away time.Duration) {
+		n := nodes[i]
+		if exited, err := n.signal(sig, 15*time.Second); !exited || (sig == syscall.SIGTERM && err != nil) {
+			t.Fatalf("daemon rst%d after %v: exited %v, %v\n%s", i, sig, exited, err, logs())
+		}
+		time.Sleep(away)
+		if err := n.tryStart(args(i)...); err != nil {
+			t.Fatalf("restart rst%d: %v\n%s", i, err, logs())
+		}
+		waitUntil(t, "the cluster API of the restarted daemon", 30*time.Second, func() bool {
+			var ns []sched.NodeStatus
+			return api.NewTCP(addrs[i], api.WithToken("rst-secret")).Do(ctx, "GET", "/v1/nodes", nil, &ns) == nil
+		})
+	}
 	cases := []struct {
 		name string
 		node int // the daemon restarted (and where the task runs); 0 also holds the scheduler
-		// restart stops the daemon and starts it again.
-		restart func(n *node)
+		sig  syscall.Signal
+		away time.Duration // how long the daemon stays down
+		// adopted is what the restarted daemon's runtime logs about the task.
+		adopted string
 	}{
-		{"sigterm", 1, func(n *node) { n.stop(); n.start(args(1)...) }},
-		{"kill9", 1, func(n *node) { n.kill9(); n.start(args(1)...) }},
+		{"sigterm", 1, syscall.SIGTERM, 0, "still running: adopted"},
+		{"kill9", 1, syscall.SIGKILL, 0, "still running: adopted"},
 		// The task ends (4 s after its line) while no daemon is there to see it.
-		{"kill9-ends-while-away", 1, func(n *node) { n.kill9(); time.Sleep(5 * time.Second); n.start(args(1)...) }},
+		{"kill9-ends-while-away", 1, syscall.SIGKILL, 5 * time.Second, "ended while no daemon was there"},
 		// The scheduler's own node: scheduler and agent restart together.
-		{"sigterm-scheduler-node", 0, func(n *node) { n.stop(); n.start(args(0)...) }},
+		{"sigterm-scheduler-node", 0, syscall.SIGTERM, 0, "still running: adopted"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,15 +121,23 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 			if err := cl.Do(ctx, "POST", "/v1/tasks", spec, &tk); err != nil {
 				t.Fatalf("submit: %v", err)
 			}
-			waitUntil("the task running with its line written", 30*time.Second, func() bool {
-				return get(tk.ID).State == sched.StateRunning && len(lines(out)) == 1
+			waitUntil(t, "the task running with its line written", 30*time.Second, func() bool {
+				return get(t, tk.ID).State == sched.StateRunning && len(lines(out)) == 1
 			})
-			tc.restart(nodes[tc.node])
-			waitUntil("the task to end", 60*time.Second, func() bool { return get(tk.ID).State.Terminal() })
-			got := get(tk.ID)
+			restart(t, tc.node, tc.sig, tc.away)
+			waitUntil(t, "the task to end", 60*time.Second, func() bool { return get(t, tk.ID).State.Terminal() })
+			got := get(t, tk.ID)
 			if got.State != sched.StateFailed || got.ExitCode == nil || *got.ExitCode != 7 || got.Attempts != 1 || got.NodeName != spec.Node {
 				t.Fatalf("task ended as %s exit %v attempts %d on %s (error %q), want failed with exit 7 after one attempt on %s\n%s",
 					got.State, fmtExit(got.ExitCode), got.Attempts, got.NodeName, got.Error, spec.Node, logs())
+			}
+			b, _ := os.ReadFile(nodes[tc.node].LogFile)
+			found := false
+			for _, l := range strings.Split(string(b), "\n") {
+				found = found || strings.Contains(l, tc.adopted) && strings.Contains(l, tk.ID)
+			}
+			if !found {
+				t.Errorf("the restarted daemon did not log %q for %s", tc.adopted, tk.ID)
 			}
 			// Had the task been requeued, its second run would have appended by now.
 			time.Sleep(time.Second)
