@@ -128,7 +128,7 @@ func (r *Runtime) launch(l reaperLaunch, cg taskCgroup, stdout, stderr *os.File)
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
 		Args:        []string{reaperArg0, dir},
-		Env:         []string{},
+		Env:         []string{"GOMAXPROCS=1"}, // not the daemon's (it may hold the cluster token)
 		Dir:         "/",
 		Stdout:      rlog,
 		Stderr:      rlog,
