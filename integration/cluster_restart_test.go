@@ -33,6 +33,14 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 	token := filepath.Join(base, "rst-token")
 	os.WriteFile(token, []byte("rst-secret\n"), 0o600)
 
+	// After the daemons are gone (cleanups run last first): their tasks' cgroup parents.
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/eddy-rst[01]")
+		more, _ := filepath.Glob("/sys/fs/cgroup/*/eddy-rst[01]")
+		for _, d := range append(dirs, more...) {
+			syscall.Rmdir(d)
+		}
+	})
 	addrs := []string{freeAddr(t, "127.0.0.21"), freeAddr(t, "127.0.0.22")}
 	args := func(i int) []string {
 		a := []string{"--node-name", fmt.Sprintf("rst%d", i), "--listen", addrs[i], "--token-file", token}
