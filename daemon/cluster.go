@@ -141,7 +141,13 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 		return nil // --listen alone: the API on TCP, no cluster role
 	}
 
-	rt, err := runtime.New(ctx, runtime.Config{ShareRoot: c.Mount, CgroupParent: "eddy-" + name, Logger: log.With("part", "runtime")})
+	// Process tasks' state (and the exit status of those that end while the daemon is away)
+	// lives beside the cache, like the scheduler's queue.
+	stateDir := strings.TrimRight(c.CacheDir, "/") + "-tasks"
+	if c.CacheDir == "" {
+		stateDir = filepath.Join(filepath.Dir(c.Socket), "eddy-tasks-"+name)
+	}
+	rt, err := runtime.New(ctx, runtime.Config{ShareRoot: c.Mount, CgroupParent: "eddy-" + name, StateDir: stateDir, Logger: log.With("part", "runtime")})
 	if err != nil {
 		return fmt.Errorf("cluster: runtime: %w", err)
 	}
@@ -229,17 +235,33 @@ func (r runtimeRunner) Start(ctx context.Context, s sched.RunSpec) (sched.Run, e
 		spec.Container = &runtime.Container{Env: s.ContainerEnv, Image: s.Image, DataDir: filepath.Join(s.SharedDir, "shared_data")}
 	}
 	run, err := r.rt.Start(ctx, spec)
+	if errors.Is(err, runtime.ErrAlreadyExists) {
+		return nil, fmt.Errorf("%w: %w", sched.ErrTaskExists, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return runtimeRun{run}, nil
 }
 
+// Recover lists the runtime's tasks of an earlier daemon (sched.Recoverer).
+func (r runtimeRunner) Recover(context.Context) ([]sched.RecoveredRun, error) {
+	var out []sched.RecoveredRun
+	for _, a := range r.rt.Adoptees() {
+		out = append(out, sched.RecoveredRun{ID: a.ID, Run: runtimeRun{a.Run}, Started: a.Started, GPUs: a.GPUs, Ended: a.Ended})
+	}
+	return out, nil
+}
+
+// Forget drops an ended task whose end the scheduler has recorded (sched.Recoverer).
+func (r runtimeRunner) Forget(id string) error { return r.rt.Forget(id) }
+
 type runtimeRun struct{ r runtime.Running }
 
 func (r runtimeRun) Wait(ctx context.Context) (sched.RunResult, error) {
 	res, err := r.r.Wait(ctx)
-	return sched.RunResult{ExitCode: res.ExitCode, OOMKilled: res.OOMKilled, Signal: res.Signal, Err: res.Err, Started: res.Started, Finished: res.Finished}, err
+	return sched.RunResult{ExitCode: res.ExitCode, OOMKilled: res.OOMKilled, Signal: res.Signal, Err: res.Err, Started: res.Started,
+		Finished: res.Finished, Unknown: res.Unknown}, err
 }
 
 func (r runtimeRun) Kill(ctx context.Context) error { return r.r.Kill(ctx) }

@@ -154,10 +154,12 @@ func (r *Runtime) ContainerStats() ContainerStats {
 	return r.ctr.stats()
 }
 
-// Adopted returns the tasks an earlier daemon left: containers found running (or finished but
-// not yet collected), by task ID, with their exit status; and process tasks still running in
-// their cgroups, whose exit status is unknown (Result.Err says so). Wait and Kill work as for
-// tasks started here; all are cleaned up when they end, whether or not anyone claims them.
+// Adopted returns the tasks an earlier daemon left, by task ID, until Forget: containers found
+// running (or finished but not yet collected), with their exit status; process tasks from the
+// state directory, running or ended while no daemon was there, with their exit status as their
+// reaper recorded it (Result.Unknown when it could not); and process tasks found in a cgroup
+// with no state entry, whose exit status is unknown. Wait and Kill work as for tasks started
+// here; all are cleaned up when they end, whether or not anyone claims them.
 func (r *Runtime) Adopted() map[string]Running {
 	out := map[string]Running{}
 	r.mu.Lock()

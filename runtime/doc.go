@@ -1,13 +1,18 @@
 // Package runtime runs one task on this node, as a process in a cgroup or as a containerd
 // container: resource limits, GPU assignment, logs, exit status. It knows nothing of placement.
 //
+// Process tasks are started by a reaper, a re-execution of the daemon's binary that stays
+// their parent and records their exit status in a state directory, so that they outlive the
+// daemon and a later one adopts them with their true end (see reaper.go).
+//
 // Process tasks run in <CgroupParent>/<task-id> (cgroup v2 when its root offers cpu and memory,
 // else the v1 hierarchies of a hybrid host) from their first instruction: v2 with
 // CLONE_INTO_CGROUP, v1 by forking from an OS thread placed in the task's cgroups. They run as
 // the task's uid/gid with supplementary groups cleared (uid 0 only with AllowRoot), in a fresh
-// environment (never the daemon's), with stdout/stderr appended to LogDir. Kill kills the
-// process group and every process left in the cgroup; the cgroup is removed when the task
-// ends, and its OOM-kill counter tells an OOM kill from other ends.
+// environment (never the daemon's), with stdout/stderr appended to LogDir. Kill kills every
+// process in the cgroup (the process group where there are no cgroups); the reaper removes the
+// cgroup when the task ends, after reading its OOM-kill counter to tell an OOM kill from other
+// ends.
 //
 // Container tasks take the newest tarball of an environment from the share (package envs),
 // import it into containerd once per version (image eddy.env/<source>/<env>:<ts>, labelled with
@@ -15,8 +20,8 @@
 // the share's data directory bind-mounted, the same limits, env, user and logs. Output is
 // streamed to the log files and task.Delete waits for the copy, so no line is lost. Finished
 // tasks' containers and snapshots are deleted; at New, containers labelled with a task ID are
-// re-adopted (running) or collected (finished), and process tasks of an earlier daemon still
-// in their cgroups are adopted too (see Adopted).
+// re-adopted (running) or collected (finished), and process tasks of an earlier daemon are
+// adopted from the state directory, running or ended (see Adopted, Forget).
 //
 // Lock order: Runtime.mu before containerRuntime.mu; neither is held across containerd calls.
 package runtime

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -19,12 +20,16 @@ import (
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// processTask is a task running as a process group inside its own cgroup.
+// processTask is a task running as a process group inside its own cgroup, started and waited
+// for by its reaper (see reaper.go).
 type processTask struct {
 	taskEnd
-	cmd *exec.Cmd
-	cg  taskCgroup
-	log *slog.Logger
+	dir    string // its state directory
+	cg     taskCgroup
+	pid    int // the task's process (and process group) ID; 0 when unknown
+	gpus   []string
+	reaper *exec.Cmd // nil when an earlier daemon started it
+	log    *slog.Logger
 }
 
 func (r *Runtime) startProcess(ctx context.Context, spec Spec) (Running, error) {
@@ -56,81 +61,156 @@ func (r *Runtime) startProcess(ctx context.Context, spec Spec) (Running, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	cmd := &exec.Cmd{
-		Path:   path,
-		Args:   spec.Command,
-		Env:    env,
-		Dir:    dir,
-		Stdout: stdout,
-		Stderr: stderr,
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:    true,
-			Credential: cred,
-		},
+	l := reaperLaunch{ID: spec.ID, Path: path, Args: spec.Command, Env: env, Dir: dir, Cgroup: refOf(cg),
+		GPUs: spec.GPUs, LogDir: spec.LogDir}
+	if cred != nil {
+		l.SetCred, l.Uid, l.Gid = true, cred.Uid, cred.Gid
 	}
-	if err := cg.start(cmd); err != nil {
+	t, err := r.launch(l, cg, stdout, stderr)
+	if err != nil {
 		if rerr := cg.remove(); rerr != nil {
 			r.log.Warn("remove cgroup", "task", spec.ID, "err", rerr)
 		}
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	t := &processTask{taskEnd: newTaskEnd(spec.ID), cmd: cmd, cg: cg, log: r.log}
-	t.res.Started = time.Now()
-	r.log.Info("process task started", "task", spec.ID, "pid", cmd.Process.Pid, "cgroup", cg.path(),
+	r.log.Info("process task started", "task", spec.ID, "pid", t.pid, "reaper", t.reaper.Process.Pid, "cgroup", cg.path(),
 		"uid", spec.Uid, "cores", spec.Cores, "mem", spec.MemBytes)
-	go t.wait()
+	go func() { t.collect(t.reaper.Wait()) }()
 	return t, nil
 }
 
-func (t *processTask) wait() {
-	werr := t.cmd.Wait()
-	finished := time.Now()
-	// Whatever the task left behind in its cgroup goes with it.
-	if err := t.cg.killAll(); err != nil {
-		t.log.Warn("kill leftover processes", "task", t.id, "err", err)
+// launch records l in a fresh state directory and starts its reaper, which starts the task.
+func (r *Runtime) launch(l reaperLaunch, cg taskCgroup, stdout, stderr *os.File) (*processTask, error) {
+	dir := r.taskStateDir(l.ID)
+	// An earlier run of this ID by this Runtime (Start refuses IDs of an earlier daemon's tasks).
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("clear task state: %w", err)
 	}
-	oom := t.cg.oomKilled()
-	if err := t.cg.remove(); err != nil {
-		t.log.Warn("remove cgroup", "task", t.id, "err", err)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("task state: %w", err)
 	}
-	t.mu.Lock()
-	t.res.Finished = finished
-	t.res.OOMKilled = oom
-	if ps := t.cmd.ProcessState; ps != nil {
-		ws, _ := ps.Sys().(syscall.WaitStatus)
-		switch {
-		case ws.Signaled():
-			t.res.Signal = unix.SignalName(ws.Signal())
-			t.res.ExitCode = 128 + int(ws.Signal())
-		default:
-			t.res.ExitCode = ws.ExitStatus()
+	drop := func() {
+		if err := os.RemoveAll(dir); err != nil {
+			r.log.Warn("remove task state", "task", l.ID, "err", err)
 		}
-	} else if werr != nil {
-		t.res.Err = werr.Error()
-		t.res.ExitCode = -1
 	}
-	res := t.res
-	t.mu.Unlock()
+	if err := syncDir(r.cfg.StateDir); err != nil {
+		drop()
+		return nil, err
+	}
+	if err := writeJSONDurable(filepath.Join(dir, launchFile), l); err != nil {
+		drop()
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		drop()
+		return nil, fmt.Errorf("task state: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		drop()
+		return nil, fmt.Errorf("lock task state: %w", err)
+	}
+	rlog, err := os.OpenFile(filepath.Join(dir, reaperLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		lock.Close()
+		drop()
+		return nil, fmt.Errorf("task state: %w", err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		lock.Close()
+		rlog.Close()
+		drop()
+		return nil, fmt.Errorf("reaper pipe: %w", err)
+	}
+	cmd := &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        []string{reaperArg0, dir},
+		Env:         []string{"GOMAXPROCS=1"}, // not the daemon's (it may hold the cluster token)
+		Dir:         "/",
+		Stdout:      rlog,
+		Stderr:      rlog,
+		ExtraFiles:  []*os.File{stdout, stderr, pw, lock}, // fdTaskStdout, fdTaskStderr, fdStatus, fdLock
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	closeOnExecAll()
+	err = cmd.Start()
+	// The reaper holds the lock now; the daemon keeps none of these.
+	pw.Close()
+	lock.Close()
+	rlog.Close()
+	if err != nil {
+		pr.Close()
+		drop()
+		return nil, fmt.Errorf("start reaper: %w", err)
+	}
+	line, rerr := bufio.NewReader(pr).ReadString('\n')
+	pr.Close()
+	if rest, ok := strings.CutPrefix(line, "ok "); ok {
+		var pid int
+		var ns int64
+		if _, err := fmt.Sscanf(rest, "%d %d", &pid, &ns); err == nil {
+			t := &processTask{taskEnd: newTaskEnd(l.ID), dir: dir, cg: cg, pid: pid, gpus: l.GPUs, reaper: cmd, log: r.log}
+			t.res.Started = time.Unix(0, ns)
+			return t, nil
+		}
+	}
+	werr := cmd.Wait()
+	var err2 error
+	if msg, ok := strings.CutPrefix(line, "err "); ok {
+		err2 = errors.New(strings.TrimSpace(msg))
+	} else {
+		out, _ := os.ReadFile(filepath.Join(dir, reaperLog))
+		err2 = fmt.Errorf("the task's reaper ended before starting it (%v, %v): %s", werr, rerr, strings.TrimSpace(string(out)))
+	}
+	drop()
+	return nil, err2
+}
+
+// collect reads how the task ended from its exit record. Without one (its reaper died first)
+// the end is unknown; it is reported once nothing is left in the task's cgroup.
+func (t *processTask) collect(reaperErr error) {
+	var res Result
+	if err := readJSON(filepath.Join(t.dir, exitFile), &res); err != nil {
+		for !t.cg.empty() {
+			time.Sleep(500 * time.Millisecond)
+		}
+		oom := t.cg.oomKilled()
+		if err := t.cg.remove(); err != nil {
+			t.log.Warn("remove cgroup", "task", t.id, "err", err)
+		}
+		why := "exit status unknown: the task's reaper ended without recording it"
+		if reaperErr != nil {
+			why += " (" + reaperErr.Error() + ")"
+		}
+		res = Result{ExitCode: -1, OOMKilled: oom, Unknown: true, Err: why, Finished: time.Now()}
+	}
+	t.publish(res)
 	t.log.Info("process task ended", "task", t.id, "exit_code", res.ExitCode, "signal", res.Signal,
-		"oom_killed", res.OOMKilled, "took", finished.Sub(res.Started))
-	close(t.done)
+		"oom_killed", res.OOMKilled, "unknown", res.Unknown, "err", res.Err)
+}
+
+// waitLock waits for the reaper of an adopted task (holding lock) to end, then collects.
+func (t *processTask) waitLock(lock *os.File) {
+	err := flockWait(lock)
+	lock.Close()
+	if err != nil {
+		t.log.Warn("wait for the task's reaper", "task", t.id, "err", err)
+	}
+	t.collect(nil)
 }
 
 func (t *processTask) Kill(ctx context.Context) error {
-	select {
-	case <-t.done:
+	if t.ended() {
 		return nil
-	default:
 	}
-	if p := t.cmd.Process; p != nil {
-		_ = syscall.Kill(-p.Pid, syscall.SIGKILL) // the process group
+	if _, none := t.cg.(plainStart); none && t.pid > 0 {
+		_ = syscall.Kill(-t.pid, syscall.SIGKILL) // no cgroup: the process group
 	}
-	if err := t.cg.killAll(); err != nil { // and whatever left the group
-		select {
-		case <-t.done: // ended meanwhile, its cgroup removed
-		default:
-			return fmt.Errorf("runtime: kill %s: %w", t.id, err)
-		}
+	if err := t.cg.killAll(); err != nil && !t.ended() {
+		return fmt.Errorf("runtime: kill %s: %w", t.id, err)
 	}
 	select {
 	case <-t.done:
@@ -138,6 +218,47 @@ func (t *processTask) Kill(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("runtime: kill %s: %w", t.id, ctx.Err())
 	}
+}
+
+// adoptState takes over the task recorded in the state directory entry id (see reaper.go).
+// It returns nil for an entry that never got as far as starting anything.
+func (r *Runtime) adoptState(id string) *processTask {
+	dir := r.taskStateDir(id)
+	var l reaperLaunch
+	if err := readJSON(filepath.Join(dir, launchFile), &l); err != nil {
+		// launch.json is durable before a reaper starts: without it nothing ran.
+		r.log.Warn("dropping a task state entry that never started", "task", id, "err", err)
+		if err := os.RemoveAll(dir); err != nil {
+			r.log.Warn("remove task state", "task", id, "err", err)
+		}
+		return nil
+	}
+	t := &processTask{taskEnd: newTaskEnd(id), dir: dir, cg: l.Cgroup.open(), gpus: l.GPUs, log: r.log}
+	var st startedRecord
+	if readJSON(filepath.Join(dir, startedFile), &st) == nil {
+		t.pid, t.res.Started = st.Pid, st.Started
+	}
+	var res Result
+	if readJSON(filepath.Join(dir, exitFile), &res) == nil {
+		if err := t.cg.remove(); err != nil { // normally gone with the task
+			r.log.Warn("remove cgroup", "task", id, "err", err)
+		}
+		t.publish(res)
+		r.log.Info("process task of an earlier daemon ended while no daemon was there", "task", id,
+			"exit_code", res.ExitCode, "signal", res.Signal, "err", res.Err)
+		return t
+	}
+	if lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR, 0); err == nil {
+		if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+			r.log.Info("process task of an earlier daemon still running: adopted", "task", id, "pid", t.pid)
+			go t.waitLock(lock)
+			return t
+		}
+		lock.Close()
+	}
+	r.log.Warn("process task of an earlier daemon lost its reaper: its exit status will be unknown", "task", id)
+	go t.collect(nil)
+	return t
 }
 
 // credential decides who the task runs as. As root: spec.Uid/Gid with supplementary groups
@@ -257,23 +378,25 @@ func lookPath(name string, env []string) (string, error) {
 	return "", fmt.Errorf("command %q: %w", name, errors.Join(exec.ErrNotFound, os.ErrNotExist))
 }
 
-// orphanTask is a process task started by an earlier daemon, found in its cgroup at New. Its
-// exit status is lost with that daemon; Wait reports when the cgroup is empty, Kill kills it.
+// orphanTask is a process task found in its cgroup at New with no state entry (its daemon kept
+// none). Its exit status is unknown; Wait reports when the cgroup is empty, Kill kills it.
 type orphanTask struct {
 	taskEnd
 	cg taskCgroup
 }
 
-// adoptOrphans finds process-task cgroups under the parent left by an earlier daemon: empty
-// ones are removed, live ones adopted (see Adopted) so they are never left unaccounted.
+// adoptOrphans takes over the process tasks an earlier daemon left: those recorded in the state
+// directory (see reaper.go), then any task cgroup under the parent with no record: empty ones
+// are removed, live ones adopted with an unknown exit status, so none is left unaccounted.
 func (r *Runtime) adoptOrphans() {
+	recorded := r.adoptStates()
 	names, err := r.cg.children()
 	if err != nil {
 		r.log.Warn("look for orphaned tasks", "err", err)
 		return
 	}
 	for _, name := range names {
-		if strings.HasPrefix(name, containerID("")) || !validID(name) {
+		if recorded[name] || strings.HasPrefix(name, containerID("")) || !validID(name) {
 			continue // containers' cgroups belong to runc
 		}
 		cg := r.cg.open(name)
@@ -284,17 +407,51 @@ func (r *Runtime) adoptOrphans() {
 			continue
 		}
 		t := &orphanTask{taskEnd: newTaskEnd(name), cg: cg}
-		r.mu.Lock()
-		r.running[name] = t
-		r.orphans[name] = t
-		r.mu.Unlock()
+		r.adopt(name, t, &t.taskEnd)
 		r.log.Warn("process task of an earlier daemon still running: adopted, exit status will be unknown", "task", name)
 		go t.watch()
+	}
+}
+
+// adoptStates adopts the tasks of the state directory's entries and returns their IDs.
+func (r *Runtime) adoptStates() map[string]bool {
+	seen := map[string]bool{}
+	ents, err := os.ReadDir(r.cfg.StateDir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			r.log.Warn("read task states", "dir", r.cfg.StateDir, "err", err)
+		}
+		return seen
+	}
+	for _, e := range ents {
+		id := e.Name()
+		if !e.IsDir() || !validID(id) {
+			continue
+		}
+		seen[id] = true
+		if t := r.adoptState(id); t != nil {
+			r.adopt(id, t, &t.taskEnd)
+		}
+	}
+	return seen
+}
+
+// adopt lists t (ended or not) among the tasks of an earlier daemon, and among the running
+// ones while it runs.
+func (r *Runtime) adopt(id string, t Running, end *taskEnd) {
+	r.mu.Lock()
+	r.orphans[id] = t
+	running := !end.ended()
+	if running {
+		r.running[id] = t
+	}
+	r.mu.Unlock()
+	if running {
 		go func() {
-			<-t.done
+			<-end.done
 			r.mu.Lock()
-			if r.running[name] == Running(t) {
-				delete(r.running, name)
+			if r.running[id] == t {
+				delete(r.running, id)
 			}
 			r.mu.Unlock()
 		}()
@@ -309,11 +466,8 @@ func (t *orphanTask) watch() {
 	if err := t.cg.remove(); err != nil {
 		slog.Warn("remove cgroup", "task", t.id, "err", err)
 	}
-	t.mu.Lock()
-	t.res = Result{ExitCode: -1, OOMKilled: oom, Finished: time.Now(),
-		Err: "exit status unknown: the task was started by an earlier daemon"}
-	t.mu.Unlock()
-	close(t.done)
+	t.publish(Result{ExitCode: -1, OOMKilled: oom, Finished: time.Now(), Unknown: true,
+		Err: "exit status unknown: the task was started by an earlier daemon"})
 }
 
 func (t *orphanTask) Kill(ctx context.Context) error {

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -44,12 +48,15 @@ type Container struct {
 
 // Result is how a task ended.
 type Result struct {
-	ExitCode  int       `json:"exit_code"`
-	OOMKilled bool      `json:"oom_killed"`
-	Signal    string    `json:"signal,omitempty"` // e.g. "SIGKILL" when killed by a signal
-	Err       string    `json:"err,omitempty"`    // set when the task could not run or its end is unknown
-	Started   time.Time `json:"started"`
-	Finished  time.Time `json:"finished"`
+	ExitCode  int    `json:"exit_code"`
+	OOMKilled bool   `json:"oom_killed"`
+	Signal    string `json:"signal,omitempty"` // e.g. "SIGKILL" when killed by a signal
+	Err       string `json:"err,omitempty"`    // set when the task could not run or its end is unknown
+	// Unknown: the task ran but how it ended was not observed (its reaper, or the daemon that
+	// started it without one, went away first); ExitCode is then -1.
+	Unknown  bool      `json:"unknown,omitempty"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
 }
 
 // Runner starts tasks.
@@ -72,7 +79,8 @@ var (
 	ErrNoCgroups     = errors.New("no usable cgroup controllers for cpu/memory limits")
 	ErrEnvNotFound   = errors.New("environment not found on the share")
 	ErrInvalidSpec   = errors.New("invalid task spec")
-	ErrAlreadyExists = errors.New("a task with this id is already running")
+	ErrAlreadyExists = errors.New("a task with this id is already running, or ended and not yet forgotten")
+	ErrStillRunning  = errors.New("the task is still running")
 )
 
 // Config configures a Runtime.
@@ -91,6 +99,11 @@ type Config struct {
 	// ContainerdNamespace (default "eddy") and Snapshotter (default "overlayfs").
 	ContainerdNamespace string
 	Snapshotter         string
+	// StateDir keeps one small directory per process task (see reaper.go): how to start it and,
+	// once it ended, how it ended, so that a later daemon adopts it or learns its exit status.
+	// Default: <os.TempDir()>/eddy-tasks/<CgroupParent with / as _>. It must outlive daemon
+	// restarts, and it is the node's own (never on the share).
+	StateDir string
 	// AllowRoot permits tasks with Uid 0.
 	AllowRoot bool
 	Logger    *slog.Logger
@@ -118,8 +131,8 @@ type Runtime struct {
 	ctr *containerRuntime // nil when containers are not configured
 
 	mu      sync.Mutex
-	running map[string]Running     // guarded by mu; by task ID
-	orphans map[string]*orphanTask // guarded by mu; process tasks of an earlier daemon
+	running map[string]Running // guarded by mu; by task ID
+	orphans map[string]Running // guarded by mu; process tasks of an earlier daemon, until Forget
 }
 
 var _ Runner = (*Runtime)(nil)
@@ -136,7 +149,10 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
 	if cfg.Snapshotter == "" {
 		cfg.Snapshotter = "overlayfs"
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger, lease: true, running: map[string]Running{}, orphans: map[string]*orphanTask{}}
+	if cfg.StateDir == "" {
+		cfg.StateDir = filepath.Join(os.TempDir(), "eddy-tasks", strings.ReplaceAll(cfg.CgroupParent, "/", "_"))
+	}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, lease: true, running: map[string]Running{}, orphans: map[string]Running{}}
 	for _, o := range opts {
 		o(r)
 	}
@@ -145,6 +161,9 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
 	}
 	r.log = r.log.With("component", "runtime")
 	r.cg = detectCgroups(cfg.CgroupParent, r.log)
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("runtime: task state dir: %w", err)
+	}
 	r.adoptOrphans()
 	if cfg.ContainerdSocket != "" || cfg.ContainerdDir != "" {
 		c, err := newContainerRuntime(ctx, r)
@@ -180,7 +199,7 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (Running, error) {
 		return nil, err
 	}
 	r.mu.Lock()
-	if _, ok := r.running[spec.ID]; ok {
+	if r.knownLocked(spec.ID) {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("runtime: start %s: %w", spec.ID, ErrAlreadyExists)
 	}
@@ -220,6 +239,87 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (Running, error) {
 	}()
 	return run, nil
 }
+
+// knownLocked reports whether a task with this ID runs, or is a task of an earlier daemon not
+// yet forgotten (running or not): starting it again would run it twice.
+func (r *Runtime) knownLocked(id string) bool {
+	if _, ok := r.running[id]; ok {
+		return true
+	}
+	if _, ok := r.orphans[id]; ok {
+		return true
+	}
+	if r.ctr == nil {
+		return false
+	}
+	r.ctr.mu.Lock()
+	defer r.ctr.mu.Unlock()
+	_, ok := r.ctr.adoptees[id]
+	return ok
+}
+
+// Adoptee is a task of an earlier daemon (see Adopted).
+type Adoptee struct {
+	ID  string
+	Run Running
+	// Started is when it started (zero when unknown); GPUs the devices it was given, when known.
+	Started time.Time
+	GPUs    []string
+	// Ended: it had ended when listed; Run.Wait returns its final result at once.
+	Ended bool
+}
+
+// Adoptees lists the tasks of Adopted, by ID, with what is known of each.
+func (r *Runtime) Adoptees() []Adoptee {
+	var out []Adoptee
+	for id, run := range r.Adopted() {
+		a := Adoptee{ID: id, Run: run}
+		if e, ok := run.(interface{ end() *taskEnd }); ok {
+			a.Ended = e.end().ended()
+			a.Started = e.end().startedAt()
+		}
+		if p, ok := run.(*processTask); ok {
+			a.GPUs = p.gpus
+		}
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b Adoptee) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Forget drops what the runtime keeps of an ended task: its state entry (process tasks) and its
+// place in Adopted. Until then its end survives daemon restarts and its ID cannot be started
+// again if an earlier daemon ran it; the cluster agent forgets a task once the scheduler has
+// recorded its end. Forgetting an unknown task does nothing; a running one is refused
+// (ErrStillRunning).
+func (r *Runtime) Forget(id string) error {
+	if !validID(id) {
+		return fmt.Errorf("runtime: forget %q: %w: bad task id", id, ErrInvalidSpec)
+	}
+	r.mu.Lock()
+	if run, ok := r.running[id]; ok {
+		e, isEnd := run.(interface{ end() *taskEnd })
+		if !isEnd || !e.end().ended() {
+			r.mu.Unlock()
+			return fmt.Errorf("runtime: forget %s: %w", id, ErrStillRunning)
+		}
+	}
+	delete(r.orphans, id)
+	if r.ctr != nil {
+		r.ctr.mu.Lock()
+		if t, ok := r.ctr.adoptees[id]; ok && t.ended() {
+			delete(r.ctr.adoptees, id)
+		}
+		r.ctr.mu.Unlock()
+	}
+	r.mu.Unlock()
+	if err := os.RemoveAll(r.taskStateDir(id)); err != nil {
+		return fmt.Errorf("runtime: forget %s: %w", id, err)
+	}
+	return nil
+}
+
+func (r *Runtime) taskStateDir(id string) string { return filepath.Join(r.cfg.StateDir, id) }
 
 // Running returns the running task with this ID, if any.
 func (r *Runtime) Running(id string) (Running, bool) {
@@ -280,6 +380,35 @@ type taskEnd struct {
 }
 
 func newTaskEnd(id string) taskEnd { return taskEnd{id: id, done: make(chan struct{})} }
+
+func (t *taskEnd) end() *taskEnd { return t }
+
+// ended reports whether the final result is published.
+func (t *taskEnd) ended() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (t *taskEnd) startedAt() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.res.Started
+}
+
+// publish makes res the final result (keeping a start time known before) and wakes Wait.
+func (t *taskEnd) publish(res Result) {
+	t.mu.Lock()
+	if res.Started.IsZero() {
+		res.Started = t.res.Started
+	}
+	t.res = res
+	t.mu.Unlock()
+	close(t.done)
+}
 
 // Wait returns the task's Result once it has ended.
 func (t *taskEnd) Wait(ctx context.Context) (Result, error) {

@@ -73,7 +73,7 @@ func TestLookPath(t *testing.T) {
 }
 
 func TestContainerWithoutContainerd(t *testing.T) {
-	r, err := New(context.Background(), Config{AllowRoot: true})
+	r, err := New(context.Background(), Config{AllowRoot: true, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

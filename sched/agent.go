@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,11 +43,38 @@ type RunResult struct {
 	Err       string
 	Started   time.Time
 	Finished  time.Time
+	// Unknown: the task ran but its end was not observed (ExitCode means nothing); the agent
+	// reports it lost, and the scheduler requeues it while it has retries.
+	Unknown bool
 }
 
-// Runner starts tasks on this node.
+// Runner starts tasks on this node. Start returns an error wrapping ErrTaskExists when the
+// runner already has a task with that ID (it never runs one twice).
 type Runner interface {
 	Start(ctx context.Context, spec RunSpec) (Run, error)
+}
+
+// ErrTaskExists: the node's runner already has a task with this ID.
+var ErrTaskExists = errors.New("the node already has this task")
+
+// RecoveredRun is a task the node's runner has from an earlier agent (the daemon restarted or
+// crashed): still running, or ended since.
+type RecoveredRun struct {
+	ID      string
+	Run     Run
+	Started time.Time // zero when unknown
+	GPUs    []string  // the devices it holds, when known
+	Ended   bool      // it has ended: Run.Wait returns at once
+}
+
+// Recoverer is a Runner whose tasks outlive the agent (the daemon's runtime is one). Without it
+// an agent cannot know which tasks an earlier agent on this node started, and a restart may run
+// a task twice.
+type Recoverer interface {
+	// Recover lists the tasks the runner has from an earlier agent, ended or not, until Forget.
+	Recover(ctx context.Context) ([]RecoveredRun, error)
+	// Forget drops an ended task once the scheduler has recorded its end.
+	Forget(id string) error
 }
 
 // Run is a started task.
@@ -79,10 +107,12 @@ type AgentConfig struct {
 }
 
 type agentTask struct {
-	t      *Task
+	id     string
+	t      *Task // nil for a task recovered from the runner
 	report TaskReport
-	cancel context.CancelFunc
-	run    Run // guarded by Agent.mu
+	cancel context.CancelFunc // stops its prefetch and start; nil for a recovered task
+	killed bool               // guarded by Agent.mu; the scheduler asked for it to be killed
+	run    Run                // guarded by Agent.mu
 	gpus   []string
 }
 
@@ -176,8 +206,12 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		freeGPUs: append([]string(nil), cfg.Node.GPUIDs...)}, nil
 }
 
-// Run registers and heartbeats until ctx ends; running tasks are killed on the way out.
+// Run registers and heartbeats until ctx ends. It first takes over the tasks the runner has
+// from an earlier agent (see recover). When ctx ends, tasks still warming their inputs are
+// dropped unstarted (the scheduler assigns them again) and running tasks are left running,
+// unreported: the next agent on this node recovers them.
 func (a *Agent) Run(ctx context.Context) error {
+	a.recover(ctx)
 	interval := a.cfg.Heartbeat
 	registered := false
 	backoff := 200 * time.Millisecond
@@ -233,16 +267,59 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// shutdown waits for the task goroutines, which end with Run's context.
 func (a *Agent) shutdown() error {
-	a.mu.Lock()
-	for _, at := range a.tasks {
-		if at.cancel != nil {
-			at.cancel()
-		}
-	}
-	a.mu.Unlock()
 	a.wg.Wait()
 	return nil
+}
+
+// recover takes over the tasks the runner has from an earlier agent on this node (the daemon
+// restarted or crashed while they were assigned or running). They are in the task map before
+// the first heartbeat, which reports them, running or with their end; an Assign for one of them
+// is never started again. The scheduler's side of these rules is in Scheduler.Heartbeat.
+func (a *Agent) recover(ctx context.Context) {
+	rec, ok := a.cfg.Runner.(Recoverer)
+	if !ok {
+		a.log.Warn("the runner cannot list the tasks of an earlier agent: after a restart they count as lost")
+		return
+	}
+	runs, err := rec.Recover(ctx)
+	if err != nil {
+		a.log.Warn("list the tasks of an earlier agent", "err", err)
+	}
+	for _, x := range runs {
+		at := &agentTask{id: x.ID, run: x.Run, report: TaskReport{ID: x.ID, State: StateRunning, Started: x.Started}}
+		a.mu.Lock()
+		at.gpus = a.takeGPUsLocked(x.GPUs)
+		a.tasks[x.ID] = at
+		a.mu.Unlock()
+		a.log.Info("task of an earlier agent", "task", x.ID, "ended", x.Ended)
+		follow := func() {
+			if a.follow(ctx, at, x.Run) {
+				a.mu.Lock()
+				a.freeGPUs = append(a.freeGPUs, at.gpus...)
+				a.mu.Unlock()
+			}
+		}
+		if x.Ended {
+			follow() // at once: the first heartbeat carries its end
+			continue
+		}
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); follow() }()
+	}
+}
+
+// takeGPUsLocked removes ids from the free GPUs and returns those it removed.
+func (a *Agent) takeGPUsLocked(ids []string) []string {
+	var taken []string
+	for _, id := range ids {
+		if i := slices.Index(a.freeGPUs, id); i >= 0 {
+			a.freeGPUs = slices.Delete(a.freeGPUs, i, i+1)
+			taken = append(taken, id)
+		}
+	}
+	return taken
 }
 
 func (a *Agent) heartbeat(ctx context.Context) error {
@@ -270,6 +347,16 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	if resp.Reregister {
 		return errReregister
 	}
+	var forget []string
+	defer func() { // after the unlock below
+		if rec, ok := a.cfg.Runner.(Recoverer); ok {
+			for _, id := range forget {
+				if err := rec.Forget(id); err != nil {
+					a.log.Warn("forget an ended task", "task", id, "err", err)
+				}
+			}
+		}
+	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.invSince = resp.InventorySince
@@ -280,12 +367,16 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 				clear(a.acked)
 			}
 			a.acked[id] = true
+			forget = append(forget, id) // the end is recorded: the runner may drop it
 		}
 	}
 	for _, id := range resp.Kill {
 		if at := a.tasks[id]; at != nil && !at.report.State.Terminal() {
 			a.log.Info("killing task", "task", id)
-			at.cancel()
+			at.killed = true
+			if at.cancel != nil {
+				at.cancel()
+			}
 			if at.run != nil {
 				go func(r Run) { _ = r.Kill(context.Background()) }(at.run)
 			}
@@ -302,7 +393,7 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 
 func (a *Agent) startLocked(ctx context.Context, t *Task) {
 	tctx, cancel := context.WithCancel(ctx)
-	at := &agentTask{t: t, cancel: cancel, report: TaskReport{ID: t.ID, State: StateAssigned}}
+	at := &agentTask{id: t.ID, t: t, cancel: cancel, report: TaskReport{ID: t.ID, State: StateAssigned}}
 	if t.GPUs > len(a.freeGPUs) {
 		at.report = TaskReport{ID: t.ID, State: StateFailed, Error: fmt.Sprintf("needs %d GPUs, %d free on this node", t.GPUs, len(a.freeGPUs)), Finished: time.Now()}
 		a.tasks[t.ID] = at
@@ -313,7 +404,7 @@ func (a *Agent) startLocked(ctx context.Context, t *Task) {
 	a.freeGPUs = a.freeGPUs[t.GPUs:]
 	a.tasks[t.ID] = at
 	a.wg.Add(1)
-	go a.runTask(tctx, at)
+	go a.runTask(ctx, tctx, at)
 }
 
 func (a *Agent) setReport(at *agentTask, r TaskReport) {
@@ -322,8 +413,9 @@ func (a *Agent) setReport(at *agentTask, r TaskReport) {
 	at.report = r
 }
 
-// runTask prefetches and pins the inputs, runs the task and records how it ended.
-func (a *Agent) runTask(ctx context.Context, at *agentTask) {
+// runTask prefetches and pins the inputs, runs the task and records how it ended. life is the
+// agent's context, ctx the task's (ended by a kill too).
+func (a *Agent) runTask(life, ctx context.Context, at *agentTask) {
 	defer a.wg.Done()
 	t := at.t
 	log := a.log.With("task", t.ID)
@@ -361,6 +453,9 @@ func (a *Agent) runTask(ctx context.Context, at *agentTask) {
 		a.mu.Unlock()
 	}()
 	if ctx.Err() != nil {
+		if life.Err() != nil {
+			return // the agent stops: never started, the scheduler assigns it again
+		}
 		a.setReport(at, TaskReport{ID: t.ID, State: StateKilled, Error: "killed before it started", Finished: time.Now()})
 		return
 	}
@@ -370,26 +465,68 @@ func (a *Agent) runTask(ctx context.Context, at *agentTask) {
 		LogDir:  filepath.Join(a.cfg.ShareRoot, filepath.FromSlash(t.LogDir))}
 	spec.Env = append(append([]string(nil), t.Env...), "EDDY_TASK_ID="+t.ID, "EDDY_SHARED_DIR="+a.cfg.ShareRoot)
 	run, err := a.cfg.Runner.Start(ctx, spec)
+	if errors.Is(err, ErrTaskExists) {
+		// The runner has it from an earlier agent that recover did not see: follow that run.
+		if x := a.recovered(ctx, t.ID); x != nil {
+			log.Warn("the node already has this task: following it instead of starting it again")
+			run, err = x.Run, nil
+		}
+	}
 	if err != nil {
+		if life.Err() != nil {
+			return
+		}
 		log.Warn("task failed to start", "err", err)
+		a.mu.Lock()
 		st := StateFailed
-		if ctx.Err() != nil {
+		if at.killed {
 			st = StateKilled
 		}
+		a.mu.Unlock()
 		a.setReport(at, TaskReport{ID: t.ID, State: st, Error: err.Error(), Finished: time.Now()})
 		return
 	}
 	a.mu.Lock()
 	at.run = run
 	at.report = TaskReport{ID: t.ID, State: StateRunning, Started: time.Now()}
-	killed := ctx.Err() != nil
+	killed := at.killed
 	a.mu.Unlock()
 	if killed {
 		_ = run.Kill(context.Background())
 	}
 	log.Info("task running", "command", t.Command)
-	res, err := run.Wait(context.Background())
-	r := TaskReport{ID: t.ID, Started: res.Started, Finished: res.Finished, OOMKilled: res.OOMKilled, Signal: res.Signal, Error: res.Err}
+	a.follow(life, at, run)
+}
+
+// recovered returns the runner's task with this ID from an earlier agent, if any.
+func (a *Agent) recovered(ctx context.Context, id string) *RecoveredRun {
+	rec, ok := a.cfg.Runner.(Recoverer)
+	if !ok {
+		return nil
+	}
+	runs, _ := rec.Recover(ctx)
+	for i := range runs {
+		if runs[i].ID == id {
+			return &runs[i]
+		}
+	}
+	return nil
+}
+
+// follow waits for run to end and records how it ended. If the agent stops first (life ends)
+// it returns false with no report and the task left running: the next agent recovers it.
+func (a *Agent) follow(life context.Context, at *agentTask, run Run) bool {
+	res, err := run.Wait(life)
+	if err != nil && life.Err() != nil {
+		return false
+	}
+	a.mu.Lock()
+	killed, started := at.killed, at.report.Started
+	a.mu.Unlock()
+	r := TaskReport{ID: at.id, Started: res.Started, Finished: res.Finished, OOMKilled: res.OOMKilled, Signal: res.Signal, Error: res.Err}
+	if r.Started.IsZero() {
+		r.Started = started
+	}
 	if r.Finished.IsZero() {
 		r.Finished = time.Now()
 	}
@@ -398,13 +535,16 @@ func (a *Agent) runTask(ctx context.Context, at *agentTask) {
 	switch {
 	case err != nil:
 		r.State, r.Error, r.ExitCode = StateFailed, err.Error(), nil
-	case ctx.Err() != nil:
+	case res.Unknown:
+		r.State, r.ExitCode = StateLost, nil
+	case killed:
 		r.State = StateKilled
 	case code == 0 && res.Err == "" && !res.OOMKilled:
 		r.State = StateCompleted
 	default:
 		r.State = StateFailed
 	}
-	log.Info("task ended", "state", r.State, "exit", code, "oom", res.OOMKilled)
+	a.log.Info("task ended", "task", at.id, "state", r.State, "exit", code, "oom", res.OOMKilled)
 	a.setReport(at, r)
+	return true
 }

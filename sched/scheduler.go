@@ -400,32 +400,12 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hb HeartbeatRequest) (Heartbe
 	reported := map[string]bool{}
 	for _, r := range hb.Tasks {
 		reported[r.ID] = true
-		t := s.tasks[r.ID]
-		if t == nil || (t.NodeName != hb.Node && !r.State.Terminal()) || (t.State.Terminal() && !r.State.Terminal()) {
-			resp.Kill = append(resp.Kill, r.ID) // unknown, placed elsewhere, or already over
-			continue
+		kill, ack := s.reconcileLocked(ns, r)
+		if kill {
+			resp.Kill = append(resp.Kill, r.ID)
 		}
-		if t.NodeName != hb.Node {
+		if ack {
 			resp.Ack = append(resp.Ack, r.ID)
-			continue
-		}
-		switch {
-		case r.State.Terminal():
-			if !t.State.Terminal() {
-				s.endLocked(t, r)
-			}
-			resp.Ack = append(resp.Ack, r.ID)
-		case r.State == StateRunning && t.State != StateRunning:
-			if t.State == StateQueued { // reconciling after a restart: it runs there
-				s.queue = slices.DeleteFunc(s.queue, func(q *Task) bool { return q == t })
-				s.cl.Assign(ns.cn, t.Resources())
-				s.cl.Promise(ns.cn, s.request(t).Inputs)
-			}
-			t.State, t.Started = StateRunning, r.Started
-			s.persistLocked(t)
-		}
-		if t.KillAsked && !t.State.Terminal() {
-			resp.Kill = append(resp.Kill, t.ID)
 		}
 	}
 	for _, t := range s.tasks {
@@ -444,6 +424,92 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hb HeartbeatRequest) (Heartbe
 		}
 	}
 	return resp, nil
+}
+
+// Reconciliation: what the scheduler makes of a node's task reports. The rules live here and
+// in Agent.recover; they are what keeps a task to at most one start per placement when a node's
+// daemon restarts.
+//
+// A node reports every task its agent has: assigned (warming its inputs), running, or ended and
+// not yet acknowledged. The agent's runtime keeps its tasks across daemon restarts: a process
+// task is started by a reaper that outlives the daemon and records the exit status in the
+// node's task state directory; a container lives on in containerd. A new agent lists them
+// before it registers (Agent.recover) and its first heartbeat reports each, running or with its
+// true end; it never starts a task its runtime already has. So, for a task placed on node N:
+//
+//   - Daemon stopped (SIGTERM) and restarted while the task runs: the old agent leaves it
+//     running, unreported; the new one reports it running and then its end. The scheduler keeps
+//     it running throughout (the node is down only after NodeTimeout of silence).
+//   - Daemon killed (kill -9) while the task runs: the same; the reaper is not the daemon's to
+//     take down.
+//   - The task ended while the daemon was down: its exit status is in the state directory; the
+//     first heartbeat reports the end, recorded as if the daemon had never gone.
+//   - The task was still assigned (warming its inputs) when the daemon went: it never started,
+//     the new agent does not report it, and the scheduler assigns it to N again (below); N
+//     starting it then is its first start, not a second one.
+//   - The end could not be observed (the reaper was killed, or the machine rebooted): the node
+//     reports it lost, and it is requeued while it has retries (loseLocked), like a task of a
+//     node that went silent.
+//
+// Per report of task t from node N:
+//
+//	report \ t         on N, assigned/running   on N, requeued/lost *   elsewhere, unknown, over
+//	running            running                  running again **        kill
+//	ended              record the end, ack      record the end, ack     ack
+//	lost (unobserved)  lose: requeue or lost    ack                     ack
+//
+//	*  lost while N was silent (requeued and not yet placed again, or out of retries): no
+//	   other attempt started, so N's report is the truth about the task.
+//	** taken back from the queue, or out of the lost state, with N's resources.
+//
+// Tasks on N that N does not report: assigned ones are sent again (Assign); running ones N no
+// longer has: they are lost (requeued while they have retries).
+func (s *Scheduler) reconcileLocked(ns *nodeState, r TaskReport) (kill, ack bool) {
+	node := ns.rec.Name
+	t := s.tasks[r.ID]
+	ended := r.State.Terminal()
+	if t == nil || t.NodeName != node {
+		return !ended, ended // unknown here, or placed elsewhere since: drop an end, stop a run
+	}
+	// requeued or lost while N was silent, and no other attempt started since
+	back := t.State == StateQueued || t.State == StateLost
+	switch {
+	case ended && r.State == StateLost:
+		if t.State == StateAssigned || t.State == StateRunning {
+			why := "node " + node + " lost track of it"
+			if r.Error != "" {
+				why += ": " + r.Error
+			}
+			s.loseLocked(t, why)
+		}
+		return false, true
+	case ended:
+		if !t.State.Terminal() || t.State == StateLost {
+			if t.State == StateQueued {
+				s.queue = slices.DeleteFunc(s.queue, func(q *Task) bool { return q == t })
+			}
+			s.endLocked(t, r)
+		}
+		return false, true
+	case back && !t.KillAsked:
+		if t.State == StateQueued {
+			s.queue = slices.DeleteFunc(s.queue, func(q *Task) bool { return q == t })
+		}
+		s.log.Info("task runs on its node after all", "task", t.ID, "node", node, "was", t.State)
+		s.cl.Assign(ns.cn, t.Resources())
+		s.cl.Promise(ns.cn, s.request(t).Inputs)
+		t.State, t.Error, t.Finished = StateRunning, "", time.Time{}
+		if !r.Started.IsZero() {
+			t.Started = r.Started
+		}
+		s.persistLocked(t)
+	case t.State.Terminal():
+		return true, false // over (killed, say): stop it
+	case r.State == StateRunning && t.State == StateAssigned:
+		t.State, t.Started = StateRunning, r.Started
+		s.persistLocked(t)
+	}
+	return t.KillAsked && !t.State.Terminal(), false
 }
 
 func (s *Scheduler) endLocked(t *Task, r TaskReport) {

@@ -345,14 +345,41 @@ func (h httpCaller) Do(ctx context.Context, method, path string, in, out any) er
 	return nil
 }
 
+// fakeRun is a task of a fake runner: it ends when end (or Kill) is called, and outlives any
+// agent waiting for it, as a real task outlives its daemon.
 type fakeRun struct {
-	done chan RunResult
-	once sync.Once
+	done   chan struct{}
+	once   sync.Once
+	res    RunResult // set before done is closed
+	killed bool      // set before done is closed
 }
 
-func (r *fakeRun) Wait(ctx context.Context) (RunResult, error) { return <-r.done, nil }
+func newFakeRun() *fakeRun { return &fakeRun{done: make(chan struct{})} }
+
+func (r *fakeRun) end(res RunResult, killed bool) {
+	r.once.Do(func() { r.res, r.killed = res, killed; close(r.done) })
+}
+
+func (r *fakeRun) ended() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *fakeRun) Wait(ctx context.Context) (RunResult, error) {
+	select {
+	case <-r.done:
+		return r.res, nil
+	case <-ctx.Done():
+		return RunResult{}, ctx.Err()
+	}
+}
+
 func (r *fakeRun) Kill(ctx context.Context) error {
-	r.once.Do(func() { r.done <- RunResult{ExitCode: -1, Signal: "SIGKILL", Finished: time.Now()} })
+	r.end(RunResult{ExitCode: -1, Signal: "SIGKILL", Finished: time.Now()}, true)
 	return nil
 }
 
@@ -365,16 +392,19 @@ type fakeRunner struct {
 func (f *fakeRunner) Start(ctx context.Context, spec RunSpec) (Run, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.specs = append(f.specs, spec)
-	r := &fakeRun{done: make(chan RunResult, 1)}
 	if f.runs == nil {
 		f.runs = map[string]*fakeRun{}
 	}
+	if f.runs[spec.ID] != nil {
+		return nil, fmt.Errorf("start %s: %w", spec.ID, ErrTaskExists)
+	}
+	f.specs = append(f.specs, spec)
+	r := newFakeRun()
 	f.runs[spec.ID] = r
 	if len(spec.Command) > 0 && spec.Command[0] == "exit" {
 		code := 0
 		fmt.Sscan(spec.Command[1], &code)
-		r.once.Do(func() { r.done <- RunResult{ExitCode: code, Started: time.Now(), Finished: time.Now()} })
+		r.end(RunResult{ExitCode: code, Started: time.Now(), Finished: time.Now()}, false)
 	}
 	return r, nil
 }
