@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,8 +31,9 @@ type RunSpec struct {
 	WorkDir   string
 	SharedDir string
 	LogDir    string
-	// ContainerEnv / Image: container tasks (issue 6); empty for process tasks.
-	ContainerEnv, Image string
+	// ContainerEnv / Image: container tasks (issue 6); empty for process tasks. EnvFile is the
+	// environment version the scheduler resolved at submit (share-relative tarball path).
+	ContainerEnv, Image, EnvFile string
 }
 
 // RunResult is how a run ended (mirrors runtime.Result).
@@ -55,6 +57,20 @@ type Run interface {
 	Kill(ctx context.Context) error
 }
 
+// EnvStarter is implemented by a Run of a container task: how its environment was made ready.
+type EnvStarter interface {
+	EnvStart() *EnvStart
+}
+
+// ImportedEnvs lists the environment tarballs (share-relative) whose images this node's
+// container runtime holds (*runtime.Runtime implements it).
+type ImportedEnvs interface {
+	ImportedEnvs(ctx context.Context) ([]string, error)
+}
+
+// MaxImportedEnvs bounds the imported environments a heartbeat reports.
+const MaxImportedEnvs = 256
+
 // NodeCache is what the agent needs of the node's cache (*cache.Store implements it).
 type NodeCache interface {
 	Warm(ctx context.Context, name string, progress func(cache.Progress)) error
@@ -75,7 +91,13 @@ type AgentConfig struct {
 	PrefetchWait time.Duration
 	Heartbeat    time.Duration // default: what the scheduler says
 	InventoryMax int           // items per heartbeat; default 2000
-	Logger       *slog.Logger
+	// Envs, when set, reports the environments imported on this node in every heartbeat
+	// (bounded by MaxImportedEnvs), for placement.
+	Envs ImportedEnvs
+	// Adopted are tasks the runtime re-adopted at start (left running by an earlier daemon, or
+	// ended while it was away), by task ID: reported as running until they end.
+	Adopted map[string]Run
+	Logger  *slog.Logger
 }
 
 type agentTask struct {
@@ -178,6 +200,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 
 // Run registers and heartbeats until ctx ends; running tasks are killed on the way out.
 func (a *Agent) Run(ctx context.Context) error {
+	a.adopt()
 	interval := a.cfg.Heartbeat
 	registered := false
 	backoff := 200 * time.Millisecond
@@ -253,6 +276,15 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	}
 	since := a.invSince
 	a.mu.Unlock()
+	if a.cfg.Envs != nil {
+		envs, err := a.cfg.Envs.ImportedEnvs(ctx)
+		if err != nil {
+			a.log.Warn("list imported environments", "err", err)
+		} else {
+			slices.Sort(envs)
+			hb.EnvsImported = append(make([]string, 0, len(envs)), envs[:min(len(envs), MaxImportedEnvs)]...)
+		}
+	}
 	if a.cfg.Cache != nil {
 		d, err := a.cfg.Cache.InventoryDelta(ctx, since, a.cfg.InventoryMax)
 		if err != nil {
@@ -365,7 +397,7 @@ func (a *Agent) runTask(ctx context.Context, at *agentTask) {
 		return
 	}
 	spec := RunSpec{ID: t.ID, Command: t.Command, Cores: t.Cores, MemBytes: t.MemBytes, GPUs: at.gpus, Uid: t.Uid, Gid: t.Gid,
-		SharedDir: a.cfg.ShareRoot, ContainerEnv: t.ContainerEnv, Image: t.Image,
+		SharedDir: a.cfg.ShareRoot, ContainerEnv: t.ContainerEnv, Image: t.Image, EnvFile: t.EnvFile,
 		WorkDir: filepath.Join(a.cfg.ShareRoot, filepath.FromSlash(t.WorkDir)),
 		LogDir:  filepath.Join(a.cfg.ShareRoot, filepath.FromSlash(t.LogDir))}
 	spec.Env = append(append([]string(nil), t.Env...), "EDDY_TASK_ID="+t.ID, "EDDY_SHARED_DIR="+a.cfg.ShareRoot)
@@ -379,17 +411,50 @@ func (a *Agent) runTask(ctx context.Context, at *agentTask) {
 		a.setReport(at, TaskReport{ID: t.ID, State: st, Error: err.Error(), Finished: time.Now()})
 		return
 	}
+	var es *EnvStart
+	if x, ok := run.(EnvStarter); ok {
+		es = x.EnvStart()
+	}
 	a.mu.Lock()
 	at.run = run
-	at.report = TaskReport{ID: t.ID, State: StateRunning, Started: time.Now()}
+	at.report = TaskReport{ID: t.ID, State: StateRunning, Started: time.Now(), EnvStart: es}
 	killed := ctx.Err() != nil
 	a.mu.Unlock()
 	if killed {
 		_ = run.Kill(context.Background())
 	}
 	log.Info("task running", "command", t.Command)
+	a.waitRun(ctx, at, run, es, log)
+}
+
+// adopt takes on the tasks the runtime re-adopted: they are reported as running, their end as
+// for tasks started here.
+func (a *Agent) adopt() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, run := range a.cfg.Adopted {
+		if a.tasks[id] != nil {
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		at := &agentTask{t: &Task{ID: id}, cancel: cancel, run: run, report: TaskReport{ID: id, State: StateRunning}}
+		a.tasks[id] = at
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			log := a.log.With("task", id)
+			log.Info("re-adopted task: waiting for its end")
+			a.waitRun(ctx, at, run, nil, log)
+		}()
+	}
+	a.cfg.Adopted = nil
+}
+
+// waitRun waits for a started task to end and records how (ctx cancelled means killed).
+func (a *Agent) waitRun(ctx context.Context, at *agentTask, run Run, es *EnvStart, log *slog.Logger) {
+	t := at.t
 	res, err := run.Wait(context.Background())
-	r := TaskReport{ID: t.ID, Started: res.Started, Finished: res.Finished, OOMKilled: res.OOMKilled, Signal: res.Signal, Error: res.Err}
+	r := TaskReport{ID: t.ID, Started: res.Started, Finished: res.Finished, OOMKilled: res.OOMKilled, Signal: res.Signal, Error: res.Err, EnvStart: es}
 	if r.Finished.IsZero() {
 		r.Finished = time.Now()
 	}
