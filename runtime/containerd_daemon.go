@@ -36,9 +36,10 @@ func privateStateExists(dir string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// privateSocket is the socket of the private containerd under dir: dir/containerd.sock, or a
-// name under /run derived from dir when that path is too long for a unix socket.
-func privateSocket(dir string) string {
+// PrivateContainerdSocket is the socket of the private containerd under dir (for `ctr -a`):
+// dir/containerd.sock, or a name under /run derived from dir when that path is too long for
+// a unix socket.
+func PrivateContainerdSocket(dir string) string {
 	sock := filepath.Join(dir, "containerd.sock")
 	if len(sock) > 100 {
 		sock = fmt.Sprintf("/run/eddy-containerd-%016x.sock", xxhash.Sum64String(dir))
@@ -63,7 +64,7 @@ func startContainerd(ctx context.Context, dir string) (*privateContainerd, error
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("start containerd: %w", err)
 	}
-	sock := privateSocket(dir)
+	sock := PrivateContainerdSocket(dir)
 	conf := fmt.Sprintf(`version = 2
 root = %q
 state = %q

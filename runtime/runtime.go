@@ -218,6 +218,11 @@ func (r *Runtime) containers(ctx context.Context) (*containerRuntime, error) {
 		return nil, fmt.Errorf("runtime: containerd: %w", err)
 	}
 	r.ctr.Store(c)
+	if c.priv != nil {
+		r.log.Info("private containerd started", "dir", c.priv.dir, "socket", c.priv.sock, "pid", c.priv.cmd.Process.Pid, "adopted", c.adopted.Load())
+	} else {
+		r.log.Info("connected to containerd", "socket", r.cfg.ContainerdSocket, "adopted", c.adopted.Load())
+	}
 	return c, nil
 }
 

@@ -119,6 +119,10 @@ type Agent struct {
 	freeGPUs []string              // guarded by mu
 	invSince uint64                // guarded by mu
 	wg       sync.WaitGroup
+
+	// leaving ends when Run returns: waits for running tasks stop (the tasks do not).
+	leaving context.Context
+	leave   context.CancelFunc
 }
 
 // DetectNode fills in cores, memory and GPUs of this machine.
@@ -194,11 +198,15 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Node = DetectNode(cfg.Node)
-	return &Agent{cfg: cfg, log: cfg.Logger, tasks: map[string]*agentTask{}, acked: map[string]bool{},
-		freeGPUs: append([]string(nil), cfg.Node.GPUIDs...)}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger, tasks: map[string]*agentTask{}, acked: map[string]bool{},
+		freeGPUs: append([]string(nil), cfg.Node.GPUIDs...)}
+	a.leaving, a.leave = context.WithCancel(context.Background())
+	return a, nil
 }
 
-// Run registers and heartbeats until ctx ends; running tasks are killed on the way out.
+// Run registers and heartbeats until ctx ends. On the way out, tasks not started yet are
+// abandoned (the scheduler requeues or fails them), and running tasks keep running: the
+// runtime re-adopts them when the daemon starts again (AgentConfig.Adopted).
 func (a *Agent) Run(ctx context.Context) error {
 	a.adopt()
 	interval := a.cfg.Heartbeat
@@ -257,6 +265,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 func (a *Agent) shutdown() error {
+	a.leave()
 	a.mu.Lock()
 	for _, at := range a.tasks {
 		if at.cancel != nil {
@@ -453,7 +462,11 @@ func (a *Agent) adopt() {
 // waitRun waits for a started task to end and records how (ctx cancelled means killed).
 func (a *Agent) waitRun(ctx context.Context, at *agentTask, run Run, es *EnvStart, log *slog.Logger) {
 	t := at.t
-	res, err := run.Wait(context.Background())
+	res, err := run.Wait(a.leaving)
+	if err != nil && a.leaving.Err() != nil {
+		log.Info("agent leaving; the task keeps running")
+		return
+	}
 	r := TaskReport{ID: t.ID, Started: res.Started, Finished: res.Finished, OOMKilled: res.OOMKilled, Signal: res.Signal, Error: res.Err, EnvStart: es}
 	if r.Finished.IsZero() {
 		r.Finished = time.Now()
