@@ -27,6 +27,10 @@ import (
 //     this node also runs tasks (its agent joins its own listener).
 //   - --join ADDR: run tasks for the scheduler at ADDR; the task and node commands on the local
 //     socket are forwarded there.
+//
+// Every member runs tasks through package runtime: container tasks with the node's containerd
+// (--containerd-socket), a private one (--containerd-dir), or by default a private one under
+// "<cache dir>-containerd" started at the first container task.
 func (d *Daemon) startCluster(ctx context.Context) error {
 	c := d.cfg
 	if !c.Scheduler && c.Join == "" && c.Listen == "" {

@@ -550,6 +550,12 @@ func TestSubmitResolvesEnvironment(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := s.Heartbeat(ctx, HeartbeatRequest{Node: "b", EnvsImported: []string{"containers/torch/torch_200.tar"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Heartbeat(ctx, HeartbeatRequest{Node: "a", EnvsImported: []string{}}); err != nil {
+		t.Fatal(err)
+	}
 	tk, err := s.Submit(ctx, TaskSpec{Command: []string{"true"}, ContainerEnv: "torch"})
 	if err != nil {
 		t.Fatal(err)
@@ -575,13 +581,7 @@ func TestSubmitResolvesEnvironment(t *testing.T) {
 		}
 	}
 
-	// Node b reports the version imported: the task goes there, and says why.
-	if _, err := s.Heartbeat(ctx, HeartbeatRequest{Node: "b", EnvsImported: []string{tk.EnvFile}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Heartbeat(ctx, HeartbeatRequest{Node: "a", EnvsImported: []string{}}); err != nil {
-		t.Fatal(err)
-	}
+	// Node b reported the version imported (before the submit): the task went there, saying why.
 	s.Tick()
 	got, _ := s.Task(tk.ID)
 	if got.State != StateAssigned || got.NodeName != "b" || got.Placement == nil || !strings.Contains(got.Placement.Reason, "already imported there") {
