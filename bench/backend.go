@@ -265,6 +265,8 @@ type eddyDaemon struct {
 	bin, netns, origin, logLevel   string
 	noCache                        bool
 	mnt, cacheDir, socket, logPath string
+	extra                          []string // more daemon flags (e.g. cluster mode)
+	env                            []string // more environment (e.g. EDDY_TOKEN)
 	args                           []string
 
 	cmd     *exec.Cmd
@@ -283,7 +285,7 @@ func (d *eddyDaemon) daemonArgs() []string {
 	} else {
 		a = append(a, "--cache-dir", d.cacheDir)
 	}
-	return a
+	return append(a, d.extra...)
 }
 
 func (d *eddyDaemon) start(ctx context.Context) error {
@@ -308,7 +310,7 @@ func (d *eddyDaemon) start(ctx context.Context) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "EDDY_SOCKET="+d.socket)
+	cmd.Env = append(append(os.Environ(), "EDDY_SOCKET="+d.socket), d.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {

@@ -29,6 +29,10 @@ import (
 //     this node also runs tasks (its agent joins its own listener).
 //   - --join ADDR: run tasks for the scheduler at ADDR; the task and node commands on the local
 //     socket are forwarded there.
+//
+// Every member runs tasks through package runtime: container tasks with the node's containerd
+// (--containerd-socket), a private one (--containerd-dir), or by default a private one under
+// "<cache dir>-containerd" started at the first container task.
 func (d *Daemon) startCluster(ctx context.Context) error {
 	c := d.cfg
 	if !c.Scheduler && c.Join == "" && c.Listen == "" {
@@ -147,11 +151,17 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 	if c.CacheDir == "" {
 		stateDir = filepath.Join(filepath.Dir(c.Socket), "eddy-tasks-"+name)
 	}
-	rt, err := runtime.New(ctx, runtime.Config{ShareRoot: c.Mount, CgroupParent: "eddy-" + name, StateDir: stateDir, Logger: log.With("part", "runtime")})
+	rcfg := runtime.Config{ShareRoot: c.Mount, CgroupParent: "eddy-" + name, StateDir: stateDir, Logger: log.With("part", "runtime"),
+		ContainerdSocket: c.ContainerdSocket, ContainerdDir: c.ContainerdDir}
+	if rcfg.ContainerdSocket == "" && rcfg.ContainerdDir == "" {
+		// Default: a private containerd, started at the first container task when installed.
+		rcfg.ContainerdDir, rcfg.ContainerdLazy = ContainerdDirFor(c.CacheDir, c.Socket, name), true
+	}
+	rt, err := runtime.New(ctx, rcfg)
 	if err != nil {
 		return fmt.Errorf("cluster: runtime: %w", err)
 	}
-	d.OnShutdown(func(context.Context) error { return rt.Close() })
+	d.OnShutdown(func(context.Context) error { return rt.Close() }) // stops a private containerd
 	var nc sched.NodeCache
 	if d.cache != nil {
 		if x, ok := d.cache.(sched.NodeCache); ok {
@@ -164,6 +174,7 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 		Cache:     nc,
 		Runner:    runtimeRunner{rt},
 		ShareRoot: c.Mount,
+		Envs:      rt,
 		Logger:    log.With("role", "agent"),
 	})
 	if err != nil {
@@ -232,11 +243,15 @@ func (r runtimeRunner) Start(ctx context.Context, s sched.RunSpec) (sched.Run, e
 	spec := runtime.Spec{ID: s.ID, Command: s.Command, Env: s.Env, Cores: s.Cores, MemBytes: s.MemBytes, GPUs: s.GPUs,
 		Uid: s.Uid, Gid: s.Gid, WorkDir: s.WorkDir, SharedDir: s.SharedDir, LogDir: s.LogDir}
 	if s.ContainerEnv != "" || s.Image != "" {
-		spec.Container = &runtime.Container{Env: s.ContainerEnv, Image: s.Image, DataDir: filepath.Join(s.SharedDir, "shared_data")}
+		spec.Container = &runtime.Container{Env: s.ContainerEnv, EnvFile: s.EnvFile, Image: s.Image, DataDir: filepath.Join(s.SharedDir, "shared_data")}
 	}
 	run, err := r.rt.Start(ctx, spec)
 	if errors.Is(err, runtime.ErrAlreadyExists) {
 		return nil, fmt.Errorf("%w: %w", sched.ErrTaskExists, err)
+	}
+	if errors.Is(err, runtime.ErrNoContainerd) {
+		return nil, fmt.Errorf("%w (install containerd and runc on this node: scripts/deps.sh containers; "+
+			"or give the daemon a running containerd: --containerd-socket PATH)", err)
 	}
 	if err != nil {
 		return nil, err
@@ -265,3 +280,17 @@ func (r runtimeRun) Wait(ctx context.Context) (sched.RunResult, error) {
 }
 
 func (r runtimeRun) Kill(ctx context.Context) error { return r.r.Kill(ctx) }
+
+// EnvStart reports how a container task's environment was made ready (nil for other tasks).
+func (r runtimeRun) EnvStart() *sched.EnvStart {
+	si, ok := r.r.(runtime.StartInfoer)
+	if !ok {
+		return nil
+	}
+	i := si.StartInfo()
+	if i.EnvFile == "" {
+		return nil
+	}
+	return &sched.EnvStart{File: i.EnvFile, Imported: i.Imported, ImportBytes: i.ImportBytes,
+		ImageS: i.ImageReady.Seconds(), StartS: i.Started.Seconds()}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -73,6 +74,13 @@ type Config struct {
 	Labels       map[string]string // node labels
 	LocalityWait time.Duration     // how long a task may wait for a warm node
 
+	// Container tasks (issue 6): ContainerdSocket uses the node's running containerd;
+	// ContainerdDir starts a private one with root, state and socket under it. With neither,
+	// a private containerd under "<cache dir>-containerd" is started at the first container
+	// task if containerd is installed (see ContainerdDirFor).
+	ContainerdSocket string
+	ContainerdDir    string
+
 	// ShutdownTimeout bounds the unmount at SIGINT/SIGTERM.
 	ShutdownTimeout time.Duration
 
@@ -140,6 +148,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--chunk-size %d: must be between 64KiB and 256MiB", c.ChunkSize)
 	case c.ChunkSize > 0 && c.ChunkSize&(4096-1) != 0:
 		return fmt.Errorf("--chunk-size %d: must be a multiple of 4KiB", c.ChunkSize)
+	case c.ContainerdSocket != "" && c.ContainerdDir != "":
+		return fmt.Errorf("--containerd-socket and --containerd-dir exclude each other (the node's containerd, or a private one)")
 	}
 	switch c.Metrics {
 	case "", "off", "none", "stdout", "prometheus":
@@ -152,6 +162,16 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// ContainerdDirFor is the default directory of the private containerd: beside the cache dir
+// ("<cache dir>-containerd", like the scheduler's "<cache dir>-scheduler"), or beside the
+// socket without a cache dir.
+func ContainerdDirFor(cacheDir, socket, node string) string {
+	if cacheDir != "" {
+		return strings.TrimRight(cacheDir, "/") + "-containerd"
+	}
+	return filepath.Join(filepath.Dir(socket), "eddy-containerd-"+node)
 }
 
 // ParseSize parses a byte count: a plain number of bytes or a number with a

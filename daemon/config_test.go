@@ -78,6 +78,9 @@ func TestValidate(t *testing.T) {
 		{"no cache dir but no-cache", func(c *Config) { c.CacheDir = ""; c.NoCache = true }, true},
 		{"bad glob", func(c *Config) { c.Include = []string{"[x"} }, false},
 		{"bad metrics", func(c *Config) { c.Metrics = "otlp-ish" }, false},
+		{"containerd socket", func(c *Config) { c.ContainerdSocket = "/run/containerd/containerd.sock" }, true},
+		{"containerd dir", func(c *Config) { c.ContainerdDir = "/var/lib/eddy-ctd" }, true},
+		{"containerd socket and dir", func(c *Config) { c.ContainerdSocket = "/s"; c.ContainerdDir = "/d" }, false},
 		{"tiny chunk", func(c *Config) { c.ChunkSize = 1000 }, false},
 		{"odd chunk", func(c *Config) { c.ChunkSize = 1<<20 + 1 }, false},
 		{"min free 100", func(c *Config) { c.MinFreePercent = 100 }, false},
@@ -129,5 +132,14 @@ func TestUnescapeMountinfo(t *testing.T) {
 		if got := unescapeMountinfo(in); got != want {
 			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestContainerdDirFor(t *testing.T) {
+	if got := ContainerdDirFor("/var/cache/eddy/", "/run/eddy/eddy.sock", "n1"); got != "/var/cache/eddy-containerd" {
+		t.Errorf("with a cache dir: %s", got)
+	}
+	if got := ContainerdDirFor("", "/run/eddy/eddy.sock", "n1"); got != "/run/eddy/eddy-containerd-n1" {
+		t.Errorf("without a cache dir: %s", got)
 	}
 }

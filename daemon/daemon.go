@@ -298,6 +298,7 @@ func absPaths(cfg *Config) error {
 	abs(&cfg.Mount)
 	abs(&cfg.CacheDir)
 	abs(&cfg.Socket)
+	abs(&cfg.ContainerdDir)
 	if cfg.NodeName == "" {
 		cfg.NodeName, _ = os.Hostname()
 	}

@@ -122,14 +122,7 @@ type ctrEnv struct {
 // Runtime on a temp share with a shared_data dir.
 func ertContainerd(t testing.TB) *ctrEnv {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("container tests need root")
-	}
-	for _, bin := range []string{"containerd", "runc", "containerd-shim-runc-v2"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (scripts/deps.sh containers): %v", bin, err)
-		}
-	}
+	needContainerd(t)
 	dir, err := os.MkdirTemp("", "ert-ctd-")
 	if err != nil {
 		t.Fatal(err)
@@ -155,10 +148,29 @@ func ertContainerd(t testing.TB) *ctrEnv {
 	return e
 }
 
+// needContainerd skips t unless it runs as root with containerd, runc and the shim installed.
+func needContainerd(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("container tests need root")
+	}
+	for _, bin := range []string{"containerd", "runc", "containerd-shim-runc-v2", "ctr"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed (scripts/deps.sh containers): %v", bin, err)
+		}
+	}
+}
+
 // ctr runs the ctr CLI against the private containerd.
 func (e *ctrEnv) ctr(t testing.TB, args ...string) string {
 	t.Helper()
-	full := append([]string{"--address", filepath.Join(e.dir, "containerd.sock"), "-n", e.cfg.ContainerdNamespace}, args...)
+	return ctrAt(t, runtime.PrivateContainerdSocket(e.dir), e.cfg.ContainerdNamespace, args...)
+}
+
+// ctrAt runs the ctr CLI against the containerd at sock, in namespace ns.
+func ctrAt(t testing.TB, sock, ns string, args ...string) string {
+	t.Helper()
+	full := append([]string{"--address", sock, "-n", ns}, args...)
 	out, err := exec.Command("ctr", full...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctr %v: %v: %s", args, err, out)

@@ -148,10 +148,11 @@ func (c *containerRuntime) stats() ContainerStats {
 
 // ContainerStats reports import/pull counters (zero without containerd).
 func (r *Runtime) ContainerStats() ContainerStats {
-	if r.ctr == nil {
+	c := r.ctr.Load()
+	if c == nil {
 		return ContainerStats{}
 	}
-	return r.ctr.stats()
+	return c.stats()
 }
 
 // Adopted returns the tasks an earlier daemon left, by task ID, until Forget: containers found
@@ -167,12 +168,13 @@ func (r *Runtime) Adopted() map[string]Running {
 		out[id] = t
 	}
 	r.mu.Unlock()
-	if r.ctr == nil {
+	c := r.ctr.Load()
+	if c == nil {
 		return out
 	}
-	r.ctr.mu.Lock()
-	defer r.ctr.mu.Unlock()
-	for id, t := range r.ctr.adoptees {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, t := range c.adoptees {
 		out[id] = t
 	}
 	return out
@@ -181,12 +183,13 @@ func (r *Runtime) Adopted() map[string]Running {
 // EnvInUse reports whether this node is importing the tarball at path right now (a hook for
 // envs.PruneOptions.InUse).
 func (r *Runtime) EnvInUse(path string) bool {
-	if r.ctr == nil {
+	c := r.ctr.Load()
+	if c == nil {
 		return false
 	}
-	r.ctr.mu.Lock()
-	defer r.ctr.mu.Unlock()
-	return r.ctr.using[path] > 0
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.using[path] > 0
 }
 
 func containerID(taskID string) string { return "eddy-" + taskID }
@@ -196,45 +199,64 @@ func imageName(v envs.Version) string {
 	return fmt.Sprintf("eddy.env/%s/%s:%d", v.Source, strings.ToLower(v.Env), v.Timestamp)
 }
 
-// envImage returns the image of the newest version of env, importing and unpacking it when
-// this containerd does not have that version yet.
-func (c *containerRuntime) envImage(ctx context.Context, taskID, env string) (containerd.Image, error) {
+// envImage returns the image of an environment version (file, relative to the share; the
+// newest when empty), importing and unpacking it when this containerd does not have that
+// version yet.
+func (c *containerRuntime) envImage(ctx context.Context, taskID, env, file string) (containerd.Image, StartInfo, error) {
+	var info StartInfo
 	if c.r.cfg.ShareRoot == "" {
-		return nil, errors.New("no share root configured to find environments in")
+		return nil, info, errors.New("no share root configured to find environments in")
 	}
-	v, err := envs.Newest(c.r.cfg.ShareRoot, env)
-	if errors.Is(err, envs.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %q (looked in %s and %s)", ErrEnvNotFound, env, envs.Dir, envs.KohakuDir)
+	var (
+		v   envs.Version
+		err error
+	)
+	if file != "" {
+		v, err = envs.Lookup(c.r.cfg.ShareRoot, env, file)
+	} else {
+		v, err = envs.Newest(c.r.cfg.ShareRoot, env)
 	}
-	if err != nil {
-		return nil, err
+	switch {
+	case errors.Is(err, envs.ErrNotFound) && file != "":
+		return nil, info, fmt.Errorf("%w: %q version %s is no longer on the share", ErrEnvNotFound, env, file)
+	case errors.Is(err, envs.ErrNotFound):
+		return nil, info, fmt.Errorf("%w: %q (looked in %s and %s)", ErrEnvNotFound, env, envs.Dir, envs.KohakuDir)
+	case err != nil:
+		return nil, info, err
 	}
+	info.EnvFile = v.Rel
 	name := imageName(v)
-	_, err, _ = c.sf.Do(name, func() (any, error) { return nil, c.ensureImported(ctx, taskID, v, name) })
+	res, err, _ := c.sf.Do(name, func() (any, error) { return c.ensureImported(ctx, taskID, v, name) })
 	if err != nil {
-		return nil, err
+		return nil, info, err
 	}
-	return c.client.GetImage(ctx, name)
+	if n := res.(int64); n >= 0 {
+		info.Imported, info.ImportBytes = true, n
+	}
+	img, err := c.client.GetImage(ctx, name)
+	return img, info, err
 }
 
-func (c *containerRuntime) ensureImported(ctx context.Context, taskID string, v envs.Version, name string) error {
+// ensureImported imports version v as image name unless this containerd has it already. It
+// returns the tarball bytes read for an import, or -1 when the version was imported before.
+func (c *containerRuntime) ensureImported(ctx context.Context, taskID string, v envs.Version, name string) (int64, error) {
 	snap := c.r.cfg.Snapshotter
 	if img, err := c.client.GetImage(ctx, name); err == nil {
 		l := img.Labels()
 		if l[labelEnvSize] == strconv.FormatInt(v.Size, 10) && l[labelEnvTime] == strconv.FormatInt(v.ModTime.UnixNano(), 10) {
 			if ok, err := img.IsUnpacked(ctx, snap); err == nil && ok {
 				c.importSkips.Add(1)
-				return nil
+				return -1, nil
 			}
 			if err := img.Unpack(ctx, snap); err != nil {
-				return fmt.Errorf("unpack %s: %w", name, err)
+				return 0, fmt.Errorf("unpack %s: %w", name, err)
 			}
 			c.importSkips.Add(1)
-			return nil
+			return -1, nil
 		}
 		// Same name, different file (rewritten in place): import again.
 	} else if !errdefs.IsNotFound(err) {
-		return fmt.Errorf("look up image %s: %w", name, err)
+		return 0, fmt.Errorf("look up image %s: %w", name, err)
 	}
 
 	c.mu.Lock()
@@ -258,7 +280,7 @@ func (c *containerRuntime) ensureImported(ctx context.Context, taskID string, v 
 	start := time.Now()
 	f, err := os.Open(v.Path)
 	if err != nil {
-		return fmt.Errorf("open tarball: %w", err)
+		return 0, fmt.Errorf("open tarball: %w", err)
 	}
 	defer f.Close()
 	counted := &countingReader{r: bufio.NewReaderSize(f, 1<<20)}
@@ -266,35 +288,35 @@ func (c *containerRuntime) ensureImported(ctx context.Context, taskID string, v 
 	if v.Gzip {
 		zr, err := gzip.NewReader(counted)
 		if err != nil {
-			return fmt.Errorf("tarball %s: %w", v.Rel, err)
+			return 0, fmt.Errorf("tarball %s: %w", v.Rel, err)
 		}
 		defer zr.Close()
 		rd = zr
 	}
 	if _, err := c.client.Import(ctx, rd, containerd.WithIndexName(name)); err != nil {
-		return fmt.Errorf("import %s: %w", v.Rel, err)
+		return 0, fmt.Errorf("import %s: %w", v.Rel, err)
 	}
 	read := time.Since(start)
 	img, err := c.client.GetImage(ctx, name)
 	if err != nil {
-		return fmt.Errorf("imported image %s: %w", name, err)
+		return 0, fmt.Errorf("imported image %s: %w", name, err)
 	}
 	if err := img.Unpack(ctx, snap); err != nil {
-		return fmt.Errorf("unpack %s: %w", name, err)
+		return 0, fmt.Errorf("unpack %s: %w", name, err)
 	}
 	// Record which file this version came from, so a rewrite in place is noticed.
 	meta := img.Metadata()
 	meta.Labels = map[string]string{labelEnv: v.Env, labelEnvFile: v.Rel,
 		labelEnvSize: strconv.FormatInt(v.Size, 10), labelEnvTime: strconv.FormatInt(v.ModTime.UnixNano(), 10)}
 	if _, err := c.client.ImageService().Update(ctx, meta, "labels"); err != nil {
-		return fmt.Errorf("label image %s: %w", name, err)
+		return 0, fmt.Errorf("label image %s: %w", name, err)
 	}
 	c.imports.Add(1)
 	c.importBytes.Add(counted.n)
 	c.r.log.Info("environment imported", "env", v.Env, "file", v.Rel, "image", name, "digest", img.Target().Digest,
 		"bytes", counted.n, "read_import", read, "total", time.Since(start))
 	c.dropOlderVersions(ctx, v)
-	return nil
+	return counted.n, nil
 }
 
 // dropOlderVersions deletes the images of older versions of the same environment; running
@@ -360,18 +382,25 @@ type containerTask struct {
 	task    containerd.Task
 	files   []*os.File
 	killed  atomic.Bool
+	info    StartInfo // set before start returns
 }
+
+var _ StartInfoer = (*containerTask)(nil)
+
+// StartInfo says how the task's image was made ready (zero for re-adopted tasks).
+func (t *containerTask) StartInfo() StartInfo { return t.info }
 
 func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error) {
 	op := fmt.Sprintf("runtime: start container %s", spec.ID)
 	ctx = namespaces.WithNamespace(ctx, c.ns)
 	t0 := time.Now()
 	var (
-		img containerd.Image
-		err error
+		img  containerd.Image
+		info StartInfo
+		err  error
 	)
 	if spec.Container.Env != "" {
-		img, err = c.envImage(ctx, spec.ID, spec.Container.Env)
+		img, info, err = c.envImage(ctx, spec.ID, spec.Container.Env, spec.Container.EnvFile)
 	} else {
 		img, err = c.refImage(ctx, spec.Container.Image)
 	}
@@ -379,6 +408,7 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	tImage := time.Since(t0)
+	info.ImageReady = tImage
 
 	mountAt := spec.Container.SharedMount
 	if mountAt == "" {
@@ -396,6 +426,10 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 		mounts = append(mounts, specs.Mount{Type: "bind", Source: dataDir, Destination: mountAt,
 			Options: []string{"rbind", "rw"}})
 	}
+	workDir, err := containerWorkDir(spec.WorkDir, c.r.cfg.ShareRoot, dataDir, mountAt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
 	cid := containerID(spec.ID)
 	cgroup := filepath.Join("/", c.r.cfg.CgroupParent, cid)
 	env := taskEnv(spec, mountAt, false)
@@ -411,8 +445,8 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 	if len(spec.Command) > 0 {
 		opts = append(opts, oci.WithProcessArgs(spec.Command...))
 	}
-	if spec.WorkDir != "" {
-		opts = append(opts, oci.WithProcessCwd(spec.WorkDir))
+	if workDir != "" {
+		opts = append(opts, oci.WithProcessCwd(workDir))
 	}
 	if spec.MemBytes > 0 {
 		opts = append(opts, oci.WithMemoryLimit(uint64(spec.MemBytes)), oci.WithMemorySwap(spec.MemBytes))
@@ -442,7 +476,7 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 		return nil, fmt.Errorf("%s: create container: %w", op, err)
 	}
 	t := &containerTask{taskEnd: newTaskEnd(spec.ID), c: c, cid: cid, cgroup: cgroup, ctr: ctr,
-		files: []*os.File{stdout, stderr}}
+		files: []*os.File{stdout, stderr}, info: info}
 	// Streams to files, and Delete waits for the copy to finish: no lost last lines.
 	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr)))
 	if err != nil {
@@ -460,10 +494,42 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 		return nil, fmt.Errorf("%s: start task: %w", op, err)
 	}
 	t.res.Started = time.Now()
+	t.info.Started = time.Since(t0)
 	c.r.log.Info("container task started", "task", spec.ID, "container", cid, "image", img.Name(),
-		"pid", task.Pid(), "image_ready", tImage, "start", time.Since(t0))
+		"pid", task.Pid(), "imported", info.Imported, "image_ready", tImage, "start", t.info.Started)
 	go t.wait(statusC)
 	return t, nil
+}
+
+// containerWorkDir maps a task's working directory to a path inside the container: the share
+// root (the default for tasks) means the image's own; a directory under the data directory
+// maps to the same place under mountAt; any other path outside the share is taken as a path
+// inside the container. Other directories of the share are not in the container: an error.
+func containerWorkDir(wd, shareRoot, dataDir, mountAt string) (string, error) {
+	if wd == "" {
+		return "", nil
+	}
+	wd = filepath.Clean(wd)
+	under := func(dir string) (string, bool) {
+		if dir == "" {
+			return "", false
+		}
+		rel, err := filepath.Rel(filepath.Clean(dir), wd)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+			return "", false
+		}
+		return rel, true
+	}
+	if rel, ok := under(dataDir); ok {
+		return filepath.Join(mountAt, rel), nil
+	}
+	if rel, ok := under(shareRoot); ok {
+		if rel == "." {
+			return "", nil
+		}
+		return "", fmt.Errorf("work dir %s: only the share's data directory is in the container (at %s)", wd, mountAt)
+	}
+	return wd, nil
 }
 
 // gpuDevices passes the NVIDIA device nodes of the given GPUs (and the control nodes) into
@@ -649,12 +715,15 @@ func (c *containerRuntime) reconcile(ctx context.Context) error {
 // ImportedEnvs lists the environment tarballs (paths relative to the share, as in
 // envs.Version.Rel) whose images this node's containerd holds, for placement: a node that has
 // the version imported starts the task without reading the tarball at all.
+//
+// A containerd not started yet (see Config.ContainerdLazy) has nothing imported.
 func (r *Runtime) ImportedEnvs(ctx context.Context) ([]string, error) {
-	if r.ctr == nil {
+	c := r.ctr.Load()
+	if c == nil {
 		return nil, nil
 	}
-	ctx = namespaces.WithNamespace(ctx, r.ctr.ns)
-	imgs, err := r.ctr.client.ImageService().List(ctx, fmt.Sprintf(`labels."%s"`, labelEnvFile))
+	ctx = namespaces.WithNamespace(ctx, c.ns)
+	imgs, err := c.client.ImageService().List(ctx, fmt.Sprintf(`labels."%s"`, labelEnvFile))
 	if err != nil {
 		return nil, fmt.Errorf("runtime: list imported environments: %w", err)
 	}

@@ -14,8 +14,9 @@
 // cgroup when the task ends, after reading its OOM-kill counter to tell an OOM kill from other
 // ends.
 //
-// Container tasks take the newest tarball of an environment from the share (package envs),
-// import it into containerd once per version (image eddy.env/<source>/<env>:<ts>, labelled with
+// Container tasks take a tarball of an environment from the share (package envs): the version
+// named in the spec (resolved by the scheduler at submit), else the newest; they import it into
+// containerd once per version (image eddy.env/<source>/<env>:<ts>, labelled with
 // the file's size and mtime; concurrent starts share one import), unpack it, and run it with
 // the share's data directory bind-mounted, the same limits, env, user and logs. Output is
 // streamed to the log files and task.Delete waits for the copy, so no line is lost. Finished
@@ -23,5 +24,11 @@
 // re-adopted (running) or collected (finished), and process tasks of an earlier daemon are
 // adopted from the state directory, running or ended (see Adopted, Forget).
 //
-// Lock order: Runtime.mu before containerRuntime.mu; neither is held across containerd calls.
+// containerd is the node's (ContainerdSocket) or a private one started under ContainerdDir and
+// stopped by Close; with ContainerdLazy it is connected to or started at the first container
+// task, so a node without containerd runs process tasks and fails container tasks with an error
+// wrapping ErrNoContainerd.
+//
+// Lock order: Runtime.ctrMu (held while connecting to containerd) before Runtime.mu before
+// containerRuntime.mu; the last two are never held across containerd calls.
 package runtime

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,10 +41,32 @@ type Spec struct {
 type Container struct {
 	Env   string `json:"env,omitempty"`
 	Image string `json:"image,omitempty"`
+	// EnvFile, with Env, is the version to run: the tarball's path relative to the share (as in
+	// envs.Version.Rel), e.g. resolved by the scheduler at submit. Empty: the newest version.
+	EnvFile string `json:"env_file,omitempty"`
 	// SharedMount is where DataDir appears inside the container (default /shared).
 	SharedMount string `json:"shared_mount,omitempty"`
 	// DataDir is the host directory bind-mounted at SharedMount (typically <share>/shared_data).
 	DataDir string `json:"data_dir,omitempty"`
+}
+
+// StartInfo says how a container task was made ready (see StartInfoer).
+type StartInfo struct {
+	// EnvFile is the environment tarball (share-relative) a container task runs from.
+	EnvFile string `json:"env_file,omitempty"`
+	// Imported: the tarball was read and imported into containerd for this start (or a
+	// concurrent one it waited for); false: the version was imported already.
+	Imported    bool  `json:"imported"`
+	ImportBytes int64 `json:"import_bytes,omitempty"`
+	// ImageReady is the time from Start to the image being ready (look-up, import or pull,
+	// and unpack); Started the time from Start to the container's process running.
+	ImageReady time.Duration `json:"image_ready"`
+	Started    time.Duration `json:"started"`
+}
+
+// StartInfoer is implemented by the Running of a container task started by this runtime.
+type StartInfoer interface {
+	StartInfo() StartInfo
 }
 
 // Result is how a task ended.
@@ -75,7 +98,7 @@ type Running interface {
 // Sentinel errors callers branch on.
 var (
 	ErrRootRefused   = errors.New("refusing to run a task as uid 0 (root): AllowRoot is off")
-	ErrNoContainerd  = errors.New("no containerd configured for container tasks")
+	ErrNoContainerd  = errors.New("containerd is not available for container tasks")
 	ErrNoCgroups     = errors.New("no usable cgroup controllers for cpu/memory limits")
 	ErrEnvNotFound   = errors.New("environment not found on the share")
 	ErrInvalidSpec   = errors.New("invalid task spec")
@@ -96,6 +119,11 @@ type Config struct {
 	// ContainerdDir: when ContainerdSocket is empty and this is set, start a private containerd
 	// with root, state and socket under this directory (stopped by Close).
 	ContainerdDir string
+	// ContainerdLazy defers connecting to (or starting) containerd from New to the first
+	// container task, whose error it then is; process tasks are unaffected either way. New
+	// still starts a private containerd whose directory holds state of an earlier run, so
+	// that containers left running are re-adopted and imported images are known.
+	ContainerdLazy bool
 	// ContainerdNamespace (default "eddy") and Snapshotter (default "overlayfs").
 	ContainerdNamespace string
 	Snapshotter         string
@@ -128,7 +156,9 @@ type Runtime struct {
 
 	closeOnce sync.Once
 
-	ctr *containerRuntime // nil when containers are not configured
+	ctrMu     sync.Mutex                       // serializes connecting to containerd, and Close
+	ctrClosed bool                             // guarded by ctrMu
+	ctr       atomic.Pointer[containerRuntime] // nil until connected (or when not configured)
 
 	mu      sync.Mutex
 	running map[string]Running // guarded by mu; by task ID
@@ -165,14 +195,54 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
 		return nil, fmt.Errorf("runtime: task state dir: %w", err)
 	}
 	r.adoptOrphans()
-	if cfg.ContainerdSocket != "" || cfg.ContainerdDir != "" {
-		c, err := newContainerRuntime(ctx, r)
-		if err != nil {
-			return nil, fmt.Errorf("runtime: containerd: %w", err)
+	switch {
+	case !r.containersConfigured():
+	case !cfg.ContainerdLazy:
+		if _, err := r.containers(ctx); err != nil {
+			return nil, err
 		}
-		r.ctr = c
+	case cfg.ContainerdSocket == "" && privateStateExists(cfg.ContainerdDir):
+		// Used before: containers of an earlier daemon may still run.
+		if _, err := r.containers(ctx); err != nil {
+			r.log.Warn("containerd not started; container tasks will try again", "err", err)
+		}
 	}
 	return r, nil
+}
+
+func (r *Runtime) containersConfigured() bool {
+	return r.cfg.ContainerdSocket != "" || r.cfg.ContainerdDir != ""
+}
+
+// containers returns the containerd side of the runtime, connecting to (or starting)
+// containerd on first use. Errors wrap ErrNoContainerd when containers are not configured or
+// containerd is not installed.
+func (r *Runtime) containers(ctx context.Context) (*containerRuntime, error) {
+	if c := r.ctr.Load(); c != nil {
+		return c, nil
+	}
+	if !r.containersConfigured() {
+		return nil, fmt.Errorf("%w: no containerd configured", ErrNoContainerd)
+	}
+	r.ctrMu.Lock()
+	defer r.ctrMu.Unlock()
+	if c := r.ctr.Load(); c != nil {
+		return c, nil
+	}
+	if r.ctrClosed {
+		return nil, errors.New("runtime: containerd: the runtime is closed")
+	}
+	c, err := newContainerRuntime(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("runtime: containerd: %w", err)
+	}
+	r.ctr.Store(c)
+	if c.priv != nil {
+		r.log.Info("private containerd started", "dir", c.priv.dir, "socket", c.priv.sock, "pid", c.priv.cmd.Process.Pid, "adopted", c.adopted.Load())
+	} else {
+		r.log.Info("connected to containerd", "socket", r.cfg.ContainerdSocket, "adopted", c.adopted.Load())
+	}
+	return c, nil
 }
 
 // Close releases the containerd connection and stops a private containerd. Running container
@@ -180,8 +250,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
 func (r *Runtime) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
-		if r.ctr != nil {
-			err = r.ctr.close()
+		r.ctrMu.Lock()
+		defer r.ctrMu.Unlock()
+		r.ctrClosed = true
+		if c := r.ctr.Load(); c != nil {
+			err = c.close()
 		}
 	})
 	return err
@@ -211,10 +284,11 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (Running, error) {
 		err error
 	)
 	if spec.Container != nil {
-		if r.ctr == nil {
-			err = fmt.Errorf("runtime: start %s: %w", spec.ID, ErrNoContainerd)
+		var c *containerRuntime
+		if c, err = r.containers(ctx); err != nil {
+			err = fmt.Errorf("runtime: start %s: %w", spec.ID, err)
 		} else {
-			run, err = r.ctr.start(ctx, spec)
+			run, err = c.start(ctx, spec)
 		}
 	} else {
 		run, err = r.startProcess(ctx, spec)
@@ -249,12 +323,13 @@ func (r *Runtime) knownLocked(id string) bool {
 	if _, ok := r.orphans[id]; ok {
 		return true
 	}
-	if r.ctr == nil {
+	c := r.ctr.Load()
+	if c == nil {
 		return false
 	}
-	r.ctr.mu.Lock()
-	defer r.ctr.mu.Unlock()
-	_, ok := r.ctr.adoptees[id]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.adoptees[id]
 	return ok
 }
 
@@ -305,12 +380,12 @@ func (r *Runtime) Forget(id string) error {
 		}
 	}
 	delete(r.orphans, id)
-	if r.ctr != nil {
-		r.ctr.mu.Lock()
-		if t, ok := r.ctr.adoptees[id]; ok && t.ended() {
-			delete(r.ctr.adoptees, id)
+	if c := r.ctr.Load(); c != nil {
+		c.mu.Lock()
+		if t, ok := c.adoptees[id]; ok && t.ended() {
+			delete(c.adoptees, id)
 		}
-		r.ctr.mu.Unlock()
+		c.mu.Unlock()
 	}
 	r.mu.Unlock()
 	if err := os.RemoveAll(r.taskStateDir(id)); err != nil {

@@ -82,3 +82,46 @@ func TestContainerWithoutContainerd(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+func TestLazyContainerdNotInstalled(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // no containerd, runc or shim to be found
+	dir := t.TempDir()
+	r, err := New(context.Background(), Config{AllowRoot: true, ContainerdDir: dir, ContainerdLazy: true})
+	if err != nil {
+		t.Fatalf("a lazy runtime without containerd must still start: %v", err)
+	}
+	defer r.Close()
+	_, err = r.Start(context.Background(), Spec{ID: "x", Uid: 1, LogDir: t.TempDir(), Container: &Container{Env: "e"}})
+	if !errors.Is(err, ErrNoContainerd) || !strings.Contains(err.Error(), "containerd is not installed") {
+		t.Fatalf("container task without containerd: %v", err)
+	}
+	if got, err := r.ImportedEnvs(context.Background()); err != nil || len(got) != 0 {
+		t.Fatalf("imported envs without containerd: %v %v", got, err)
+	}
+	// Eager (explicit) configuration: New itself fails, clearly.
+	if _, err := New(context.Background(), Config{ContainerdDir: dir}); !errors.Is(err, ErrNoContainerd) {
+		t.Fatalf("eager runtime without containerd: %v", err)
+	}
+}
+
+func TestContainerWorkDir(t *testing.T) {
+	cases := []struct {
+		wd, want string
+		bad      bool
+	}{
+		{"", "", false},
+		{"/mnt/share", "", false},
+		{"/mnt/share/", "", false},
+		{"/mnt/share/shared_data", "/shared", false},
+		{"/mnt/share/shared_data/runs/a", "/shared/runs/a", false},
+		{"/mnt/share/datasets", "", true},
+		{"/work", "/work", false},
+		{"/mnt/sharex", "/mnt/sharex", false},
+	}
+	for _, c := range cases {
+		got, err := containerWorkDir(c.wd, "/mnt/share", "/mnt/share/shared_data", "/shared")
+		if got != c.want || (err != nil) != c.bad {
+			t.Errorf("containerWorkDir(%q) = %q, %v; want %q (error %v)", c.wd, got, err, c.want, c.bad)
+		}
+	}
+}

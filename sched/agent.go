@@ -31,8 +31,9 @@ type RunSpec struct {
 	WorkDir   string
 	SharedDir string
 	LogDir    string
-	// ContainerEnv / Image: container tasks (issue 6); empty for process tasks.
-	ContainerEnv, Image string
+	// ContainerEnv / Image: container tasks (issue 6); empty for process tasks. EnvFile is the
+	// environment version the scheduler resolved at submit (share-relative tarball path).
+	ContainerEnv, Image, EnvFile string
 }
 
 // RunResult is how a run ended (mirrors runtime.Result).
@@ -83,6 +84,20 @@ type Run interface {
 	Kill(ctx context.Context) error
 }
 
+// EnvStarter is implemented by a Run of a container task: how its environment was made ready.
+type EnvStarter interface {
+	EnvStart() *EnvStart
+}
+
+// ImportedEnvs lists the environment tarballs (share-relative) whose images this node's
+// container runtime holds (*runtime.Runtime implements it).
+type ImportedEnvs interface {
+	ImportedEnvs(ctx context.Context) ([]string, error)
+}
+
+// MaxImportedEnvs bounds the imported environments a heartbeat reports.
+const MaxImportedEnvs = 256
+
 // NodeCache is what the agent needs of the node's cache (*cache.Store implements it).
 type NodeCache interface {
 	Warm(ctx context.Context, name string, progress func(cache.Progress)) error
@@ -103,7 +118,10 @@ type AgentConfig struct {
 	PrefetchWait time.Duration
 	Heartbeat    time.Duration // default: what the scheduler says
 	InventoryMax int           // items per heartbeat; default 2000
-	Logger       *slog.Logger
+	// Envs, when set, reports the environments imported on this node in every heartbeat
+	// (bounded by MaxImportedEnvs), for placement.
+	Envs   ImportedEnvs
+	Logger *slog.Logger
 }
 
 type agentTask struct {
@@ -114,6 +132,8 @@ type agentTask struct {
 	killed bool               // guarded by Agent.mu; the scheduler asked for it to be killed
 	run    Run                // guarded by Agent.mu
 	gpus   []string
+	// envStart: how a container task's environment was made ready (guarded by Agent.mu).
+	envStart *EnvStart
 }
 
 // Agent is the node side of the cluster: it registers, heartbeats, prefetches and runs tasks.
@@ -202,8 +222,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Node = DetectNode(cfg.Node)
-	return &Agent{cfg: cfg, log: cfg.Logger, tasks: map[string]*agentTask{}, acked: map[string]bool{},
-		freeGPUs: append([]string(nil), cfg.Node.GPUIDs...)}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger, tasks: map[string]*agentTask{}, acked: map[string]bool{},
+		freeGPUs: append([]string(nil), cfg.Node.GPUIDs...)}
+	return a, nil
 }
 
 // Run registers and heartbeats until ctx ends. It first takes over the tasks the runner has
@@ -330,6 +351,15 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	}
 	since := a.invSince
 	a.mu.Unlock()
+	if a.cfg.Envs != nil {
+		envs, err := a.cfg.Envs.ImportedEnvs(ctx)
+		if err != nil {
+			a.log.Warn("list imported environments", "err", err)
+		} else {
+			slices.Sort(envs)
+			hb.EnvsImported = append(make([]string, 0, len(envs)), envs[:min(len(envs), MaxImportedEnvs)]...)
+		}
+	}
 	if a.cfg.Cache != nil {
 		d, err := a.cfg.Cache.InventoryDelta(ctx, since, a.cfg.InventoryMax)
 		if err != nil {
@@ -460,7 +490,7 @@ func (a *Agent) runTask(life, ctx context.Context, at *agentTask) {
 		return
 	}
 	spec := RunSpec{ID: t.ID, Command: t.Command, Cores: t.Cores, MemBytes: t.MemBytes, GPUs: at.gpus, Uid: t.Uid, Gid: t.Gid,
-		SharedDir: a.cfg.ShareRoot, ContainerEnv: t.ContainerEnv, Image: t.Image,
+		SharedDir: a.cfg.ShareRoot, ContainerEnv: t.ContainerEnv, Image: t.Image, EnvFile: t.EnvFile,
 		WorkDir: filepath.Join(a.cfg.ShareRoot, filepath.FromSlash(t.WorkDir)),
 		LogDir:  filepath.Join(a.cfg.ShareRoot, filepath.FromSlash(t.LogDir))}
 	spec.Env = append(append([]string(nil), t.Env...), "EDDY_TASK_ID="+t.ID, "EDDY_SHARED_DIR="+a.cfg.ShareRoot)
@@ -486,9 +516,14 @@ func (a *Agent) runTask(life, ctx context.Context, at *agentTask) {
 		a.setReport(at, TaskReport{ID: t.ID, State: st, Error: err.Error(), Finished: time.Now()})
 		return
 	}
+	var es *EnvStart
+	if x, ok := run.(EnvStarter); ok {
+		es = x.EnvStart()
+	}
 	a.mu.Lock()
 	at.run = run
-	at.report = TaskReport{ID: t.ID, State: StateRunning, Started: time.Now()}
+	at.report = TaskReport{ID: t.ID, State: StateRunning, Started: time.Now(), EnvStart: es}
+	at.envStart = es
 	killed := at.killed
 	a.mu.Unlock()
 	if killed {
@@ -521,9 +556,9 @@ func (a *Agent) follow(life context.Context, at *agentTask, run Run) bool {
 		return false
 	}
 	a.mu.Lock()
-	killed, started := at.killed, at.report.Started
+	killed, started, es := at.killed, at.report.Started, at.envStart
 	a.mu.Unlock()
-	r := TaskReport{ID: at.id, Started: res.Started, Finished: res.Finished, OOMKilled: res.OOMKilled, Signal: res.Signal, Error: res.Err}
+	r := TaskReport{ID: at.id, Started: res.Started, Finished: res.Finished, OOMKilled: res.OOMKilled, Signal: res.Signal, Error: res.Err, EnvStart: es}
 	if r.Started.IsZero() {
 		r.Started = started
 	}

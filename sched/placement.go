@@ -76,6 +76,10 @@ func ParsePolicy(s string) (Policy, error) {
 type Input struct {
 	Path string `json:"path"`
 	Size int64  `json:"size,omitempty"`
+	// Env marks a container environment tarball. A node whose containerd has imported it
+	// (Cluster.SetImported) needs none of its bytes, and among nodes equally placed by missing
+	// bytes it ranks above one that only caches the tarball (which must still import it).
+	Env bool `json:"env,omitempty"`
 }
 
 // Request is what placement needs to know about one queued task.
@@ -101,8 +105,9 @@ type Node struct {
 	Up      bool
 	LinkBps float64 // bytes/s this node can fetch from the origin; 0 = Cluster.DefaultLinkBps
 
-	seed   uint64
-	cached map[string]int64 // file path -> cached bytes (files only); guarded by the Cluster's owner
+	seed     uint64
+	cached   map[string]int64 // file path -> cached bytes (files only); guarded by the Cluster's owner
+	imported map[string]bool  // environment tarballs imported on the node; guarded likewise
 }
 
 // cachedUnder is the node's cached bytes of a file or directory prefix, or the bytes promised
@@ -135,6 +140,8 @@ type Cluster struct {
 	warm   map[string]map[*Node]int64 // path (file or ancestor dir) -> node -> cached bytes
 	// promised: input path -> node -> bytes that tasks placed there are warming (Promise).
 	promised map[string]map[*Node]*promise
+	// imported: environment tarball -> nodes whose containerd has imported it.
+	imported map[string]map[*Node]bool
 
 	// OriginBps is the origin's total bandwidth in bytes/s (0 = unknown, links only);
 	// OriginReaders how many fetches from the origin are running now. Both feed fetch-time
@@ -154,6 +161,7 @@ func NewCluster() *Cluster {
 		byName:         map[string]*Node{},
 		warm:           map[string]map[*Node]int64{},
 		promised:       map[string]map[*Node]*promise{},
+		imported:       map[string]map[*Node]bool{},
 		rvCache:        map[string][]*Node{},
 		DefaultLinkBps: 1.25e9, // 10 Gbit/s
 	}
@@ -331,6 +339,43 @@ func (c *Cluster) ClearCached(n *Node) {
 	}
 }
 
+// SetImported replaces the set of environment tarballs whose images n's containerd holds.
+func (c *Cluster) SetImported(n *Node, paths []string) {
+	now := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		now[p] = true
+	}
+	for p := range n.imported {
+		if !now[p] {
+			delete(c.imported[p], n)
+			if len(c.imported[p]) == 0 {
+				delete(c.imported, p)
+			}
+		}
+	}
+	for p := range now {
+		if !n.imported[p] {
+			m := c.imported[p]
+			if m == nil {
+				m = map[*Node]bool{}
+				c.imported[p] = m
+			}
+			m[n] = true
+		}
+	}
+	n.imported = now
+}
+
+// Imported lists the environment tarballs imported on n, sorted.
+func (c *Cluster) Imported(n *Node) []string {
+	out := make([]string, 0, len(n.imported))
+	for p := range n.imported {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // CachedBytes is n's cached bytes of a file or directory prefix p.
 func (c *Cluster) CachedBytes(n *Node, p string) int64 { return n.cachedUnder(c, p) }
 
@@ -433,6 +478,10 @@ type Candidate struct {
 	WarmBytes    int64   `json:"warm_bytes"`
 	MissingBytes int64   `json:"missing_bytes"`
 	FetchSeconds float64 `json:"fetch_s"`
+	// EnvImported: the task's container environment is imported on the node (its tarball
+	// then counts as warm); EnvCached: the node caches all of the tarball.
+	EnvImported bool `json:"env_imported,omitempty"`
+	EnvCached   bool `json:"env_cached,omitempty"`
 }
 
 // Decision is the result of Place.
@@ -476,11 +525,12 @@ const FetchWaitFactor = 16
 const DefaultLocalityWait = 5 * time.Second
 
 type scored struct {
-	n        *Node
-	missPrim int64 // missing bytes of the primary (largest) input
-	miss     int64 // missing bytes of all inputs
-	warm     int64
-	rank     int // position in the primary input's rendezvous order (lower is better)
+	n           *Node
+	missPrim    int64 // missing bytes of the primary (largest) input
+	miss        int64 // missing bytes of all inputs
+	warm        int64
+	notImported int // environment inputs the node has not imported (0 without any)
+	rank        int // position in the primary input's rendezvous order (lower is better)
 }
 
 func (a scored) better(b scored) bool {
@@ -489,6 +539,9 @@ func (a scored) better(b scored) bool {
 	}
 	if a.miss != b.miss {
 		return a.miss < b.miss
+	}
+	if a.notImported != b.notImported {
+		return a.notImported < b.notImported
 	}
 	if a.rank != b.rank {
 		return a.rank < b.rank
@@ -602,10 +655,18 @@ func (p *Placer) placeLocal(c *Cluster, now time.Time, r *Request) Decision {
 			sizes[i] = maxWarm(c, in.Path)
 		}
 	}
+	hasEnv := false
 	score := func(n *Node, rank int) scored {
 		s := scored{n: n, rank: rank}
 		for i, in := range r.Inputs {
 			w := min(n.cachedUnder(c, in.Path), sizes[i])
+			if in.Env {
+				if n.imported[in.Path] {
+					w = sizes[i]
+				} else {
+					s.notImported++
+				}
+			}
 			s.warm += w
 			s.miss += sizes[i] - w
 			if i == prim {
@@ -625,22 +686,36 @@ func (p *Placer) placeLocal(c *Cluster, now time.Time, r *Request) Decision {
 	}
 
 	// Best fitting node and best node overall (ideal) among those holding the primary input
-	// (the other inputs only break ties, so their holders need not be visited).
+	// (the other inputs only break ties, so their holders need not be visited), and those
+	// holding or having imported a container environment (which ranks them apart).
 	var bestFit, ideal scored
 	haveFit, haveIdeal := false, false
+	visit := func(n *Node) {
+		if !matches(n, r) {
+			return
+		}
+		s := score(n, rankOf(n))
+		if !haveIdeal || s.better(ideal) {
+			ideal, haveIdeal = s, true
+		}
+		if r.Res.Within(n.Free) && (!haveFit || s.better(bestFit)) {
+			bestFit, haveFit = s, true
+		}
+	}
 	if prim >= 0 {
-		c.holders(r.Inputs[prim].Path, func(n *Node, _ int64) {
-			if !matches(n, r) {
-				return
-			}
-			s := score(n, rankOf(n))
-			if !haveIdeal || s.better(ideal) {
-				ideal, haveIdeal = s, true
-			}
-			if r.Res.Within(n.Free) && (!haveFit || s.better(bestFit)) {
-				bestFit, haveFit = s, true
-			}
-		})
+		c.holders(r.Inputs[prim].Path, func(n *Node, _ int64) { visit(n) })
+	}
+	for i, in := range r.Inputs {
+		if !in.Env {
+			continue
+		}
+		hasEnv = true
+		for n := range c.imported[in.Path] {
+			visit(n)
+		}
+		if i != prim {
+			c.holders(in.Path, func(n *Node, _ int64) { visit(n) })
+		}
 	}
 	// Cold candidate: the first fitting node in the primary input's rendezvous order, so one
 	// dataset keeps landing on the same few nodes.
@@ -694,10 +769,32 @@ func (p *Placer) placeLocal(c *Cluster, now time.Time, r *Request) Decision {
 	} else {
 		d.Reason = "no inputs: first fitting node"
 	}
+	if hasEnv {
+		d.Reason += envNote(c, r, bestFit.n)
+	}
 	if p.Explain {
 		d.Candidates = p.explain(c, r, bestFit.n, score)
 	}
 	return d
+}
+
+// envNote says where the chosen node stands with the task's container environment.
+func envNote(c *Cluster, r *Request, n *Node) string {
+	var out string
+	for _, in := range r.Inputs {
+		if !in.Env {
+			continue
+		}
+		switch {
+		case n.imported[in.Path]:
+			out += "; environment " + in.Path + " already imported there"
+		case in.Size > 0 && n.cachedUnder(c, in.Path) >= in.Size:
+			out += "; environment " + in.Path + " cached there (to import)"
+		default:
+			out += "; environment " + in.Path + " to fetch and import"
+		}
+	}
+	return out
 }
 
 // explain lists the chosen node and the best other matching nodes, bounded.
@@ -712,6 +809,7 @@ func (p *Placer) explain(c *Cluster, r *Request, chosen *Node, score func(*Node,
 			continue
 		}
 		var warm, total int64
+		var envImported, envCached bool
 		for _, in := range r.Inputs {
 			w := n.cachedUnder(c, in.Path)
 			sz := in.Size
@@ -719,12 +817,18 @@ func (p *Placer) explain(c *Cluster, r *Request, chosen *Node, score func(*Node,
 				sz = maxWarm(c, in.Path)
 			}
 			w = min(w, sz)
+			if in.Env {
+				envCached = sz > 0 && w >= sz
+				if n.imported[in.Path] {
+					envImported, w = true, sz
+				}
+			}
 			warm += w
 			total += sz
 		}
 		miss := total - warm
 		all = append(all, Candidate{Node: n.Name, Fits: r.Res.Within(n.Free), WarmBytes: warm, MissingBytes: miss,
-			FetchSeconds: math.Round(float64(miss)/c.fetchBps(n)*100) / 100})
+			FetchSeconds: math.Round(float64(miss)/c.fetchBps(n)*100) / 100, EnvImported: envImported, EnvCached: envCached})
 	}
 	slices.SortStableFunc(all, func(a, b Candidate) int {
 		switch {
@@ -789,6 +893,13 @@ func (c *Cluster) localNow(r *Request, offer []*Node) bool {
 	size := in.Size
 	if size == 0 {
 		size = maxWarm(c, in.Path)
+	}
+	if in.Env {
+		for n := range c.imported[in.Path] {
+			if fits(n, r) {
+				return true
+			}
+		}
 	}
 	if offer != nil && len(offer) < len(c.warm[in.Path])+len(c.promised[in.Path]) {
 		for _, n := range offer {

@@ -296,3 +296,98 @@ func TestPromisedInputsCountAsWarm(t *testing.T) {
 		t.Fatalf("cached+promised = %d, want %d", got, int64(200<<30))
 	}
 }
+
+// A container environment ranks nodes: image imported, then tarball cached, then cold.
+func TestPlaceEnvImportedAboveCachedAboveCold(t *testing.T) {
+	const env = "containers/torch/torch_100.tar"
+	c := testCluster(t, 8)
+	imported, cached := c.Node("n03"), c.Node("n05")
+	c.SetImported(imported, []string{env, "containers/other/other_1.tar"})
+	c.SetCached(cached, env, 4<<30)
+	c.SetCached(c.Node("n06"), env, 1<<30) // part of it
+	p := &Placer{Policy: PolicyEddy, Explain: true, LocalityWait: -1}
+	req := func() *Request { return &Request{Res: gpu1, Inputs: []Input{{Path: env, Size: 4 << 30, Env: true}}} }
+
+	d := p.Place(c, time.Now(), req())
+	if d.Node != imported || !strings.Contains(d.Reason, "already imported there") || !d.Local {
+		t.Fatalf("want the node with the image imported: %v %q local=%v", d.Node, d.Reason, d.Local)
+	}
+	if cd := d.Candidates[0]; cd.Node != "n03" || !cd.EnvImported || cd.MissingBytes != 0 {
+		t.Fatalf("explanation %+v", d.Candidates)
+	}
+	var sawCached bool
+	for _, cd := range d.Candidates {
+		sawCached = sawCached || (cd.Node == "n05" && cd.EnvCached && !cd.EnvImported)
+	}
+	if !sawCached {
+		t.Fatalf("explanation lacks the node caching the tarball: %+v", d.Candidates)
+	}
+	fill(c, imported)
+	if d := p.Place(c, time.Now(), req()); d.Node != cached || !strings.Contains(d.Reason, "cached there (to import)") {
+		t.Fatalf("imported node busy: want the node caching the tarball, got %v %q", d.Node, d.Reason)
+	}
+	fill(c, cached)
+	if d := p.Place(c, time.Now(), req()); d.Node != c.Node("n06") {
+		t.Fatalf("want the node with part of the tarball, got %v %q", d.Node, d.Reason)
+	}
+	fill(c, c.Node("n06"))
+	d = p.Place(c, time.Now(), req())
+	if d.Node == nil || d.Node == imported || d.Node == cached || !strings.Contains(d.Reason, "to fetch and import") {
+		t.Fatalf("cold: %v %q", d.Node, d.Reason)
+	}
+	if d2 := p.Place(c, time.Now(), req()); d2.Node != d.Node {
+		t.Fatalf("cold placement of an environment is not stable: %v then %v", d.Node, d2.Node)
+	}
+	// The image going away (heartbeat without it) takes the node out of the index.
+	c.SetImported(imported, nil)
+	c.Release(imported, imported.Total)
+	if d := p.Place(c, time.Now(), req()); d.Node == imported && strings.Contains(d.Reason, "imported") {
+		t.Fatalf("stale import: %q", d.Reason)
+	}
+	if got := c.Imported(imported); len(got) != 0 {
+		t.Fatalf("imported after removal: %v", got)
+	}
+}
+
+// The data input stays first: the environment only decides among nodes equal on the data.
+func TestPlaceEnvBreaksTiesOfData(t *testing.T) {
+	const env = "containers/torch/torch_100.tar"
+	c := testCluster(t, 6)
+	c.SetCached(c.Node("n01"), "data/ds1", 10<<30)
+	c.SetCached(c.Node("n02"), "data/ds1", 10<<30)
+	c.SetImported(c.Node("n02"), []string{env})
+	c.SetImported(c.Node("n04"), []string{env})
+	p := &Placer{Policy: PolicyEddy, LocalityWait: -1}
+	req := &Request{Res: gpu1, Inputs: []Input{{Path: "data/ds1", Size: 10 << 30}, {Path: env, Size: 1 << 30, Env: true}}}
+	if d := p.Place(c, time.Now(), req); d.Node != c.Node("n02") {
+		t.Fatalf("data warm on n01 and n02, image on n02: got %v (%s)", d.Node, d.Reason)
+	}
+	c.SetImported(c.Node("n02"), nil)
+	c.SetCached(c.Node("n02"), env, 1<<30)
+	if d := p.Place(c, time.Now(), req); d.Node != c.Node("n02") {
+		t.Fatalf("data warm on n01 and n02, tarball on n02: got %v (%s)", d.Node, d.Reason)
+	}
+	c.SetCached(c.Node("n02"), "data/ds1", 0)
+	if d := p.Place(c, time.Now(), req); d.Node != c.Node("n01") {
+		t.Fatalf("data only on n01 (image on n04): got %v (%s)", d.Node, d.Reason)
+	}
+	// Data cold everywhere: the node with the image beats the data's rendezvous node.
+	cold := &Request{Res: gpu1, Inputs: []Input{{Path: "data/new", Size: 10 << 30}, {Path: env, Size: 1 << 30, Env: true}}}
+	if d := p.Place(c, time.Now(), cold); d.Node != c.Node("n04") {
+		t.Fatalf("data cold, image on n04: got %v (%s)", d.Node, d.Reason)
+	}
+}
+
+// Scheduling passes treat a node with the environment imported as local (first sweep).
+func TestScheduleEnvImportedIsLocal(t *testing.T) {
+	const env = "containers/torch/torch_100.tar"
+	c := testCluster(t, 4)
+	c.SetImported(c.Node("n02"), []string{env})
+	p := &Placer{Policy: PolicyEddy, LocalityWait: time.Minute}
+	q := []Queued{{Req: &Request{Res: gpu1, Inputs: []Input{{Path: env, Size: 1 << 30, Env: true}}}}}
+	var got *Node
+	p.Schedule(c, time.Now(), q, nil, func(i int, d Decision) { got = d.Node }, nil)
+	if got != c.Node("n02") {
+		t.Fatalf("placed on %v", got)
+	}
+}

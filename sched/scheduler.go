@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/runtime/envs"
 )
 
 // Wire types of the node <-> scheduler protocol (JSON over the cluster API).
@@ -35,6 +36,7 @@ type TaskReport struct {
 	Error     string    `json:"error,omitempty"`
 	Started   time.Time `json:"started,omitzero"`
 	Finished  time.Time `json:"finished,omitzero"`
+	EnvStart  *EnvStart `json:"env_start,omitempty"`
 }
 
 // HeartbeatRequest is a node's periodic report. Inventory is a bounded delta from
@@ -44,6 +46,9 @@ type HeartbeatRequest struct {
 	Tasks         []TaskReport          `json:"tasks,omitempty"`
 	Inventory     *cache.InventoryDelta `json:"inventory,omitempty"`
 	InventoryBase uint64                `json:"inventory_base"`
+	// EnvsImported lists the environment tarballs (share-relative) imported into the node's
+	// containerd, at most MaxImportedEnvs; null when the node does not report them.
+	EnvsImported []string `json:"envs_imported"`
 }
 
 // HeartbeatResponse tells the node what to do.
@@ -64,6 +69,8 @@ type NodeStatus struct {
 	Running     int       `json:"running"`
 	CachedFiles int       `json:"cached_files"`
 	InvGen      uint64    `json:"inventory_gen"`
+	// EnvsImported: environment tarballs imported into the node's containerd.
+	EnvsImported []string `json:"envs_imported,omitempty"`
 }
 
 // SchedulerConfig configures a Scheduler.
@@ -251,6 +258,9 @@ func (s *Scheduler) request(t *Task) *Request {
 		}
 		r.Inputs = append(r.Inputs, Input{Path: in, Size: size})
 	}
+	if t.EnvFile != "" {
+		r.Inputs = append(r.Inputs, Input{Path: t.EnvFile, Size: t.EnvSize, Env: true})
+	}
 	switch {
 	case t.LocalityWaitMs < 0:
 		r.LocalityWait = -1
@@ -397,6 +407,9 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hb HeartbeatRequest) (Heartbe
 		}
 	}
 	resp.InventorySince = ns.invGen
+	if hb.EnvsImported != nil {
+		s.cl.SetImported(ns.cn, hb.EnvsImported[:min(len(hb.EnvsImported), MaxImportedEnvs)])
+	}
 	reported := map[string]bool{}
 	for _, r := range hb.Tasks {
 		reported[r.ID] = true
@@ -507,6 +520,9 @@ func (s *Scheduler) reconcileLocked(ns *nodeState, r TaskReport) (kill, ack bool
 		return true, false // over (killed, say): stop it
 	case r.State == StateRunning && t.State == StateAssigned:
 		t.State, t.Started = StateRunning, r.Started
+		if r.EnvStart != nil {
+			t.EnvStart = r.EnvStart
+		}
 		s.persistLocked(t)
 	}
 	return t.KillAsked && !t.State.Terminal(), false
@@ -520,6 +536,9 @@ func (s *Scheduler) endLocked(t *Task, r TaskReport) {
 	t.State, t.ExitCode, t.OOMKilled, t.Signal, t.Error = r.State, r.ExitCode, r.OOMKilled, r.Signal, r.Error
 	if !r.Started.IsZero() {
 		t.Started = r.Started
+	}
+	if r.EnvStart != nil {
+		t.EnvStart = r.EnvStart
 	}
 	t.Finished = r.Finished
 	if t.Finished.IsZero() {
@@ -585,10 +604,14 @@ func (s *Scheduler) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
 		}
 		spec.WorkDir = p
 	}
+	env, err := s.resolveEnv(spec)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
-	t := &Task{TaskSpec: spec, State: StateQueued, Submitted: now}
+	t := &Task{TaskSpec: spec, State: StateQueued, Submitted: now, EnvFile: env.Rel, EnvSize: env.Size}
 	if why := s.cl.CanEverFit(s.request(t)); why != "" {
 		return nil, fmt.Errorf("submit: %w: %s", ErrNeverFits, why)
 	}
@@ -642,6 +665,32 @@ func inputSize(ctx context.Context, p string) (int64, error) {
 
 // maxInputWalk bounds the entries inputSize visits under one directory input.
 const maxInputWalk = 100_000
+
+// resolveEnv checks a container task's environment and returns its newest version on the
+// share (zero without an environment, or when the scheduler has no view of the share: the
+// node then takes the newest version when it starts the task).
+func (s *Scheduler) resolveEnv(spec TaskSpec) (envs.Version, error) {
+	name := spec.ContainerEnv
+	switch {
+	case name != "" && spec.Image != "":
+		return envs.Version{}, fmt.Errorf("submit: %w: give a container environment or an image, not both", ErrBadRequest)
+	case name == "":
+		return envs.Version{}, nil
+	case !envs.ValidName(name):
+		return envs.Version{}, fmt.Errorf("submit: %w: container environment %q: not a valid name (letters, digits, '.', '_', '-')", ErrBadRequest, name)
+	case s.cfg.ShareRoot == "":
+		return envs.Version{}, nil
+	}
+	v, err := envs.Newest(s.cfg.ShareRoot, name)
+	if errors.Is(err, envs.ErrNotFound) {
+		return v, fmt.Errorf("submit: %w: container environment %q not found on the share (no %s/%s/%s_<unix-ts>.tar, nor under %s/); add one with: eddy env import %s FILE",
+			ErrBadRequest, name, envs.Dir, name, name, envs.KohakuDir, name)
+	}
+	if err != nil {
+		return v, fmt.Errorf("submit: container environment %q: %w", name, err)
+	}
+	return v, nil
+}
 
 // sharePath turns an input into a clean share-relative name.
 func (s *Scheduler) sharePath(p, cwd string) (string, error) {
@@ -726,7 +775,7 @@ func (s *Scheduler) Nodes() []NodeStatus {
 	var out []NodeStatus
 	for _, ns := range s.nodes {
 		st := NodeStatus{NodeRecord: ns.rec, Up: ns.cn.Up, Free: ns.cn.Free, LastSeen: ns.lastSeen,
-			CachedFiles: s.cl.CachedFiles(ns.cn), InvGen: ns.invGen}
+			CachedFiles: s.cl.CachedFiles(ns.cn), InvGen: ns.invGen, EnvsImported: s.cl.Imported(ns.cn)}
 		for _, t := range s.tasks {
 			if t.NodeName == ns.rec.Name && (t.State == StateRunning || t.State == StateAssigned) {
 				st.Running++

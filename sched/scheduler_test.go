@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/runtime/envs"
 )
 
 type clock struct {
@@ -611,5 +613,160 @@ func TestInputsSizedAndPromised(t *testing.T) {
 	s.mu.Unlock()
 	if n != 1 {
 		t.Fatalf("promises on %s: %d, want 1 (the second task's)", home, n)
+	}
+}
+
+// Submit resolves a container environment to its newest version on the share, or rejects it.
+func TestSubmitResolvesEnvironment(t *testing.T) {
+	share := t.TempDir()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "index.json", Mode: 0o644, Size: 2})
+	tw.Write([]byte("{}"))
+	tw.Close()
+	for _, ts := range []int64{100, 200} {
+		if _, err := envs.ImportReader(context.Background(), share, "torch", bytes.NewReader(buf.Bytes()), time.Unix(ts, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk := &clock{t: time.Unix(1000, 0)}
+	s, err := NewScheduler(SchedulerConfig{Store: NewMemStore(), Now: clk.Now, LocalityWait: -1, ShareRoot: share})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for _, n := range []string{"a", "b"} {
+		if _, err := s.Register(ctx, node(n, 4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Heartbeat(ctx, HeartbeatRequest{Node: "b", EnvsImported: []string{"containers/torch/torch_200.tar"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Heartbeat(ctx, HeartbeatRequest{Node: "a", EnvsImported: []string{}}); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := s.Submit(ctx, TaskSpec{Command: []string{"true"}, ContainerEnv: "torch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.EnvFile != "containers/torch/torch_200.tar" || tk.EnvSize != int64(buf.Len()) {
+		t.Fatalf("resolved %q (%d bytes), want the newest version", tk.EnvFile, tk.EnvSize)
+	}
+	// No command: the image's own.
+	if _, err := s.Submit(ctx, TaskSpec{ContainerEnv: "torch"}); err != nil {
+		t.Fatalf("container task without a command: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		spec TaskSpec
+		msg  string
+	}{
+		{"unknown", TaskSpec{Command: []string{"x"}, ContainerEnv: "nosuchenv"}, `"nosuchenv" not found on the share`},
+		{"invalid", TaskSpec{Command: []string{"x"}, ContainerEnv: "../etc"}, "not a valid name"},
+		{"env and image", TaskSpec{Command: []string{"x"}, ContainerEnv: "torch", Image: "busybox"}, "not both"},
+	} {
+		if _, err := s.Submit(ctx, tc.spec); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: %v, want a bad request saying %q", tc.name, err, tc.msg)
+		}
+	}
+
+	// Node b reported the version imported (before the submit): the task went there, saying why.
+	s.Tick()
+	got, _ := s.Task(tk.ID)
+	if got.State != StateAssigned || got.NodeName != "b" || got.Placement == nil || !strings.Contains(got.Placement.Reason, "already imported there") {
+		t.Fatalf("placed %+v (placement %+v)", got, got.Placement)
+	}
+	for _, n := range s.Nodes() {
+		if want := n.Name == "b"; (len(n.EnvsImported) == 1) != want {
+			t.Errorf("node %s reports imported %v", n.Name, n.EnvsImported)
+		}
+	}
+	// A heartbeat without the list (null) leaves it; an empty list clears it.
+	s.Heartbeat(ctx, HeartbeatRequest{Node: "b"})
+	if n := s.Nodes(); len(n[1].EnvsImported) != 1 {
+		t.Fatalf("a heartbeat without the list cleared it: %+v", n[1])
+	}
+	s.Heartbeat(ctx, HeartbeatRequest{Node: "b", EnvsImported: []string{}})
+	if n := s.Nodes(); len(n[1].EnvsImported) != 0 {
+		t.Fatalf("an empty list did not clear it: %+v", n[1])
+	}
+
+	// Without a view of the share the node resolves the version itself.
+	s2, err := NewScheduler(SchedulerConfig{Store: NewMemStore(), LocalityWait: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	s2.Register(ctx, node("a", 4))
+	if tk, err := s2.Submit(ctx, TaskSpec{Command: []string{"x"}, ContainerEnv: "nosuchenv"}); err != nil || tk.EnvFile != "" {
+		t.Fatalf("without a share root: %+v %v", tk, err)
+	}
+}
+
+type envRun struct {
+	*fakeRun
+	es *EnvStart
+}
+
+func (r envRun) EnvStart() *EnvStart { return r.es }
+
+type envRunner struct{ fakeRunner }
+
+func (f *envRunner) Start(ctx context.Context, spec RunSpec) (Run, error) {
+	r, err := f.fakeRunner.Start(ctx, spec)
+	return envRun{r.(*fakeRun), &EnvStart{File: spec.EnvFile, Imported: true, ImageS: 1.5}}, err
+}
+
+type fakeEnvs []string
+
+func (f fakeEnvs) ImportedEnvs(context.Context) ([]string, error) { return f, nil }
+
+// The agent reports the environments imported on its node, and how a container task's
+// environment was made ready. (Tasks an earlier agent left running: reconcile_test.go.)
+func TestAgentReportsEnvironments(t *testing.T) {
+	st := NewMemStore()
+	st.PutNode(NodeRecord{Name: "a", Total: Resources{Cores: 4, MemBytes: 4 << 30}})
+	s, err := NewScheduler(SchedulerConfig{Store: st, Heartbeat: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mux := http.NewServeMux()
+	s.Routes(mux)
+	srv := httptest.NewServer(Authorize("tok", mux))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	runner := &envRunner{}
+	ag, err := NewAgent(AgentConfig{Node: NodeRecord{Name: "a", Total: Resources{Cores: 4, MemBytes: 4 << 30}, GPUIDs: []string{}},
+		Scheduler: httpCaller{srv.URL, "tok"}, Runner: runner, ShareRoot: "/share",
+		Envs: fakeEnvs{"containers/x/x_1.tar"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); ag.Run(ctx) }()
+	defer func() {
+		cancel()
+		runner.mu.Lock()
+		for _, r := range runner.runs {
+			r.Kill(ctx)
+		}
+		runner.mu.Unlock()
+		<-done
+	}()
+	waitFor(t, "imported environments in the node's status", func() bool {
+		n := s.Nodes()
+		return len(n) == 1 && n[0].Up && len(n[0].EnvsImported) == 1
+	})
+
+	tk, err := s.Submit(ctx, TaskSpec{Command: []string{"exit", "0"}, ContainerEnv: "x", Uid: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the container task to end", func() bool { t2, _ := s.Task(tk.ID); return t2.State.Terminal() })
+	if t2, _ := s.Task(tk.ID); t2.State != StateCompleted || t2.EnvStart == nil || !t2.EnvStart.Imported || t2.EnvStart.ImageS != 1.5 {
+		t.Fatalf("container task %+v env start %+v", t2, t2.EnvStart)
 	}
 }

@@ -79,6 +79,24 @@ type Task struct {
 	Finished    time.Time      `json:"finished,omitzero"`
 	KillAsked   bool           `json:"kill_asked,omitempty"`
 	LogDir      string         `json:"log_dir,omitempty"` // share-relative: logs/<id>
+	// EnvFile is the version of ContainerEnv resolved at submit (the newest then): its
+	// tarball's path relative to the share; the node runs exactly this version. EnvSize is
+	// its size. Both empty when the scheduler has no view of the share.
+	EnvFile string `json:"env_file,omitempty"`
+	EnvSize int64  `json:"env_size,omitempty"`
+	// EnvStart says how the node made the environment ready (reported when it started).
+	EnvStart *EnvStart `json:"env_start,omitempty"`
+}
+
+// EnvStart says how a container task's environment was made ready on its node.
+type EnvStart struct {
+	File string `json:"file,omitempty"` // the tarball, share-relative
+	// Imported: the node read the tarball and imported it for this task; false: the image
+	// was imported there already.
+	Imported    bool    `json:"imported"`
+	ImportBytes int64   `json:"import_bytes,omitempty"`
+	ImageS      float64 `json:"image_s"` // seconds until the image was ready
+	StartS      float64 `json:"start_s"` // seconds until the container's process ran
 }
 
 // Resources is what the task asks for.

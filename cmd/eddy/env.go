@@ -55,6 +55,9 @@ func envCommand() *cli.Command {
 					&cli.IntFlag{Name: "keep", Value: 1, Usage: "newest versions to keep per environment (at least 1)"},
 					&cli.DurationFlag{Name: "grace", Value: 30 * time.Minute, Usage: "keep versions written or superseded less than this ago"},
 					&cli.BoolFlag{Name: "dry-run", Usage: "only print what would be removed"},
+					&cli.BoolFlag{Name: "ignore-tasks", Usage: "do not ask the daemon which versions queued and running tasks use " +
+						"(without a daemon; leases and the grace period still protect versions being loaded)"},
+					socketFlag(),
 				},
 				Action: envPrune,
 			},
@@ -142,9 +145,10 @@ func envPrune(c *cli.Context) error {
 		return err
 	}
 	opt := envs.PruneOptions{Keep: c.Int("keep"), Grace: c.Duration("grace"), Only: c.Args().First(), DryRun: c.Bool("dry-run")}
-	if envInUse != nil {
+	if envInUse != nil && !c.Bool("ignore-tasks") {
 		if opt.InUse, err = envInUse(c); err != nil {
-			return fmt.Errorf("ask the daemon which tarballs are in use: %w", err)
+			return fmt.Errorf("prune: ask the daemon which versions queued and running tasks use: %w "+
+				"(run it where a daemon runs, or pass --ignore-tasks)", err)
 		}
 	}
 	rep, err := envs.Prune(c.Context, share, opt)

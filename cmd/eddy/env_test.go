@@ -3,13 +3,18 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eddy-cluster/eddy/runtime/envs"
+	"github.com/eddy-cluster/eddy/sched"
 )
 
 func runEddy(t *testing.T, args ...string) (string, error) {
@@ -46,11 +51,15 @@ func TestEnvCommands(t *testing.T) {
 		t.Fatalf("ls: %q %v", out, err)
 	}
 	newest := list[0].Versions[0].Path
+	// Without a daemon prune cannot know what tasks use: it refuses unless told.
+	if _, err = runEddy(t, "env", "prune", "--share", share, "--socket", filepath.Join(share, "none.sock")); err == nil || !strings.Contains(err.Error(), "--ignore-tasks") {
+		t.Fatalf("prune without a daemon: %v", err)
+	}
 	// Everything was just written: the grace period protects it.
-	if out, err = runEddy(t, "env", "prune", "--share", share); err != nil || !strings.Contains(out, "removed 0 versions") {
+	if out, err = runEddy(t, "env", "prune", "--share", share, "--ignore-tasks"); err != nil || !strings.Contains(out, "removed 0 versions") {
 		t.Fatalf("prune within grace: %q %v", out, err)
 	}
-	if out, err = runEddy(t, "env", "prune", "--share", share, "--grace", "0s", "--json"); err != nil {
+	if out, err = runEddy(t, "env", "prune", "--share", share, "--ignore-tasks", "--grace", "0s", "--json"); err != nil {
 		t.Fatal(err)
 	}
 	var rep envs.PruneReport
@@ -66,4 +75,55 @@ func TestEnvCommands(t *testing.T) {
 	if _, err := runEddy(t, "env", "ls", "--share", filepath.Join(share, "missing")); err == nil {
 		t.Fatal("ls of a missing share succeeded")
 	}
+}
+
+// prune asks the daemon for the versions queued and running tasks use, and keeps them.
+func TestEnvPruneKeepsVersionsOfTasks(t *testing.T) {
+	share := t.TempDir()
+	var vs []envs.Version
+	for i := 0; i < 3; i++ {
+		v, err := envs.ImportReader(context.Background(), share, "torch", bytes.NewReader(indexTarball()), time.Unix(int64(100+i), 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, v)
+	}
+	tasks := []sched.Task{
+		{ID: "t1", TaskSpec: sched.TaskSpec{ContainerEnv: "torch"}, State: sched.StateQueued, EnvFile: vs[0].Rel},
+		{ID: "t2", TaskSpec: sched.TaskSpec{ContainerEnv: "torch"}, State: sched.StateCompleted, EnvFile: vs[1].Rel},
+	}
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/tasks" {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(tasks)
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	out, err := runEddy(t, "env", "prune", "--share", share, "--socket", sock, "--grace", "0s", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep envs.PruneReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v: %q", err, out)
+	}
+	if len(rep.Removed) != 1 || rep.Removed[0].Rel != vs[1].Rel || len(rep.Kept) != 1 || rep.Kept[0].Rel != vs[0].Rel || rep.Kept[0].Reason != "in use by a task" {
+		t.Fatalf("prune: removed %+v kept %+v", rep.Removed, rep.Kept)
+	}
+}
+
+func indexTarball() []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "index.json", Mode: 0o644, Size: 2})
+	tw.Write([]byte("{}"))
+	tw.Close()
+	return buf.Bytes()
 }

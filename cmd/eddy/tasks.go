@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +24,33 @@ func init() {
 	register(submitCommand)
 	register(tasksCommand)
 	register(nodesCommand)
+	envInUse = tasksEnvInUse
+}
+
+// tasksEnvInUse asks the daemon (the scheduler, or a node that forwards to it) which
+// environment versions queued, assigned or running tasks use, for `eddy env prune`. A daemon
+// that is not in cluster mode has no tasks.
+func tasksEnvInUse(c *cli.Context) (func(path string) bool, error) {
+	cl, err := newClient(c)
+	if err != nil {
+		return nil, err
+	}
+	var ts []sched.Task
+	if err := cl.Do(c.Context, "GET", "/v1/tasks?limit=0", nil, &ts); err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+			return func(string) bool { return false }, nil
+		}
+		return nil, err
+	}
+	share := c.String("share")
+	used := map[string]bool{}
+	for _, t := range ts {
+		if t.EnvFile != "" && !t.State.Terminal() {
+			used[filepath.Join(share, filepath.FromSlash(t.EnvFile))] = true
+		}
+	}
+	return func(path string) bool { return used[filepath.Clean(path)] }, nil
 }
 
 func submitCommand() *cli.Command {
@@ -380,6 +409,23 @@ func printTask(w io.Writer, t *sched.Task) error {
 	tb.row("command", strings.Join(t.Command, " "))
 	tb.row("resources", fmt.Sprintf("%.4g cores, %s, %d GPUs", t.Cores, humanBytes(t.MemBytes), t.GPUs))
 	tb.row("inputs", strings.Join(t.Inputs, ", "))
+	if t.ContainerEnv != "" {
+		env := t.ContainerEnv
+		if t.EnvFile != "" {
+			env += fmt.Sprintf(" (%s, %s)", t.EnvFile, humanBytes(t.EnvSize))
+		}
+		tb.row("environment", env)
+	}
+	if t.Image != "" {
+		tb.row("image", t.Image)
+	}
+	if es := t.EnvStart; es != nil {
+		how := "already imported on the node"
+		if es.Imported {
+			how = fmt.Sprintf("imported on the node (%s read)", humanBytes(es.ImportBytes))
+		}
+		tb.row("env start", fmt.Sprintf("%s; image ready in %.2f s, container started in %.2f s", how, es.ImageS, es.StartS))
+	}
 	tb.row("attempts", fmt.Sprintf("%d (retries %d)", t.Attempts, t.Retries))
 	tb.row("submitted", t.Submitted.Local().Format(time.RFC3339))
 	if !t.Started.IsZero() {
@@ -396,7 +442,14 @@ func printTask(w io.Writer, t *sched.Task) error {
 			if cd.Fits {
 				fit = "fits"
 			}
-			tb.row("  "+cd.Node, fmt.Sprintf("%s warm, %s to fetch (~%.0f s), %s", humanBytes(cd.WarmBytes), humanBytes(cd.MissingBytes), cd.FetchSeconds, fit))
+			env := ""
+			switch {
+			case cd.EnvImported:
+				env = ", environment imported"
+			case cd.EnvCached:
+				env = ", environment cached"
+			}
+			tb.row("  "+cd.Node, fmt.Sprintf("%s warm, %s to fetch (~%.0f s)%s, %s", humanBytes(cd.WarmBytes), humanBytes(cd.MissingBytes), cd.FetchSeconds, env, fit))
 		}
 	}
 	return tb.flush()

@@ -132,6 +132,40 @@ func Newest(share, name string) (Version, error) {
 	return vs[0], nil
 }
 
+// Lookup returns one version of an environment by its path relative to the share (as in
+// Version.Rel): <containers or kohakuriver-containers>/<name>/<name>_<ts>.tar[.gz]. A path of
+// another shape is ErrInvalidName; a file that is not there (pruned) is ErrNotFound.
+func Lookup(share, name, rel string) (Version, error) {
+	if !ValidName(name) {
+		return Version{}, fmt.Errorf("envs: %q: %w", name, ErrInvalidName)
+	}
+	clean := filepath.ToSlash(filepath.Clean(rel))
+	parts := strings.Split(clean, "/")
+	for _, src := range sources {
+		if len(parts) != 3 || parts[0] != src.dir || parts[1] != name {
+			continue
+		}
+		ts, gz, ok := parseFile(name, parts[2])
+		if !ok {
+			break
+		}
+		p := filepath.Join(share, src.dir, name, parts[2])
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return Version{}, fmt.Errorf("envs: %s: %w", clean, ErrNotFound)
+		}
+		if err != nil {
+			return Version{}, fmt.Errorf("envs: %s: %w", clean, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return Version{}, fmt.Errorf("envs: %s: not a regular file: %w", clean, ErrNotTarball)
+		}
+		return Version{Env: name, Path: p, Rel: filepath.Join(src.dir, name, parts[2]), Timestamp: ts, Size: fi.Size(),
+			ModTime: fi.ModTime(), Gzip: gz, Source: src.name}, nil
+	}
+	return Version{}, fmt.Errorf("envs: %q is not a version of %q (want %s/%s/%s_<unix-ts>.tar): %w", rel, name, Dir, name, name, ErrInvalidName)
+}
+
 // List returns every environment on the share, sorted by name.
 func List(share string) ([]Env, error) {
 	names := map[string]bool{}

@@ -213,3 +213,36 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("second prune: %+v %v", rep, err)
 	}
 }
+
+func TestLookup(t *testing.T) {
+	share := t.TempDir()
+	ctx := context.Background()
+	old, err := ImportReader(ctx, share, "torch", bytes.NewReader(tarball(t, false, "index.json")), time.Unix(100, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ImportReader(ctx, share, "torch", bytes.NewReader(tarball(t, false, "index.json")), time.Unix(200, 0)); err != nil {
+		t.Fatal(err)
+	}
+	v, err := Lookup(share, "torch", old.Rel)
+	if err != nil || v.Timestamp != 100 || v.Path != old.Path || v.Size != old.Size || v.Source != "eddy" {
+		t.Fatalf("Lookup(%s) = %+v, %v", old.Rel, v, err)
+	}
+	kdir := filepath.Join(share, KohakuDir, "torch")
+	os.MkdirAll(kdir, 0o755)
+	os.WriteFile(filepath.Join(kdir, "torch_50.tar.gz"), tarball(t, true, "index.json"), 0o644)
+	if v, err := Lookup(share, "torch", "kohakuriver-containers/torch/torch_50.tar.gz"); err != nil || !v.Gzip || v.Source != "kohakuriver" {
+		t.Fatalf("kohakuriver version: %+v %v", v, err)
+	}
+	for _, rel := range []string{"containers/torch/torch_300.tar"} {
+		if _, err := Lookup(share, "torch", rel); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: %v, want ErrNotFound", rel, err)
+		}
+	}
+	for _, rel := range []string{"containers/other/other_100.tar", "containers/torch/../torch/x.tar", "../containers/torch/torch_100.tar",
+		"containers/torch/other_100.tar", "datasets/torch/torch_100.tar", "containers/torch"} {
+		if _, err := Lookup(share, "torch", rel); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%s: %v, want ErrInvalidName", rel, err)
+		}
+	}
+}
