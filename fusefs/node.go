@@ -218,7 +218,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 	}
 	a, _, err := n.st.lstat(ctx, n.name(), n)
-	if h := asHandle(f); h != nil && h.ch != nil && (origin.IsNotExist(err) || (err == nil && a.Ino != h.attr.Ino)) {
+	if h := asHandle(f); h != nil && h.ch != nil && (origin.IsNotExist(err) || (err == nil && !a.InoVolatile && a.Ino != h.attr.Ino)) {
 		// fstat of an open cached file that was unlinked or replaced: it is
 		// still what the caller has open.
 		a, err = h.attr, nil

@@ -39,6 +39,9 @@ type Attr struct {
 	// Change is the origin's change attribute where it has one (NFSv4
 	// change, or a server's ctime-derived counter); 0 where there is none.
 	Change uint64
+	// InoVolatile: Ino is not stable for the file's life (a FUSE origin such
+	// as sshfs numbers inodes per lookup), so it is left out of Fingerprint.
+	InoVolatile bool
 }
 
 // IsDir, IsRegular and IsSymlink report the file type.
@@ -62,7 +65,7 @@ type Fingerprint struct {
 
 // Fingerprint derives the content fingerprint from the attributes.
 func (a Attr) Fingerprint() Fingerprint {
-	return Fingerprint{
+	f := Fingerprint{
 		Size:    a.Size,
 		MtimeNs: a.Mtime.UnixNano(),
 		CtimeNs: a.Ctime.UnixNano(),
@@ -70,6 +73,10 @@ func (a Attr) Fingerprint() Fingerprint {
 		Dev:     a.Dev,
 		Change:  a.Change,
 	}
+	if a.InoVolatile {
+		f.Ino = 0
+	}
+	return f
 }
 
 // String renders the fingerprint for logs.

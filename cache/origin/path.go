@@ -30,6 +30,10 @@ import (
 type PathFS struct {
 	root   string
 	rootFd int // O_PATH|O_DIRECTORY fd of the root; closed by Close
+	// inoVolatile: the root is on a FUSE file system (sshfs, say), whose inode numbers are
+	// handed out per lookup and change when the kernel forgets an inode: they are not part
+	// of a file's fingerprint there (Attr.InoVolatile).
+	inoVolatile bool
 }
 
 var _ FS = (*PathFS)(nil)
@@ -46,7 +50,12 @@ func NewPath(root string) (*PathFS, error) {
 	if err != nil {
 		return nil, &iofs.PathError{Op: "open origin", Path: abs, Err: err}
 	}
-	return &PathFS{root: abs, rootFd: fd}, nil
+	pfs := &PathFS{root: abs, rootFd: fd}
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sfs); err == nil && sfs.Type == unix.FUSE_SUPER_MAGIC {
+		pfs.inoVolatile = true
+	}
+	return pfs, nil
 }
 
 func absPath(p string) (string, error) {
@@ -151,7 +160,9 @@ func (p *PathFS) Lstat(ctx context.Context, name string) (Attr, error) {
 	if err := unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return Attr{}, pathErr("lstat", name, err)
 	}
-	return attrFromStat(&st), nil
+	a := attrFromStat(&st)
+	a.InoVolatile = p.inoVolatile
+	return a, nil
 }
 
 func attrFromStat(st *unix.Stat_t) Attr {
@@ -263,7 +274,7 @@ func (p *PathFS) Open(ctx context.Context, name string, flag int) (File, error) 
 	if err != nil {
 		return nil, pathErr("open", name, err)
 	}
-	return newPathFile(fd, name), nil
+	return p.newPathFile(fd, name), nil
 }
 
 func openat(dirfd int, base string, flag int, mode uint32) (int, error) {
@@ -300,7 +311,7 @@ func (p *PathFS) Create(ctx context.Context, name string, flag int, mode uint32,
 				unix.Unlinkat(dirfd, base, 0)
 				return nil, pathErr("create", name, err)
 			}
-			return newPathFile(fd, name), nil
+			return p.newPathFile(fd, name), nil
 		}
 		if err != unix.EEXIST || excl {
 			return nil, pathErr("create", name, err)
@@ -312,7 +323,7 @@ func (p *PathFS) Create(ctx context.Context, name string, flag int, mode uint32,
 		if err != nil {
 			return nil, pathErr("create", name, err)
 		}
-		return newPathFile(fd, name), nil
+		return p.newPathFile(fd, name), nil
 	}
 	return nil, pathErr("create", name, unix.EAGAIN)
 }
@@ -712,9 +723,10 @@ func (p *PathFS) Statfs(ctx context.Context) (Statfs, error) {
 
 // pathFile is an open file of the path origin, backed by an *os.File.
 type pathFile struct {
-	f    *os.File
-	name string
-	fd   int
+	f           *os.File
+	name        string
+	fd          int
+	inoVolatile bool // see PathFS.inoVolatile
 }
 
 var (
@@ -722,8 +734,8 @@ var (
 	_ Fder = (*pathFile)(nil)
 )
 
-func newPathFile(fd int, name string) *pathFile {
-	return &pathFile{f: os.NewFile(uintptr(fd), name), name: name, fd: fd}
+func (p *PathFS) newPathFile(fd int, name string) *pathFile {
+	return &pathFile{f: os.NewFile(uintptr(fd), name), name: name, fd: fd, inoVolatile: p.inoVolatile}
 }
 
 // ReadAt reads like io.ReaderAt (io.EOF at the end of the file).
@@ -756,7 +768,9 @@ func (f *pathFile) Stat(ctx context.Context) (Attr, error) {
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return Attr{}, pathErr("fstat", f.name, err)
 	}
-	return attrFromStat(&st), nil
+	a := attrFromStat(&st)
+	a.InoVolatile = f.inoVolatile
+	return a, nil
 }
 
 func (f *pathFile) Truncate(ctx context.Context, size int64) error {

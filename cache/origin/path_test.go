@@ -403,3 +403,24 @@ func TestNewPathErrors(t *testing.T) {
 		t.Fatal("empty root accepted")
 	}
 }
+
+// On an origin whose inode numbers are not stable (a FUSE origin such as sshfs), the inode
+// number is not part of a file's fingerprint: the same file looked up again after the kernel
+// forgot its inode is the same content, not a change.
+func TestFingerprintIgnoresVolatileIno(t *testing.T) {
+	now := time.Now()
+	a := Attr{Ino: 7, Dev: 3, Size: 10, Mtime: now, Ctime: now}
+	b := a
+	b.Ino = 8
+	if a.Fingerprint() == b.Fingerprint() {
+		t.Fatal("a different inode number on a stable origin must change the fingerprint")
+	}
+	a.InoVolatile, b.InoVolatile = true, true
+	if a.Fingerprint() != b.Fingerprint() {
+		t.Fatalf("volatile inode numbers changed the fingerprint: %s vs %s", a.Fingerprint(), b.Fingerprint())
+	}
+	b.Size = 11
+	if a.Fingerprint() == b.Fingerprint() {
+		t.Fatal("a size change must still change the fingerprint")
+	}
+}
