@@ -125,20 +125,7 @@ func (c *EnvConfig) setDefaults() error {
 			return fmt.Errorf("bench env: unknown state %q (want cold, warm, imported)", s)
 		}
 	}
-	if c.Eddy == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("bench env: find the eddy binary: %w", err)
-		}
-		c.Eddy = exe
-	}
-	if c.WorkDir == "" {
-		c.WorkDir = "/var/tmp"
-	}
-	if c.Progress == nil {
-		c.Progress = os.Stderr
-	}
-	return nil
+	return runDefaults("bench env", &c.Eddy, &c.WorkDir, &c.Progress)
 }
 
 // RunEnv measures submit-to-container-start for a container task whose environment tarball is

@@ -156,18 +156,24 @@ func (c *Config) setDefaults() error {
 	if len(c.Parallel) == 0 {
 		c.Parallel = []int{1, 4, 8}
 	}
-	if c.Eddy == "" {
+	return runDefaults("bench", &c.Eddy, &c.WorkDir, &c.Progress)
+}
+
+// runDefaults fills in what every benchmark run needs when not given: the eddy binary (this
+// one), the work directory (/var/tmp) and where progress goes (stderr).
+func runDefaults(what string, eddy, workDir *string, progress *io.Writer) error {
+	if *eddy == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			return fmt.Errorf("bench: find the eddy binary: %w", err)
+			return fmt.Errorf("%s: find the eddy binary: %w", what, err)
 		}
-		c.Eddy = exe
+		*eddy = exe
 	}
-	if c.WorkDir == "" {
-		c.WorkDir = "/var/tmp"
+	if *workDir == "" {
+		*workDir = "/var/tmp"
 	}
-	if c.Progress == nil {
-		c.Progress = os.Stderr
+	if *progress == nil {
+		*progress = os.Stderr
 	}
 	return nil
 }
