@@ -60,15 +60,9 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 	logs := func() string {
 		return "--- scheduler (rst0) log ---\n" + nodes[0].tail(50) + "\n--- rst1 log ---\n" + nodes[1].tail(50)
 	}
-	waitUntil := func(t *testing.T, what string, d time.Duration, cond func() bool) {
+	wait := func(t *testing.T, what string, d time.Duration, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %s waiting for %s\n%s", d, what, logs())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		waitUntil(t, what, d, cond, logs)
 	}
 	get := func(t *testing.T, id string) *sched.Task {
 		t.Helper()
@@ -78,7 +72,7 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 		}
 		return &tk
 	}
-	waitUntil(t, "both nodes up", 30*time.Second, func() bool {
+	wait(t, "both nodes up", 30*time.Second, func() bool {
 		var ns []sched.NodeStatus
 		if cl.Do(ctx, "GET", "/v1/nodes", nil, &ns) != nil || len(ns) != 2 {
 			return false
@@ -100,7 +94,7 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 		if err := n.tryStart(args(i)...); err != nil {
 			t.Fatalf("restart rst%d: %v\n%s", i, err, logs())
 		}
-		waitUntil(t, "the cluster API of the restarted daemon", 30*time.Second, func() bool {
+		wait(t, "the cluster API of the restarted daemon", 30*time.Second, func() bool {
 			var ns []sched.NodeStatus
 			return api.NewTCP(addrs[i], api.WithToken("rst-secret")).Do(ctx, "GET", "/v1/nodes", nil, &ns) == nil
 		})
@@ -129,11 +123,11 @@ func TestClusterNodeRestartRunsTaskOnce(t *testing.T) {
 			if err := cl.Do(ctx, "POST", "/v1/tasks", spec, &tk); err != nil {
 				t.Fatalf("submit: %v", err)
 			}
-			waitUntil(t, "the task running with its line written", 30*time.Second, func() bool {
+			wait(t, "the task running with its line written", 30*time.Second, func() bool {
 				return get(t, tk.ID).State == sched.StateRunning && len(lines(out)) == 1
 			})
 			restart(t, tc.node, tc.sig, tc.away)
-			waitUntil(t, "the task to end", 60*time.Second, func() bool { return get(t, tk.ID).State.Terminal() })
+			wait(t, "the task to end", 60*time.Second, func() bool { return get(t, tk.ID).State.Terminal() })
 			got := get(t, tk.ID)
 			if got.State != sched.StateFailed || got.ExitCode == nil || *got.ExitCode != 7 || got.Attempts != 1 || got.NodeName != spec.Node {
 				t.Fatalf("task ended as %s exit %v attempts %d on %s (error %q), want failed with exit 7 after one attempt on %s\n%s",

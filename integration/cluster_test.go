@@ -62,15 +62,9 @@ func TestClusterPlacesOnWarmNodeAndRecovers(t *testing.T) {
 	}
 	ctx := context.Background()
 	cl := api.NewTCP(addrs[0], api.WithToken("esc-secret"), api.WithTimeout(10*time.Second))
-	waitUntil := func(what string, d time.Duration, cond func() bool) {
+	wait := func(what string, d time.Duration, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %s waiting for %s\n--- scheduler log ---\n%s", d, what, nodes[0].tail(60))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		waitUntil(t, what, d, cond, func() string { return "--- scheduler log ---\n" + nodes[0].tail(60) })
 	}
 	nodeStatus := func() map[string]sched.NodeStatus {
 		var ns []sched.NodeStatus
@@ -83,7 +77,7 @@ func TestClusterPlacesOnWarmNodeAndRecovers(t *testing.T) {
 		}
 		return m
 	}
-	waitUntil("three nodes up", 30*time.Second, func() bool {
+	wait("three nodes up", 30*time.Second, func() bool {
 		m := nodeStatus()
 		return len(m) == 3 && m["esc0"].Up && m["esc1"].Up && m["esc2"].Up
 	})
@@ -118,7 +112,7 @@ func TestClusterPlacesOnWarmNodeAndRecovers(t *testing.T) {
 	if out, err := nodes[2].eddy("cache", "warm", nodes[2].mnt("data/ds1.bin")); err != nil {
 		t.Fatalf("warm: %v %s", err, out)
 	}
-	waitUntil("esc2's inventory", 20*time.Second, func() bool { return nodeStatus()["esc2"].CachedFiles >= 1 })
+	wait("esc2's inventory", 20*time.Second, func() bool { return nodeStatus()["esc2"].CachedFiles >= 1 })
 
 	submit := func(spec sched.TaskSpec) *sched.Task {
 		t.Helper()
@@ -142,7 +136,7 @@ func TestClusterPlacesOnWarmNodeAndRecovers(t *testing.T) {
 		ids = append(ids, submit(sched.TaskSpec{Command: []string{"/bin/sh", "-c", "echo hello-$EDDY_TASK_ID"}, Cores: 1, MemBytes: 64 << 20, Inputs: []string{"data/ds1.bin"}}).ID)
 	}
 	for _, id := range ids {
-		waitUntil("task "+id+" to end", 60*time.Second, func() bool { return get(id).State.Terminal() })
+		wait("task "+id+" to end", 60*time.Second, func() bool { return get(id).State.Terminal() })
 		tk := get(id)
 		if tk.NodeName != "esc2" || tk.State != sched.StateCompleted || tk.ExitCode == nil || *tk.ExitCode != 0 {
 			t.Fatalf("task %+v (placement %+v)\n--- esc2 log ---\n%s", tk, tk.Placement, nodes[2].tail(40))
@@ -160,12 +154,12 @@ func TestClusterPlacesOnWarmNodeAndRecovers(t *testing.T) {
 
 	// Kill esc2 while its task runs: the task is requeued and completes elsewhere.
 	long := submit(sched.TaskSpec{Command: []string{"/bin/sh", "-c", "sleep 6; echo done"}, Cores: 1, MemBytes: 64 << 20, Inputs: []string{"data/ds1.bin"}, Retries: 1})
-	waitUntil("the long task running", 30*time.Second, func() bool { return get(long.ID).State == sched.StateRunning })
+	wait("the long task running", 30*time.Second, func() bool { return get(long.ID).State == sched.StateRunning })
 	if n := get(long.ID).NodeName; n != "esc2" {
 		t.Fatalf("long task on %s, want esc2", n)
 	}
 	nodes[2].kill9()
-	waitUntil("the long task to complete elsewhere", 90*time.Second, func() bool { return get(long.ID).State == sched.StateCompleted })
+	wait("the long task to complete elsewhere", 90*time.Second, func() bool { return get(long.ID).State == sched.StateCompleted })
 	if tk := get(long.ID); tk.NodeName == "esc2" || tk.Attempts != 2 {
 		t.Fatalf("requeued task %+v", tk)
 	}
@@ -178,7 +172,7 @@ func TestClusterPlacesOnWarmNodeAndRecovers(t *testing.T) {
 	}
 	nodes[0].stop()
 	nodes[0].start(args(0)...)
-	waitUntil("the restarted scheduler's API", 30*time.Second, func() bool {
+	wait("the restarted scheduler's API", 30*time.Second, func() bool {
 		var ns []sched.NodeStatus
 		return cl.Do(ctx, "GET", "/v1/nodes", nil, &ns) == nil
 	})

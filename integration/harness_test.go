@@ -342,3 +342,16 @@ func dropCaches(t testing.TB) {
 		t.Fatalf("drop caches: %v", err)
 	}
 }
+
+// waitUntil polls cond every 100 ms until it holds, or fails t after d with what was awaited and
+// logs() (the daemons' log tails).
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool, logs func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s\n%s", d, what, logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -83,17 +83,11 @@ func TestTaskIdentityFromTheSocket(t *testing.T) {
 	}
 	ctx := context.Background()
 	cl := api.NewTCP(addrs[0], api.WithToken("idn-secret"), api.WithTimeout(10*time.Second))
-	waitUntil := func(what string, d time.Duration, cond func() bool) {
+	wait := func(what string, d time.Duration, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %s waiting for %s\n--- scheduler log ---\n%s", d, what, nodes[0].tail(60))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		waitUntil(t, what, d, cond, func() string { return "--- scheduler log ---\n" + nodes[0].tail(60) })
 	}
-	waitUntil("two nodes up", 30*time.Second, func() bool {
+	wait("two nodes up", 30*time.Second, func() bool {
 		var ns []sched.NodeStatus
 		if cl.Do(ctx, "GET", "/v1/nodes", nil, &ns) != nil || len(ns) != 2 {
 			return false
@@ -181,12 +175,12 @@ func TestTaskIdentityFromTheSocket(t *testing.T) {
 	if _, err := nodes[1].eddy("tasks", "kill", rootTask); err != nil {
 		t.Fatalf("root kills a task: %v", err)
 	}
-	waitUntil("both sleeping tasks killed", 30*time.Second, func() bool {
+	wait("both sleeping tasks killed", 30*time.Second, func() bool {
 		return get(mine).State == sched.StateKilled && get(rootTask).State == sched.StateKilled
 	})
 	// Root's own task still runs as root nowhere: the runtime refuses uid 0.
 	rt := submitID(nodes[1].eddy("submit", "--json", "--mem", "64M", "--", "true"))
-	waitUntil("root's task to end", 30*time.Second, func() bool { return get(rt).State.Terminal() })
+	wait("root's task to end", 30*time.Second, func() bool { return get(rt).State.Terminal() })
 	if tk := get(rt); tk.State != sched.StateFailed || !strings.Contains(tk.Error, "uid 0") {
 		t.Fatalf("root's own task: %s %q; want failed, refused as uid 0", tk.State, tk.Error)
 	}
