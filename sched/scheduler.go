@@ -75,7 +75,10 @@ type NodeStatus struct {
 
 // SchedulerConfig configures a Scheduler.
 type SchedulerConfig struct {
-	Store        Store
+	Store Store
+	// Manual: no background loop; timeouts and placement run only when Tick is called (tests
+	// that look at a state the loop would move on from, such as a requeued task).
+	Manual       bool
 	Policy       Policy        // default PolicyEddy
 	LocalityWait time.Duration // default DefaultLocalityWait
 	NodeTimeout  time.Duration // a node silent this long is down; default 15 s
@@ -181,8 +184,10 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 		}
 	}
 	sortTasks(s.queue)
-	s.wg.Add(1)
-	go s.loop()
+	if !cfg.Manual {
+		s.wg.Add(1)
+		go s.loop()
+	}
 	s.log.Info("scheduler started", "nodes", len(s.nodes), "tasks", len(s.tasks), "queued", len(s.queue), "policy", cfg.Policy)
 	return s, nil
 }

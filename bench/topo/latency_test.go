@@ -368,6 +368,10 @@ func proxyGoroutines() []string {
 // buffer, a half-closed one): Close returns, resets the clients, stops
 // listening and leaves no goroutine behind.
 func TestLatencyProxyCloseNoLeak(t *testing.T) {
+	// Goroutines of earlier tests' proxies may still be on their way out after Close returned.
+	for deadline := time.Now().Add(5 * time.Second); len(proxyGoroutines()) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if g := proxyGoroutines(); len(g) > 0 {
 		t.Fatalf("proxy goroutines before the test:\n%s", strings.Join(g, "\n\n"))
 	}
