@@ -55,10 +55,11 @@ const (
 // Stats are the node cache's counters; the JSON names are part of the CLI's
 // contract (`eddy cache stats --json`).
 type Stats struct {
-	HitBytes         int64     `json:"hit_bytes"`  // bytes served from the local cache
-	MissBytes        int64     `json:"miss_bytes"` // bytes fetched from the origin
-	Hits             int64     `json:"hits"`       // chunk reads served locally
-	Misses           int64     `json:"misses"`     // chunk fetches from the origin
+	HitBytes         int64     `json:"hit_bytes"`    // bytes served from the local cache
+	MissBytes        int64     `json:"miss_bytes"`   // bytes fetched from the origin
+	DirectBytes      int64     `json:"direct_bytes"` // of those, read for a random reader and not stored
+	Hits             int64     `json:"hits"`         // chunk reads served locally
+	Misses           int64     `json:"misses"`       // chunk fetches from the origin
 	CachedBytes      int64     `json:"cached_bytes"`
 	Files            int64     `json:"files"`
 	PinnedFiles      int64     `json:"pinned_files"`
@@ -119,9 +120,10 @@ type OpenResult struct {
 // Safe for concurrent use.
 type Handle interface {
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
-	// PassthroughFile returns a read-only file holding the complete,
-	// checksum-verified content that was valid at open, or nil when the file
-	// is not fully cached. The Handle owns it: it is closed by Close.
+	// PassthroughFile returns a file holding the complete, checksum-verified
+	// content that was valid at open, or nil when the file is not fully
+	// cached. It is the store's data file, to be read only: valid until
+	// Close, which must not be called on it by the caller.
 	PassthroughFile() *os.File
 	Close() error
 }

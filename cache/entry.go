@@ -37,8 +37,12 @@ type version struct {
 	csize   int64
 	nchunks int
 	fd      *os.File // data file (read-write); nil when nothing can be stored
-	dfd     *os.File // the data file opened O_DIRECT for chunk writes; nil: write through fd
 	path    string
+
+	dfdMu    sync.Mutex
+	dfd      *os.File // guarded by dfdMu: the data file opened O_DIRECT for chunk writes, at the first one
+	dfdTried bool     // guarded by dfdMu
+	dfdGone  bool     // guarded by dfdMu: files() handed the files out for closing
 
 	commitMu sync.RWMutex // index commits hold it shared; detach exclusive
 	detached atomic.Bool  // evicted, invalidated or superseded: never index again
@@ -50,10 +54,32 @@ type version struct {
 	present  int            // guarded by entry.mu: chunks not absent
 }
 
-// files returns the version's open data files.
+// directFile is the data file opened O_DIRECT, opened at the first chunk
+// write (a complete file never needs it); nil: write through fd. Chunk
+// writes bypass the page cache where the file system allows it: no copy
+// into dirty pages (CPU on a busy node), no writeback storm behind a cold
+// read, and the origin's pages are not evicted by ours.
+func (v *version) directFile() *os.File {
+	v.dfdMu.Lock()
+	defer v.dfdMu.Unlock()
+	if !v.dfdTried && !v.dfdGone && v.path != "" {
+		v.dfdTried = true
+		if f, err := os.OpenFile(v.path, os.O_WRONLY|syscall.O_DIRECT, 0); err == nil {
+			v.dfd = f
+		}
+	}
+	return v.dfd
+}
+
+// files returns the version's open data files (to be closed: no direct
+// file is opened after this).
 func (v *version) files() []*os.File {
+	v.dfdMu.Lock()
+	dfd := v.dfd
+	v.dfdGone = true
+	v.dfdMu.Unlock()
 	var fs []*os.File
-	for _, f := range []*os.File{v.fd, v.dfd} {
+	for _, f := range []*os.File{v.fd, dfd} {
 		if f != nil {
 			fs = append(fs, f)
 		}
@@ -238,16 +264,27 @@ func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time) (c
 	}
 	nv := &version{attr: attr, fp: fp, size: attr.Size, csize: s.csize}
 	if s.db != nil && !s.isClosed() {
-		var rec *fileRec
+		var (
+			rec    *fileRec
+			chunks []indexedChunk
+		)
 		if err := s.db.View(func(txn *badger.Txn) error {
 			var gerr error
 			rec, gerr = getRec(txn, e.name)
-			return gerr
+			if gerr != nil || rec == nil || rec.Attr.Fingerprint() != fp {
+				return gerr
+			}
+			// The chunk records in the same transaction: one index read per open.
+			return chunkSums(txn, rec.ID, func(idx int, c chunkRec) {
+				chunks = append(chunks, indexedChunk{idx, c})
+			})
 		}); err != nil {
 			s.noteError("index-read", fmt.Errorf("read record of %s: %w", e.name, err))
-			rec = nil
+			rec, chunks = nil, nil
 		}
+		fresh := true
 		if rec != nil && rec.Attr.Fingerprint() == fp {
+			fresh = false
 			nv.id, nv.csize = rec.ID, rec.ChunkSize
 			rec.ValidatedAt = now.UnixNano()
 			s.putRecTouch(e.name, rec, now)
@@ -265,7 +302,7 @@ func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time) (c
 			s.inv.note(e.name, false)
 		}
 		if nv.id != 0 {
-			s.loadVersion(e.name, nv)
+			s.loadVersion(e.name, nv, chunks, fresh)
 		}
 	} else if changed {
 		s.c.invalidations.Add(1)
@@ -437,9 +474,16 @@ func (s *Store) updateAccess(name string, id uint64, now time.Time, validated bo
 	}
 }
 
-// loadVersion opens nv's data file and loads its chunk states (a range scan
-// bounded by this one file).
-func (s *Store) loadVersion(name string, nv *version) {
+// indexedChunk is one chunk record read from the index.
+type indexedChunk struct {
+	idx int
+	c   chunkRec
+}
+
+// loadVersion opens nv's data file and sets its chunk states from chunks,
+// the version's chunk records (read in the caller's index transaction; none
+// for a fresh record).
+func (s *Store) loadVersion(name string, nv *version, chunks []indexedChunk, fresh bool) {
 	nv.nchunks = nchunks(nv.size, nv.csize)
 	nv.state = make([]uint8, nv.nchunks)
 	nv.sums = make([]uint64, nv.nchunks)
@@ -467,28 +511,24 @@ func (s *Store) loadVersion(name string, nv *version) {
 		return
 	}
 	nv.fd, nv.path = fd, p
-	// Chunk writes bypass the page cache where the file system allows it:
-	// no copy into dirty pages (CPU on a busy node), no writeback storm
-	// behind a cold read, and the origin's pages are not evicted by ours.
-	if dfd, err := os.OpenFile(p, os.O_WRONLY|syscall.O_DIRECT, 0); err == nil {
-		nv.dfd = dfd
+	if fresh {
+		return
 	}
 	rec := &fileRec{ID: nv.id, Attr: nv.attr, ChunkSize: nv.csize}
 	var stale []int
-	_ = s.db.View(func(txn *badger.Txn) error {
-		return chunkSums(txn, nv.id, func(idx int, c chunkRec) {
-			if idx >= nv.nchunks || int64(c.Len) != chunkLen(nv.size, nv.csize, idx) || created {
-				stale = append(stale, idx)
-				return
-			}
-			nv.state[idx] = chunkPresent
-			if s.isVerified(nv.id, idx) {
-				nv.state[idx] = chunkVerified
-			}
-			nv.sums[idx] = c.Sum
-			nv.present++
-		})
-	})
+	for _, ic := range chunks {
+		idx, c := ic.idx, ic.c
+		if idx >= nv.nchunks || int64(c.Len) != chunkLen(nv.size, nv.csize, idx) || created {
+			stale = append(stale, idx)
+			continue
+		}
+		nv.state[idx] = chunkPresent
+		if s.isVerified(nv.id, idx) {
+			nv.state[idx] = chunkVerified
+		}
+		nv.sums[idx] = c.Sum
+		nv.present++
+	}
 	if len(stale) > 0 {
 		// The data file vanished (crash during eviction) or records are
 		// malformed: those chunks are absent.
@@ -653,6 +693,7 @@ func (e *entry) readRange(ctx context.Context, v *version, idx int, dst []byte, 
 	n, err := e.readOrigin(ctx, v, buf, lo)
 	e.s.lastDirect.Store(time.Now().UnixNano())
 	e.s.c.missBytes.Add(int64(n))
+	e.s.c.directBytes.Add(int64(n))
 	e.s.c.misses.Add(1)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err
@@ -700,6 +741,7 @@ func (e *entry) fetchBehind(v *version, idx int) {
 func (e *entry) readDirect(ctx context.Context, v *version, p []byte, off int64) error {
 	n, err := e.readOrigin(ctx, v, p, off)
 	e.s.c.missBytes.Add(int64(n))
+	e.s.c.directBytes.Add(int64(n))
 	e.s.c.misses.Add(1)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err
@@ -1010,6 +1052,9 @@ type raJob struct {
 const (
 	bgWorkers  = 1
 	bgQueueLen = 64
+	// fillQueueLen bounds the files waiting to have the holes a sequential
+	// reader left filled in.
+	fillQueueLen = 16
 	// bgIdleGap: a background piece goes when no reader was served straight
 	// from the origin for this long ...
 	bgIdleGap = 10 * time.Millisecond
@@ -1058,17 +1103,23 @@ func (s *Store) fetchWorker(q chan raJob) {
 	for {
 		select {
 		case <-s.ctx.Done():
-			for {
-				select {
-				case j := <-q:
-					j.e.unref()
-				default:
-					return
-				}
-			}
+			drainJobs(q)
+			return
 		case j := <-q:
 			j.e.fetchChunk(s.ctx, j.v, j.idx, false, j.paced)
 			j.e.unref()
+		}
+	}
+}
+
+// drainJobs drops the jobs left in q at close.
+func drainJobs(q chan raJob) {
+	for {
+		select {
+		case j := <-q:
+			j.e.unref()
+		default:
+			return
 		}
 	}
 }
@@ -1182,7 +1233,8 @@ type handle struct {
 	lastEnd int64    // guarded by mu: end of the previous read
 	seq     int      // guarded by mu: consecutive sequential reads
 	raNext  int      // guarded by mu: first chunk not yet queued for read-ahead
-	pt      *os.File // guarded by mu: passthrough file, once handed out
+	pt      *os.File // guarded by mu: passthrough file (the version's data file), once handed out
+	seqRead int64    // guarded by mu: bytes read as part of sequential runs
 	ptDone  bool     // guarded by mu
 }
 
@@ -1266,13 +1318,16 @@ func (h *handle) isRandom(off int64) bool {
 func (h *handle) readAhead(v *version, off int64, n int) {
 	s := h.e.s
 	h.mu.Lock()
-	if off == h.lastEnd || off == 0 {
+	if off == 0 || (h.lastEnd >= 0 && off >= h.lastEnd-seqSlack && off <= h.lastEnd+seqSlack) {
 		h.seq++
 	} else {
 		h.seq = 0
 		h.raNext = 0
 	}
 	h.lastEnd = off + int64(n)
+	if h.seq > 0 {
+		h.seqRead += int64(n)
+	}
 	if h.seq < 2 || s.cfg.ReadAhead == 0 || !h.e.canStore(v) {
 		h.mu.Unlock()
 		return
@@ -1330,12 +1385,10 @@ func (h *handle) PassthroughFile() *os.File {
 			return nil
 		}
 	}
-	f, err := os.Open(v.path)
-	if err != nil {
-		return nil
-	}
+	// The version's own data file: it stays open while any handle of the
+	// entry is (a retired version's files are closed at the last unref).
+	f := v.fd
 	if fi, err := f.Stat(); err != nil || fi.Size() != v.size || e.current() != v || v.detached.Load() {
-		f.Close()
 		return nil
 	}
 	h.pt = f
@@ -1348,11 +1401,62 @@ func (h *handle) Close() error {
 		return nil
 	}
 	h.mu.Lock()
-	if h.pt != nil {
-		_ = h.pt.Close()
-		h.pt = nil
-	}
+	h.pt = nil // the version's file: closed with the version
+	streamed := h.seqRead
 	h.mu.Unlock()
+	h.fillHoles(streamed)
 	h.e.unref()
 	return nil
+}
+
+// fillHoles queues the handle's file for completion in the background when
+// the handle streamed most of it and left chunks absent: chunks served
+// straight from the origin while every buffer waited on the disk, or
+// read-ahead that found its queue full. A file read through once is then
+// complete, and its next open uses passthrough.
+func (h *handle) fillHoles(streamed int64) {
+	e := h.e
+	s := e.s
+	v := e.current()
+	if v == nil || !e.canStore(v) || 2*streamed < v.size {
+		return
+	}
+	e.mu.Lock()
+	incomplete := v.present < v.nchunks
+	e.mu.Unlock()
+	if !incomplete || !s.persistAllowed(0) {
+		return
+	}
+	e.ref()
+	select {
+	case s.fillq <- raJob{e: e, v: v}:
+	default:
+		e.unref()
+	}
+}
+
+// fillWorker completes the files queued by fillHoles, one chunk at a time
+// at idle priority (paced: readers' fetches go first).
+func (s *Store) fillWorker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			drainJobs(s.fillq)
+			return
+		case j := <-s.fillq:
+			for idx := 0; idx < j.v.nchunks && s.ctx.Err() == nil; idx++ {
+				j.e.mu.Lock()
+				absent := j.e.ver == j.v && j.v.state[idx] == chunkAbsent && j.v.inflight[idx] == nil
+				j.e.mu.Unlock()
+				if !absent {
+					continue
+				}
+				if _, err := j.e.fetchChunk(s.ctx, j.v, idx, true, true); err != nil {
+					break
+				}
+			}
+			j.e.unref()
+		}
+	}
 }

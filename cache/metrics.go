@@ -36,6 +36,7 @@ func newMetrics(m metric.Meter, s *Store) (*metrics, error) {
 	defs := []obs{
 		{"eddy.cache.hit.bytes", "Bytes served from the local cache", "By", true, s.c.hitBytes.Load},
 		{"eddy.cache.miss.bytes", "Bytes fetched from the origin", "By", true, s.c.missBytes.Load},
+		{"eddy.cache.direct.bytes", "Bytes read from the origin for random readers and not stored", "By", true, s.c.directBytes.Load},
 		{"eddy.cache.hits", "Chunk reads served locally", "{chunk}", true, s.c.hits.Load},
 		{"eddy.cache.misses", "Chunk fetches from the origin", "{chunk}", true, s.c.misses.Load},
 		{"eddy.cache.evictions", "Files evicted", "{file}", true, s.c.evictions.Load},

@@ -100,10 +100,11 @@ func (e *entry) persist(f *fetch) {
 	buf := *f.buf
 	off := int64(f.idx) * v.csize
 	sum := xxhash.Sum64(buf)
-	direct := v.dfd != nil && directOK(buf, off)
+	dfd := v.directFile()
+	direct := dfd != nil && directOK(buf, off)
 	var err error
 	if direct {
-		_, err = s.writeData(v.dfd, buf, off)
+		_, err = s.writeData(dfd, buf, off)
 		if errors.Is(err, syscall.EINVAL) {
 			direct = false // the file system refuses this O_DIRECT write
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -224,5 +225,34 @@ func TestBackgroundYieldsToReaders(t *testing.T) {
 	s.lastDirect.Store(time.Now().Add(-time.Second).UnixNano())
 	if err := s.yieldToReaders(context.Background(), &hurry); err != nil {
 		t.Fatalf("quiet origin: %v", err)
+	}
+}
+
+// A sequential reader that outruns the disk is served straight from the
+// origin for the chunks no buffer was free for; once it closes, those holes
+// are filled in the background, so a file read through once is complete
+// (and its next open can use passthrough).
+func TestSequentialReadLeavesNoHoles(t *testing.T) {
+	o := newFakeOrigin()
+	data := pattern(32*testChunk, 83)
+	o.put("f", data)
+	s := openStore(t, o, testConfig(t))
+	gate := make(chan struct{})
+	s.writeData = func(f *os.File, p []byte, off int64) (int, error) {
+		<-gate // the disk is stuck: every buffer waits on it
+		return f.WriteAt(p, off)
+	}
+	h, _ := mustOpen(t, s, o, "f")
+	mustEqual(t, "sequential read past a stuck disk", readAll(t, h, int64(len(data))), data)
+	if st := s.Stats(); st.DirectBytes == 0 {
+		t.Fatalf("no read was served from the origin while the disk was stuck: %+v", st)
+	}
+	h.Close()
+	close(gate)
+	waitFor(t, "the holes filled after the reader closed", func() bool { return s.CachedBytes("f") == int64(len(data)) })
+	h2, _ := mustOpen(t, s, o, "f")
+	defer h2.Close()
+	if h2.PassthroughFile() == nil {
+		t.Fatal("the complete file offers no passthrough file")
 	}
 }

@@ -90,6 +90,7 @@ type Store struct {
 	bufPool sync.Pool
 	raq     chan raJob
 	bgq     chan raJob // chunks missed by random reads, fetched in the background (dropped when full)
+	fillq   chan raJob // files a sequential reader left incomplete, completed in the background (idx unused)
 	// lastDirect and lastPiece (unix ns): when a reader was last served
 	// straight from the origin, and when a background piece last went
 	// (yieldToReaders).
@@ -114,11 +115,11 @@ type verKey struct {
 }
 
 type counters struct {
-	hitBytes, missBytes, hits, misses        atomic.Int64
-	cachedBytes, files, pinnedFiles          atomic.Int64
-	evictions, evictedBytes, passthroughOpen atomic.Int64
-	revalidations, invalidations             atomic.Int64
-	checksumFailures, errors, diskFree       atomic.Int64
+	hitBytes, missBytes, directBytes, hits, misses atomic.Int64
+	cachedBytes, files, pinnedFiles                atomic.Int64
+	evictions, evictedBytes, passthroughOpen       atomic.Int64
+	revalidations, invalidations                   atomic.Int64
+	checksumFailures, errors, diskFree             atomic.Int64
 }
 
 // Open opens (or creates) the cache in cfg.Dir. A broken index is moved
@@ -176,6 +177,7 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		bufSem:      make(chan struct{}, cfg.FetchWorkers+4),
 		raq:         make(chan raJob, cfg.FetchWorkers*4),
 		bgq:         make(chan raJob, bgQueueLen),
+		fillq:       make(chan raJob, fillQueueLen),
 		evictCh:     make(chan struct{}, 1),
 		pinChange:   make(chan struct{}, 1),
 		writeData:   func(f *os.File, p []byte, off int64) (int, error) { return f.WriteAt(p, off) },
@@ -212,6 +214,8 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		s.wg.Add(1)
 		go s.fetchWorker(s.bgq)
 	}
+	s.wg.Add(1)
+	go s.fillWorker()
 	if s.db != nil {
 		s.wg.Add(2)
 		go s.scanTotals()
@@ -333,6 +337,7 @@ func (s *Store) Stats() Stats {
 	st := Stats{
 		HitBytes:         s.c.hitBytes.Load(),
 		MissBytes:        s.c.missBytes.Load(),
+		DirectBytes:      s.c.directBytes.Load(),
 		Hits:             s.c.hits.Load(),
 		Misses:           s.c.misses.Load(),
 		CachedBytes:      max(0, s.c.cachedBytes.Load()),

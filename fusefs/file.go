@@ -124,9 +124,16 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		if _, e := n.admit(ctx, openRequest{}); e != 0 {
 			return nil, 0, e
 		}
+		n.mu.Lock()
+		n.writers++
+		n.mu.Unlock()
+		st.changed(name)
 		of, err := st.org.Open(octx, name, oflags)
 		if err != nil {
 			n.release(false)
+			n.mu.Lock()
+			n.writers--
+			n.mu.Unlock()
 			return nil, 0, errno(err)
 		}
 		if st.cache != nil && oflags&syscall.O_TRUNC != 0 {
@@ -161,7 +168,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 				keep = false
 			}
 			h := &handle{n: n, name: name, flags: oflags, ch: ch, attr: a}
-			var fuseFlags uint32
+			fuseFlags := uint32(readOnlyOpenFlags)
 			if keep {
 				fuseFlags = fuse.FOPEN_KEEP_CACHE
 			}
@@ -190,7 +197,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		n.release(pt)
 		return nil, 0, errno(err)
 	}
-	var fuseFlags uint32
+	fuseFlags := uint32(readOnlyOpenFlags)
 	if keep {
 		fuseFlags = fuse.FOPEN_KEEP_CACHE
 	}
@@ -201,6 +208,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	return h, fuseFlags, 0
 }
+
+// readOnlyOpenFlags: a read-only open has nothing to write back at close,
+// so the kernel skips FLUSH (one request less per open of a small file). A
+// POSIX lock taken through such an open is released when its last
+// descriptor closes (RELEASE closes the origin file holding the lock), not
+// at the close of any other descriptor of the file.
+const readOnlyOpenFlags = fuse.FOPEN_NOFLUSH
 
 // openOffline serves a read-only open from the cache alone while the origin
 // is in trouble.
@@ -219,9 +233,9 @@ func (n *node) openOffline(ctx context.Context, name string) (fs.FileHandle, uin
 	}
 	h := &handle{n: n, name: name, flags: syscall.O_RDONLY, ch: ch, attr: a, pt: pt}
 	if pt {
-		return &ptHandle{handle: h}, 0, 0
+		return &ptHandle{handle: h}, readOnlyOpenFlags, 0
 	}
-	return h, 0, 0
+	return h, readOnlyOpenFlags, 0
 }
 
 // openRequest describes an open for admit.
@@ -314,6 +328,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	oflags := int(flags) & openFlagMask
 	octx, cancel := st.octx(ctx)
 	defer cancel()
+	st.changed(full)
+	defer st.changed(full) // a truncated existing file
 	of, err := st.org.Create(octx, full, oflags, mode&07777, caller(ctx))
 	if err != nil {
 		return nil, nil, 0, errno(err)
@@ -330,6 +346,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	cn := ch.Operations().(*node)
 	cn.mu.Lock()
 	cn.otherOpens++ // a new inode: nothing else has it open
+	cn.writers++
 	cn.mu.Unlock()
 	return ch, &handle{n: cn, name: full, flags: oflags, writable: true, of: of}, 0, 0
 }
@@ -381,6 +398,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	octx, cancel := h.n.st.octx(ctx)
 	defer cancel()
 	n, err := of.WriteAt(octx, data, off)
+	h.n.st.changed(h.name)
 	h.mu.Lock()
 	first := !h.dirty
 	h.dirty = true
@@ -420,13 +438,21 @@ func (h *handle) sync(ctx context.Context, force bool) syscall.Errno {
 // Flush runs at every close(2): written data reaches the origin's storage
 // before close returns, and the closing process's POSIX locks are dropped.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
-	pid := callerTgid(ctx)
 	h.mu.Lock()
-	posix, of := h.lockers[pid], h.of
-	if posix {
-		clear(h.lockers)
-	}
+	locked := len(h.lockers) > 0
 	h.mu.Unlock()
+	posix := false
+	var of origin.File
+	if locked {
+		// Only then is the caller's process worth looking up (/proc).
+		pid := callerTgid(ctx)
+		h.mu.Lock()
+		posix, of = h.lockers[pid], h.of
+		if posix {
+			clear(h.lockers)
+		}
+		h.mu.Unlock()
+	}
 	if posix && of != nil {
 		if fd, ok := of.(origin.Fder); ok {
 			lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: 0, Len: 0}
@@ -453,6 +479,12 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	}
 	if ch != nil {
 		ch.Close()
+	}
+	if h.writable {
+		h.n.mu.Lock()
+		h.n.writers--
+		h.n.mu.Unlock()
+		h.n.st.changed(h.name)
 	}
 	h.n.release(h.pt)
 	return e
@@ -570,6 +602,7 @@ func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uin
 	h.mu.Lock()
 	h.dirty = true
 	h.mu.Unlock()
+	h.n.st.changed(h.name)
 	if h.n.st.cache != nil {
 		h.n.st.cache.Invalidate(h.name)
 	}

@@ -35,13 +35,19 @@ func mountT(t testing.TB, originDir string, c Cache, opts Options) (*View, strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mountOrigin(t, org, org, c, opts)
+}
+
+// mountOrigin mounts org (closing closer at cleanup) like mountT.
+func mountOrigin(t testing.TB, org origin.FS, closer io.Closer, c Cache, opts Options) (*View, string) {
+	t.Helper()
 	mp, err := os.MkdirTemp("", "efs-mnt-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	v, err := Mount(context.Background(), mp, org, c, opts)
 	if err != nil {
-		org.Close()
+		closer.Close()
 		os.Remove(mp)
 		t.Fatal(err)
 	}
@@ -51,7 +57,7 @@ func mountT(t testing.TB, originDir string, c Cache, opts Options) (*View, strin
 		if err := v.Unmount(ctx); err != nil {
 			t.Errorf("unmount %s: %v", mp, err)
 		}
-		org.Close()
+		closer.Close()
 		os.Remove(mp)
 	})
 	return v, mp

@@ -145,6 +145,8 @@ type state struct {
 	rootDev uint64
 	server  *fuse.Server // set after mounting
 
+	stash *attrStash // nil: entries are not cached by the mount (timeouts off)
+
 	ptAvailable atomic.Bool // kernel offers passthrough and a backing fd registered
 	ptFailed    atomic.Bool // a passthrough handle saw reads: passthrough not in effect
 	ptLogOnce   sync.Once
@@ -183,6 +185,9 @@ func Mount(ctx context.Context, mountpoint string, org origin.FS, c Cache, opts 
 		if oc, ok := c.(OfflineCache); ok {
 			st.offline = oc
 		}
+	}
+	if timeoutOrDefault(opts.EntryTimeout) > 0 && timeoutOrDefault(opts.AttrTimeout) > 0 {
+		st.stash = newAttrStash()
 	}
 	root := &node{st: st}
 	root.setLast(rootAttr)

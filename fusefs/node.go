@@ -42,6 +42,14 @@ type node struct {
 	ptFP       origin.Fingerprint // content version of the backing file (guarded by mu)
 	ptSet      bool               // ptFP is meaningful (guarded by mu)
 	ptIdleAt   time.Time          // when ptOpens last fell to 0 (guarded by mu)
+	writers    int                // open writable handles (guarded by mu)
+}
+
+// writing reports whether the node has writable handles open on this mount.
+func (n *node) writing() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.writers > 0
 }
 
 var (
@@ -138,6 +146,7 @@ func (st *state) fillAttr(a origin.Attr, out *fuse.Attr) {
 // this mount (directories, via known) last saw within OfflineGrace; offline
 // is then true.
 func (st *state) lstat(ctx context.Context, name string, known *node) (a origin.Attr, offline bool, err error) {
+	gen, start := st.stashGen(), time.Now()
 	octx, cancel := st.octx(ctx)
 	a, err = st.org.Lstat(octx, name)
 	cancel()
@@ -145,6 +154,7 @@ func (st *state) lstat(ctx context.Context, name string, known *node) (a origin.
 		if known != nil {
 			known.setLast(a)
 		}
+		st.remember(name, a, start, gen)
 		return a, false, nil
 	}
 	if !origin.IsTrouble(err) || st.opts.OfflineGrace <= 0 {
@@ -194,6 +204,18 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	var known *node
 	if ch := n.GetChild(name); ch != nil {
 		known, _ = ch.Operations().(*node)
+	}
+	if n.st.stash != nil && (known == nil || !known.writing()) {
+		if a, ok := n.st.stash.get(full); ok {
+			ch := n.newChild(ctx, a, out)
+			cn, ok := ch.Operations().(*node)
+			if !ok || !cn.writing() {
+				return ch, 0
+			}
+			// Open for writing here under another name (a hard link): its
+			// size is moving; ask the origin.
+			known = cn
+		}
 	}
 	a, _, err := n.st.lstat(ctx, full, known)
 	if err != nil {
@@ -255,6 +277,8 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
+	n.st.changed(name)
+	defer n.st.changed(name)
 	if sz, ok := in.GetSize(); ok {
 		s := int64(sz)
 		h := asHandle(f)
@@ -280,6 +304,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 }
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	gen, start := n.st.stashGen(), time.Now()
 	octx, cancel := n.st.octx(ctx)
 	ents, err := n.st.org.ReadDir(octx, n.name())
 	cancel()
@@ -288,6 +313,11 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	list := make([]fuse.DirEntry, 0, len(ents))
 	for _, e := range ents {
+		if e.Attr != nil {
+			// READDIRPLUS: the kernel's lookups of these names that follow
+			// (ls -l, a walk) need no origin round trip.
+			n.st.remember(n.child(e.Name), *e.Attr, start, gen)
+		}
 		list = append(list, fuse.DirEntry{Name: e.Name, Mode: e.Mode, Ino: n.st.ino(origin.Attr{Ino: e.Ino, Dev: n.st.rootDev})})
 	}
 	return fs.NewListDirStream(list), 0
@@ -297,6 +327,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
+	n.st.changed(full)
 	if err := n.st.org.Mkdir(octx, full, mode, caller(ctx)); err != nil {
 		return nil, errno(err)
 	}
@@ -311,6 +342,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
+	n.st.changed(full)
 	if err := n.st.org.Mknod(octx, full, mode, uint64(dev), caller(ctx)); err != nil {
 		return nil, errno(err)
 	}
@@ -325,6 +357,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
+	n.st.changed(full)
 	if err := n.st.org.Symlink(octx, target, full, caller(ctx)); err != nil {
 		return nil, errno(err)
 	}
@@ -353,6 +386,8 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
+	n.st.changed(full, tn.name())
+	defer n.st.changed(tn.name()) // its link count and ctime
 	if err := n.st.org.Link(octx, tn.name(), full); err != nil {
 		return nil, errno(err)
 	}
@@ -367,6 +402,8 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
+	n.st.changed(full)
+	defer n.st.changed(full)
 	err := n.st.org.Unlink(octx, full)
 	if err == nil && n.st.cache != nil {
 		n.st.cache.Invalidate(full)
@@ -377,7 +414,10 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
-	return errno(n.st.org.Rmdir(octx, n.child(name)))
+	full := n.child(name)
+	n.st.changedTree(full)
+	defer n.st.changedTree(full)
+	return errno(n.st.org.Rmdir(octx, full))
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
@@ -388,6 +428,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	oldFull, newFull := n.child(name), np.child(newName)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
+	n.st.changedTree(oldFull)
+	n.st.changedTree(newFull)
+	defer func() {
+		n.st.changedTree(oldFull)
+		n.st.changedTree(newFull)
+	}()
 	if err := n.st.org.Rename(octx, oldFull, newFull, flags); err != nil {
 		return errno(err)
 	}
@@ -422,12 +468,14 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
+	defer n.st.changed(n.name()) // its ctime
 	return errno(n.st.org.Setxattr(octx, n.name(), attr, data, int(flags)))
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
+	defer n.st.changed(n.name()) // its ctime
 	return errno(n.st.org.Removexattr(octx, n.name(), attr))
 }
 

@@ -137,7 +137,7 @@ func TestMixedIOModes(t *testing.T) {
 // realStoreMount mounts a temp origin dir through a real chunk store with
 // 1 MiB chunks, and returns the origin dir, the store, the view and the
 // mountpoint; all are cleaned up with the test.
-func realStoreMount(t *testing.T) (string, *cache.Store, *View, string) {
+func realStoreMount(t testing.TB) (string, *cache.Store, *View, string) {
 	t.Helper()
 	requireFUSE(t)
 	dir := t.TempDir()

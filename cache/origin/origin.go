@@ -90,6 +90,9 @@ type DirEntry struct {
 	Name string
 	Mode uint32 // file type bits only (S_IFDIR, S_IFREG, ...)
 	Ino  uint64
+	// Attr, when not nil, holds the entry's attributes as the listing
+	// returned them (NFS READDIRPLUS), as fresh as an Lstat at that moment.
+	Attr *Attr
 }
 
 // Owner is the identity new objects are created for (the FUSE caller).

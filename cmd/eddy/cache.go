@@ -111,7 +111,7 @@ func printStats(w io.Writer, s api.CacheStats) error {
 	}
 	t.row("state", state)
 	t.row("hit bytes", fmt.Sprintf("%s (%d chunk reads)", humanBytes(s.HitBytes), s.Hits))
-	t.row("miss bytes", fmt.Sprintf("%s (%d chunk fetches)", humanBytes(s.MissBytes), s.Misses))
+	t.row("miss bytes", fmt.Sprintf("%s (%d chunk fetches; %s read for random readers, not stored)", humanBytes(s.MissBytes), s.Misses, humanBytes(s.DirectBytes)))
 	t.row("hit ratio", ratio)
 	t.row("cached bytes", fmt.Sprintf("%s of %s quota", humanBytes(s.CachedBytes), humanBytes(s.QuotaBytes)))
 	t.row("files", fmt.Sprintf("%d (%d pinned)", s.Files, s.PinnedFiles))

@@ -569,7 +569,7 @@ func (f *FS) ReadDir(ctx context.Context, name string) ([]origin.DirEntry, error
 		if err != nil {
 			return err
 		}
-		out, err = f.readdir(ctx, dfh)
+		out, err = f.readdir(ctx, name, dfh)
 		if isStale(err) {
 			f.dirs.drop(name)
 		}
@@ -578,7 +578,7 @@ func (f *FS) ReadDir(ctx context.Context, name string) ([]origin.DirEntry, error
 	return out, wrap("readdir", name, err)
 }
 
-func (f *FS) readdir(ctx context.Context, dfh []byte) ([]origin.DirEntry, error) {
+func (f *FS) readdir(ctx context.Context, dir string, dfh []byte) ([]origin.DirEntry, error) {
 	var out []origin.DirEntry
 	var cookie uint64
 	verf := make([]byte, 8)
@@ -606,6 +606,7 @@ func (f *FS) readdir(ctx context.Context, dfh []byte) ([]origin.DirEntry, error)
 				de := origin.DirEntry{Name: nm, Ino: ino}
 				if ok {
 					de.Mode = a.Mode & syscall.S_IFMT
+					de.Attr = &a
 				}
 				batch = append(batch, de)
 			}
@@ -623,8 +624,9 @@ func (f *FS) readdir(ctx context.Context, dfh []byte) ([]origin.DirEntry, error)
 	for i := range out {
 		if out[i].Mode == 0 {
 			// No attributes in the listing: ask for them.
-			if a, err := f.Lstat(ctx, path.Join(".", out[i].Name)); err == nil {
+			if a, err := f.Lstat(ctx, path.Join(dir, out[i].Name)); err == nil {
 				out[i].Mode = a.Mode & syscall.S_IFMT
+				out[i].Attr = &a
 			}
 		}
 	}
