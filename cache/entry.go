@@ -1054,7 +1054,7 @@ const (
 	bgQueueLen = 64
 	// fillQueueLen bounds the files waiting to have the holes a sequential
 	// reader left filled in.
-	fillQueueLen = 16
+	fillQueueLen = 256
 	// bgIdleGap: a background piece goes when no reader was served straight
 	// from the origin for this long ...
 	bgIdleGap = 10 * time.Millisecond
