@@ -170,7 +170,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			h := &handle{n: n, name: name, flags: oflags, ch: ch, attr: a}
 			fuseFlags := uint32(readOnlyOpenFlags)
 			if keep {
-				fuseFlags = fuse.FOPEN_KEEP_CACHE
+				fuseFlags |= fuse.FOPEN_KEEP_CACHE
 			}
 			pf := ch.PassthroughFile()
 			pt, e := n.admit(ctx, openRequest{readOnly: true, fp: fp, complete: pf != nil && st.passthroughOK()})
@@ -199,7 +199,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	fuseFlags := uint32(readOnlyOpenFlags)
 	if keep {
-		fuseFlags = fuse.FOPEN_KEEP_CACHE
+		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	h := &handle{n: n, name: name, flags: oflags, of: of, pt: pt}
 	if pt {
@@ -438,6 +438,7 @@ func (h *handle) sync(ctx context.Context, force bool) syscall.Errno {
 // Flush runs at every close(2): written data reaches the origin's storage
 // before close returns, and the closing process's POSIX locks are dropped.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	h.n.st.flushes.Add(1)
 	h.mu.Lock()
 	locked := len(h.lockers) > 0
 	h.mu.Unlock()

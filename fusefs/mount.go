@@ -147,6 +147,8 @@ type state struct {
 
 	stash *attrStash // nil: entries are not cached by the mount (timeouts off)
 
+	flushes atomic.Int64 // FLUSH requests served
+
 	ptAvailable atomic.Bool // kernel offers passthrough and a backing fd registered
 	ptFailed    atomic.Bool // a passthrough handle saw reads: passthrough not in effect
 	ptLogOnce   sync.Once

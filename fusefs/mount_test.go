@@ -279,3 +279,25 @@ func TestUnmountBusy(t *testing.T) {
 		t.Fatalf("unmount took %v", d)
 	}
 }
+
+// Read-only opens tell the kernel not to send FLUSH at close, also when the
+// page cache is kept (an unchanged file opened again); writable ones do.
+func TestReadOnlyOpensSkipFlush(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f"), []byte("0123456789"))
+	v, mp := mountT(t, dir, nil, Options{})
+	for i := range 3 {
+		if b, err := os.ReadFile(filepath.Join(mp, "f")); err != nil || string(b) != "0123456789" {
+			t.Fatalf("read %d: %q %v", i, b, err)
+		}
+	}
+	if n := v.st.flushes.Load(); n != 0 {
+		t.Fatalf("%d FLUSH requests for read-only opens, want 0", n)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if v.st.flushes.Load() == 0 {
+		t.Fatal("no FLUSH for a writable open: written data would not reach the origin at close")
+	}
+}
