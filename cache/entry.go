@@ -282,9 +282,7 @@ func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time) (c
 			s.noteError("index-read", fmt.Errorf("read record of %s: %w", e.name, err))
 			rec, chunks = nil, nil
 		}
-		fresh := true
 		if rec != nil && rec.Attr.Fingerprint() == fp {
-			fresh = false
 			nv.id, nv.csize = rec.ID, rec.ChunkSize
 			rec.ValidatedAt = now.UnixNano()
 			s.putRecTouch(e.name, rec, now)
@@ -302,7 +300,7 @@ func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time) (c
 			s.inv.note(e.name, false)
 		}
 		if nv.id != 0 {
-			s.loadVersion(e.name, nv, chunks, fresh)
+			s.loadVersion(e.name, nv, chunks)
 		}
 	} else if changed {
 		s.c.invalidations.Add(1)
@@ -483,7 +481,7 @@ type indexedChunk struct {
 // loadVersion opens nv's data file and sets its chunk states from chunks,
 // the version's chunk records (read in the caller's index transaction; none
 // for a fresh record).
-func (s *Store) loadVersion(name string, nv *version, chunks []indexedChunk, fresh bool) {
+func (s *Store) loadVersion(name string, nv *version, chunks []indexedChunk) {
 	nv.nchunks = nchunks(nv.size, nv.csize)
 	nv.state = make([]uint8, nv.nchunks)
 	nv.sums = make([]uint64, nv.nchunks)
@@ -511,9 +509,6 @@ func (s *Store) loadVersion(name string, nv *version, chunks []indexedChunk, fre
 		return
 	}
 	nv.fd, nv.path = fd, p
-	if fresh {
-		return
-	}
 	rec := &fileRec{ID: nv.id, Attr: nv.attr, ChunkSize: nv.csize}
 	var stale []int
 	for _, ic := range chunks {

@@ -328,8 +328,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	oflags := int(flags) & openFlagMask
 	octx, cancel := st.octx(ctx)
 	defer cancel()
-	st.changed(full)
-	defer st.changed(full) // a truncated existing file
+	defer st.changed(full) // a new name, or a truncated existing file
 	of, err := st.org.Create(octx, full, oflags, mode&07777, caller(ctx))
 	if err != nil {
 		return nil, nil, 0, errno(err)
@@ -398,13 +397,17 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	octx, cancel := h.n.st.octx(ctx)
 	defer cancel()
 	n, err := of.WriteAt(octx, data, off)
-	h.n.st.changed(h.name)
 	h.mu.Lock()
 	first := !h.dirty
 	h.dirty = true
 	h.mu.Unlock()
-	if first && h.n.st.cache != nil {
-		h.n.st.cache.Invalidate(h.name)
+	if first {
+		// Lookups ask the origin while the file is open for writing here;
+		// Release drops the name again once the writes are done.
+		h.n.st.changed(h.name)
+		if h.n.st.cache != nil {
+			h.n.st.cache.Invalidate(h.name)
+		}
 	}
 	if err != nil {
 		return uint32(n), errno(err)

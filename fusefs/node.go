@@ -277,7 +277,6 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
-	n.st.changed(name)
 	defer n.st.changed(name)
 	if sz, ok := in.GetSize(); ok {
 		s := int64(sz)
@@ -327,7 +326,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
-	n.st.changed(full)
+	defer n.st.changed(full) // after the change: a read racing it is not kept
 	if err := n.st.org.Mkdir(octx, full, mode, caller(ctx)); err != nil {
 		return nil, errno(err)
 	}
@@ -342,7 +341,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
-	n.st.changed(full)
+	defer n.st.changed(full) // after the change: a read racing it is not kept
 	if err := n.st.org.Mknod(octx, full, mode, uint64(dev), caller(ctx)); err != nil {
 		return nil, errno(err)
 	}
@@ -357,7 +356,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
-	n.st.changed(full)
+	defer n.st.changed(full) // after the change: a read racing it is not kept
 	if err := n.st.org.Symlink(octx, target, full, caller(ctx)); err != nil {
 		return nil, errno(err)
 	}
@@ -386,8 +385,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
-	n.st.changed(full, tn.name())
-	defer n.st.changed(tn.name()) // its link count and ctime
+	defer n.st.changed(full, tn.name()) // and the target's link count and ctime
 	if err := n.st.org.Link(octx, tn.name(), full); err != nil {
 		return nil, errno(err)
 	}
@@ -402,7 +400,6 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	full := n.child(name)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
-	n.st.changed(full)
 	defer n.st.changed(full)
 	err := n.st.org.Unlink(octx, full)
 	if err == nil && n.st.cache != nil {
@@ -415,7 +412,6 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
 	full := n.child(name)
-	n.st.changedTree(full)
 	defer n.st.changedTree(full)
 	return errno(n.st.org.Rmdir(octx, full))
 }
@@ -428,8 +424,6 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	oldFull, newFull := n.child(name), np.child(newName)
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
-	n.st.changedTree(oldFull)
-	n.st.changedTree(newFull)
 	defer func() {
 		n.st.changedTree(oldFull)
 		n.st.changedTree(newFull)
