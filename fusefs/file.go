@@ -126,6 +126,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 		n.mu.Lock()
 		n.writers++
+		n.kernSet = false
 		n.mu.Unlock()
 		st.changed(name)
 		of, err := st.org.Open(octx, name, oflags)
@@ -154,10 +155,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	n.mu.Lock()
 	keep := n.openFPSet && n.openFP == fp
 	n.openFP, n.openFPSet = fp, true
-	lastSize := n.last.Size
+	kernCurrent := n.kernSet && n.kernFP == fp
 	n.mu.Unlock()
-	if !keep || lastSize != a.Size {
-		// The kernel may hold attrs (size) from before the change.
+	if !kernCurrent {
+		// The kernel may hold attrs (size) from before the change. (Its
+		// page cache is dropped at this open unless keep: no
+		// FOPEN_KEEP_CACHE.)
 		n.NotifyContent(-1, 0)
 	}
 
@@ -346,6 +349,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	cn.mu.Lock()
 	cn.otherOpens++ // a new inode: nothing else has it open
 	cn.writers++
+	cn.kernSet = false
 	cn.mu.Unlock()
 	return ch, &handle{n: cn, name: full, flags: oflags, writable: true, of: of}, 0, 0
 }

@@ -32,6 +32,14 @@ type node struct {
 	// mu): an unchanged fingerprint lets the kernel keep its page cache.
 	openFP    origin.Fingerprint
 	openFPSet bool
+	// kernFP is the fingerprint of the attributes last handed to the kernel
+	// for this inode in a LOOKUP or GETATTR reply (guarded by mu); kernSet
+	// is false when the kernel may hold others (never told, or a writable
+	// open here lets it change size and times itself). A read-only open
+	// whose fresh attributes match needs no attribute invalidation, which
+	// would cost a GETATTR round trip to the origin.
+	kernFP  origin.Fingerprint
+	kernSet bool
 	// The kernel keeps one I/O mode per inode (fs/fuse/iomode.c): while an
 	// open of the inode uses passthrough, every open must use passthrough
 	// with the same backing file; while an open uses cached I/O, none may use
@@ -88,6 +96,13 @@ func (n *node) child(name string) string { return origin.Join(n.name(), name) }
 func (n *node) setLast(a origin.Attr) {
 	n.mu.Lock()
 	n.last, n.lastAt = a, time.Now()
+	n.mu.Unlock()
+}
+
+// toldKernel records the attributes of a LOOKUP or GETATTR reply.
+func (n *node) toldKernel(a origin.Attr) {
+	n.mu.Lock()
+	n.kernFP, n.kernSet = a.Fingerprint(), n.writers == 0
 	n.mu.Unlock()
 }
 
@@ -192,9 +207,11 @@ func (n *node) newChild(ctx context.Context, a origin.Attr, out *fuse.EntryOut) 
 	}
 	cn := &node{st: n.st}
 	cn.last, cn.lastAt = a, time.Now()
+	cn.kernFP, cn.kernSet = a.Fingerprint(), true
 	ch := n.NewInode(ctx, cn, n.st.stable(a))
 	if ex, ok := ch.Operations().(*node); ok && ex != cn {
 		ex.setLast(a)
+		ex.toldKernel(a)
 	}
 	return ch
 }
@@ -235,6 +252,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 				if d := n.st.attrTimeout(a); d > 0 {
 					out.SetTimeout(d)
 				}
+				n.toldKernel(a)
 				return 0
 			}
 		}
@@ -253,6 +271,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	if d := n.st.attrTimeout(a); d > 0 {
 		out.SetTimeout(d)
 	}
+	n.toldKernel(a)
 	return 0
 }
 

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -13,11 +14,34 @@ import (
 )
 
 // plusOrigin lists directories with attributes (as NFS READDIRPLUS does)
-// and counts the Lstat calls made to it.
+// and counts the Lstat calls made to it, and the Stat calls made to the
+// files opened through it.
 type plusOrigin struct {
 	origin.FS
 	lstats atomic.Int64
+	fstats atomic.Int64
 }
+
+type statCounted struct {
+	origin.File
+	n *atomic.Int64
+}
+
+func (f statCounted) Stat(ctx context.Context) (origin.Attr, error) {
+	f.n.Add(1)
+	return f.File.Stat(ctx)
+}
+
+func (p *plusOrigin) Open(ctx context.Context, name string, flag int) (origin.File, error) {
+	f, err := p.FS.Open(ctx, name, flag)
+	if err != nil {
+		return nil, err
+	}
+	return statCounted{f, &p.fstats}, nil
+}
+
+// attrCalls counts the origin round trips for attributes.
+func (p *plusOrigin) attrCalls() int64 { return p.lstats.Load() + p.fstats.Load() }
 
 func (p *plusOrigin) Lstat(ctx context.Context, name string) (origin.Attr, error) {
 	p.lstats.Add(1)
@@ -179,4 +203,65 @@ func TestStashExpires(t *testing.T) {
 	if _, ok := s.get("x/y"); ok {
 		t.Fatal("dropTree left an entry below it")
 	}
+}
+
+// The first open of a file just looked up costs one origin round trip (the
+// close-to-open check), not a second one for the attributes the kernel
+// already holds; a change made behind the mount is still seen at the next
+// open (the kernel's size is dropped), and so is one made through it.
+func TestOpenKeepsCurrentKernelAttrs(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f"), []byte("0123456789"))
+	org, mp := mountPlus(t, dir, Options{EntryTimeout: 30 * time.Second, AttrTimeout: 30 * time.Second})
+	p := filepath.Join(mp, "f")
+
+	before := org.attrCalls()
+	if b, err := readAll(p); err != nil || string(b) != "0123456789" {
+		t.Fatalf("first read: %q %v", b, err)
+	}
+	if got := org.attrCalls() - before; got != 2 {
+		t.Fatalf("%d origin attribute calls for a lookup and an open, want 2", got)
+	}
+
+	// Behind the mount: longer, and its mtime moved.
+	writeFile(t, filepath.Join(dir, "f"), []byte("0123456789abcdefghij"))
+	future := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "f"), future, future); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := readAll(p); err != nil || string(b) != "0123456789abcdefghij" {
+		t.Fatalf("read after the origin changed: %q %v", b, err)
+	}
+
+	// Through the mount: shorter.
+	if err := os.WriteFile(p, []byte("xyz"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := readAll(p); err != nil || string(b) != "xyz" {
+		t.Fatalf("read after a write through the mount: %q %v", b, err)
+	}
+	// Unchanged: no invalidation, the kernel's attributes serve the read.
+	before = org.attrCalls()
+	if b, err := readAll(p); err != nil || string(b) != "xyz" {
+		t.Fatalf("read again: %q %v", b, err)
+	}
+	if got := org.attrCalls() - before; got != 1 {
+		t.Fatalf("%d origin attribute calls for an open of an unchanged file, want 1", got)
+	}
+}
+
+// readAll reads a file with read(2) alone (os.ReadFile would fstat it
+// first): only the read itself may need the file's size.
+func readAll(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<16)
+	n, err := io.ReadFull(f, buf)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		err = nil
+	}
+	return buf[:n], err
 }
