@@ -111,6 +111,7 @@ type fetch struct {
 	sum       uint64        // checksum of the written bytes (set by the persist step)
 	n         int           // bytes written
 	stored    bool          // set before persisted is closed: the chunk is durable and indexed (or kept for an evicted open version)
+	vouched   bool          // set before done is closed: the origin vouched the bytes are v's (origin.AttrWitness)
 }
 
 func (f *fetch) release() {
@@ -586,11 +587,14 @@ func (e *entry) originFile(ctx context.Context, v *version) (origin.File, error)
 			}
 			e.org, e.orgFP = f, origin.Fingerprint{}
 		}
-		a, err := e.org.Stat(ctx)
-		if err != nil {
-			_ = e.org.Close()
-			e.org = nil
-			return nil, fmt.Errorf("stat %s on origin: %w", e.name, err)
+		a, ok := witnessed(e.org)
+		if !ok {
+			var err error
+			if a, err = e.org.Stat(ctx); err != nil {
+				_ = e.org.Close()
+				e.org = nil
+				return nil, fmt.Errorf("stat %s on origin: %w", e.name, err)
+			}
 		}
 		e.orgFP = a.Fingerprint()
 		if e.orgFP == v.fp {
@@ -632,13 +636,30 @@ func (e *entry) resetOrigin() {
 	}
 }
 
+// witnessed returns the attributes an origin file vouches for
+// (origin.AttrWitness), ok false if it cannot.
+func witnessed(f origin.File) (origin.Attr, bool) {
+	if w, ok := f.(origin.AttrWitness); ok {
+		return w.Witnessed()
+	}
+	return origin.Attr{}, false
+}
+
 // readOrigin reads p at off of version v from the origin, reopening once on
 // ESTALE (the reopened file must still be version v).
 func (e *entry) readOrigin(ctx context.Context, v *version, p []byte, off int64) (int, error) {
+	n, _, err := e.readOriginW(ctx, v, p, off)
+	return n, err
+}
+
+// readOriginW is readOrigin that also reports whether the origin vouches
+// that the bytes read are version v's (origin.AttrWitness): then they can
+// be indexed without another origin round trip.
+func (e *entry) readOriginW(ctx context.Context, v *version, p []byte, off int64) (int, bool, error) {
 	for attempt := 0; ; attempt++ {
 		f, err := e.originFile(ctx, v)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		n, err := readFull(ctx, f, p, off)
 		if err != nil && !errors.Is(err, io.EOF) && attempt == 0 &&
@@ -647,33 +668,35 @@ func (e *entry) readOrigin(ctx context.Context, v *version, p []byte, off int64)
 			continue
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			return n, fmt.Errorf("read %s on origin: %w", e.name, err)
+			return n, false, fmt.Errorf("read %s on origin: %w", e.name, err)
 		}
-		return n, err
+		a, ok := witnessed(f)
+		return n, ok && a.Fingerprint() == v.fp, err
 	}
 }
 
 // readOriginPaced is readOrigin in pacedPiece pieces, one after another,
 // so that a reader's direct read waits behind one piece, not a chunk; and
 // each piece yields to readers (Store.yieldToReaders).
-func (e *entry) readOriginPaced(ctx context.Context, v *version, p []byte, off int64, hurry *atomic.Bool) (int, error) {
-	total := 0
+func (e *entry) readOriginPaced(ctx context.Context, v *version, p []byte, off int64, hurry *atomic.Bool) (int, bool, error) {
+	total, vouched := 0, true
 	for total < len(p) {
 		if hurry.Load() {
-			n, err := e.readOrigin(ctx, v, p[total:], off+int64(total))
-			return total + n, err
+			n, ok, err := e.readOriginW(ctx, v, p[total:], off+int64(total))
+			return total + n, vouched && ok, err
 		}
 		if err := e.s.yieldToReaders(ctx, hurry); err != nil {
-			return total, err
+			return total, false, err
 		}
 		end := min(total+pacedPiece, len(p))
-		n, err := e.readOrigin(ctx, v, p[total:end], off+int64(total))
+		n, ok, err := e.readOriginW(ctx, v, p[total:end], off+int64(total))
 		total += n
+		vouched = vouched && ok
 		if err != nil {
-			return total, err
+			return total, false, err
 		}
 	}
-	return total, nil
+	return total, vouched, nil
 }
 
 // readRange serves dst (at off, inside chunk idx of v) straight from the
@@ -889,9 +912,9 @@ func (e *entry) runFetch(ctx context.Context, f *fetch, clen int64) {
 	var n int
 	var err error
 	if f.paced {
-		n, err = e.readOriginPaced(ctx, f.v, *buf, int64(f.idx)*f.v.csize, &f.hurry)
+		n, f.vouched, err = e.readOriginPaced(ctx, f.v, *buf, int64(f.idx)*f.v.csize, &f.hurry)
 	} else {
-		n, err = e.readOrigin(ctx, f.v, *buf, int64(f.idx)*f.v.csize)
+		n, f.vouched, err = e.readOriginW(ctx, f.v, *buf, int64(f.idx)*f.v.csize)
 	}
 	s.mets.fetched(ctx, time.Since(t0))
 	s.c.missBytes.Add(int64(n))

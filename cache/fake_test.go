@@ -23,6 +23,7 @@ type fakeOrigin struct {
 	nreads  int                  // guarded by mu
 	readLog []fakeRead           // guarded by mu: every ReadAt in call order
 	lstats  int                  // guarded by mu
+	fstats  int                  // guarded by mu: Stat calls on open files
 	ino     uint64               // guarded by mu
 	clock   int64                // guarded by mu: ctime source (ns)
 	readErr func(name string, off int64) error
@@ -254,6 +255,7 @@ func (f *fakeFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 func (f *fakeFile) Stat(ctx context.Context) (origin.Attr, error) {
 	f.o.mu.Lock()
 	defer f.o.mu.Unlock()
+	f.o.fstats++
 	if f.o.files[f.name] != f.fd && f.o.staleOnReplace {
 		return origin.Attr{}, fmt.Errorf("fstat %s: %w", f.name, syscall.ESTALE)
 	}
@@ -268,3 +270,52 @@ func (f *fakeFile) Close() error                                        { return
 var _ origin.FS = (*fakeOrigin)(nil)
 
 func cleanJoin(a, b string) string { return path.Join(a, b) }
+
+// witnessOrigin is a fakeOrigin whose files vouch for the attributes their
+// reads returned (origin.AttrWitness), as NFS files do.
+type witnessOrigin struct{ *fakeOrigin }
+
+func (w witnessOrigin) Open(ctx context.Context, name string, flag int) (origin.File, error) {
+	f, err := w.fakeOrigin.Open(ctx, name, flag)
+	if err != nil {
+		return nil, err
+	}
+	ff := f.(*fakeFile)
+	wf := &witnessFile{fakeFile: ff}
+	wf.saw(ff.fd.attr)
+	return wf, nil
+}
+
+type witnessFile struct {
+	*fakeFile
+	mu    sync.Mutex
+	first origin.Attr // guarded by mu
+	set   bool        // guarded by mu
+	mixed bool        // guarded by mu
+}
+
+func (f *witnessFile) saw(a origin.Attr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case !f.set:
+		f.first, f.set = a, true
+	case a.Fingerprint() != f.first.Fingerprint():
+		f.mixed = true
+	}
+}
+
+func (f *witnessFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n, err := f.fakeFile.ReadAt(ctx, p, off)
+	f.o.mu.Lock()
+	a := f.fd.attr
+	f.o.mu.Unlock()
+	f.saw(a) // the attributes after the read, as NFS post-op attributes
+	return n, err
+}
+
+func (f *witnessFile) Witnessed() (origin.Attr, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.first, f.set && !f.mixed
+}

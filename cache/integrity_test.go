@@ -108,9 +108,9 @@ func TestCrashStatesReopenConsistent(t *testing.T) {
 				t.Fatalf("origin reads %d, want 1 (the unindexed tail)", refetched)
 			}
 			waitFor(t, "whole file cached again", func() bool { return s2.CachedBytes("f") == int64(len(data)) })
-			if h2.PassthroughFile() == nil {
-				t.Fatal("no passthrough file after repair")
-			}
+			// Indexed first, then marked verified: the passthrough file
+			// follows the index by a moment.
+			waitFor(t, "passthrough file after repair", func() bool { return h2.PassthroughFile() != nil })
 		})
 	}
 }

@@ -360,6 +360,14 @@ type guardedFdFile struct {
 
 func (f guardedFdFile) Fd() int { return f.fd.Fd() }
 
+// Witnessed passes on the origin file's witness, if it has one.
+func (f *guardedFile) Witnessed() (Attr, bool) {
+	if w, ok := f.f.(AttrWitness); ok {
+		return w.Witnessed()
+	}
+	return Attr{}, false
+}
+
 func (g *Guarded) wrapFile(f File, name string, flag int) File {
 	gf := &guardedFile{g: g, f: f, name: name, flag: flag}
 	if fd, ok := f.(Fder); ok {

@@ -167,6 +167,18 @@ type File interface {
 	Close() error
 }
 
+// AttrWitness is implemented by files whose server returns the file's
+// attributes with its replies (NFS post-operation attributes, from the
+// lookup that opened the file on). Witnessed returns them if every reply so
+// far carried attributes and all had one fingerprint; ok is false otherwise.
+// Bytes read through such a file while Witnessed reports fingerprint F
+// belong to version F: F was current when the file was opened and after
+// each read, and a file's ctime never goes back. The cache uses this to
+// index what it fetched without asking the origin again.
+type AttrWitness interface {
+	Witnessed() (a Attr, ok bool)
+}
+
 // Fder is implemented by files backed by a local file descriptor (the path
 // origin). fusefs uses it for POSIX locks and fallocate.
 type Fder interface {

@@ -61,8 +61,13 @@ type FS struct {
 	slots []*slot
 	next  atomic.Uint32
 	dirs  handleCache
+	// recent holds the handles of files just looked up, so that the open
+	// which usually follows a lookup (fusefs's close-to-open check, then
+	// the read) needs no second LOOKUP.
+	recent recentFiles
 
 	closed atomic.Bool
+	sent   [32]atomic.Int64 // calls sent, by procedure
 }
 
 type slot struct {
@@ -90,6 +95,7 @@ func New(ctx context.Context, cfg Config, opts origin.OpenOptions) (*FS, error) 
 		rsize:     maxIO,
 		wsize:     maxIO,
 		dirs:      handleCache{m: map[string]hent{}},
+		recent:    recentFiles{m: map[string]rent{}},
 	}
 	if f.dial == nil {
 		f.dial = defaultDial
@@ -291,6 +297,9 @@ func (f *FS) call(ctx context.Context, proc uint32, cr cred, args []byte) (d *de
 	if err != nil {
 		return nil, nil, err
 	}
+	if int(proc) < len(f.sent) {
+		f.sent[proc].Add(1)
+	}
 	res, rec, err := rc.call(ctx, nfsProg, nfsVers, proc, cr, args)
 	if err != nil {
 		return nil, nil, err
@@ -416,6 +425,72 @@ func (c *handleCache) drop(name string) {
 func (c *handleCache) dropAll() {
 	c.mu.Lock()
 	c.m = map[string]hent{}
+	c.mu.Unlock()
+}
+
+// recentFiles maps the names of files just looked up to their handles and
+// attributes for recentTTL. A change to the namespace through this FS
+// empties it, and a lookup that raced with one is not kept (generation).
+type recentFiles struct {
+	mu  sync.Mutex
+	m   map[string]rent // guarded by mu
+	gen uint64          // guarded by mu
+}
+
+type rent struct {
+	fh  []byte
+	a   origin.Attr
+	exp time.Time
+}
+
+const (
+	recentTTL = time.Second
+	maxRecent = 4096
+)
+
+func (c *recentFiles) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+func (c *recentFiles) put(name string, fh []byte, a origin.Attr, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	now := time.Now()
+	if len(c.m) >= maxRecent {
+		for k, e := range c.m {
+			if now.After(e.exp) {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= maxRecent {
+			c.m = map[string]rent{}
+		}
+	}
+	c.m[name] = rent{fh: fh, a: a, exp: now.Add(recentTTL)}
+}
+
+func (c *recentFiles) get(name string) ([]byte, origin.Attr, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[name]
+	if !ok || time.Now().After(e.exp) {
+		return nil, origin.Attr{}, false
+	}
+	return e.fh, e.a, true
+}
+
+// changed forgets every name, and lookups still in flight.
+func (c *recentFiles) changed() {
+	c.mu.Lock()
+	c.gen++
+	if len(c.m) > 0 {
+		c.m = map[string]rent{}
+	}
 	c.mu.Unlock()
 }
 
@@ -557,7 +632,11 @@ func (f *FS) setattr(ctx context.Context, fh []byte, s origin.SetAttr) (origin.A
 // Lstat returns name's attributes (symlinks are not followed: NFS LOOKUP
 // never follows them).
 func (f *FS) Lstat(ctx context.Context, name string) (origin.Attr, error) {
-	_, a, err := f.resolve(ctx, name)
+	gen := f.recent.generation()
+	fh, a, err := f.resolve(ctx, name)
+	if err == nil && a.IsRegular() {
+		f.recent.put(name, fh, a, gen)
+	}
 	return a, wrap("lstat", name, err)
 }
 
@@ -638,9 +717,23 @@ func (f *FS) Open(ctx context.Context, name string, flag int) (origin.File, erro
 	if flag&syscall.O_CREAT != 0 {
 		return nil, wrap("open", name, syscall.EINVAL)
 	}
-	fh, a, err := f.resolve(ctx, name)
-	if err != nil {
-		return nil, wrap("open", name, err)
+	var (
+		fh  []byte
+		a   origin.Attr
+		err error
+		hit bool
+	)
+	if flag&(syscall.O_ACCMODE|syscall.O_TRUNC) == syscall.O_RDONLY {
+		// The file just looked up at this name (usually by the caller's
+		// close-to-open check): open that one. Its bytes are the version
+		// the caller has just been told about.
+		fh, a, hit = f.recent.get(name)
+	}
+	if !hit {
+		fh, a, err = f.resolve(ctx, name)
+		if err != nil {
+			return nil, wrap("open", name, err)
+		}
 	}
 	if flag&syscall.O_TRUNC != 0 && flag&syscall.O_ACCMODE != syscall.O_RDONLY && a.Size != 0 {
 		zero := int64(0)
@@ -649,6 +742,7 @@ func (f *FS) Open(ctx context.Context, name string, flag int) (origin.File, erro
 		}
 	}
 	fl := &file{fs: f, name: name, fh: fh, ino: a.Ino, flag: flag, ctime: a.Ctime}
+	fl.seen(a, true)
 	if flag&syscall.O_TRUNC != 0 && flag&syscall.O_ACCMODE != syscall.O_RDONLY && a.Size != 0 {
 		if _, err := fl.Stat(ctx); err != nil {
 			return nil, err
@@ -660,6 +754,7 @@ func (f *FS) Open(ctx context.Context, name string, flag int) (origin.File, erro
 // Create creates a regular file owned by owner; without O_EXCL an existing
 // file is opened instead (truncated with O_TRUNC).
 func (f *FS) Create(ctx context.Context, name string, flag int, mode uint32, owner origin.Owner) (origin.File, error) {
+	defer f.recent.changed()
 	if name == "." {
 		return nil, wrap("create", name, syscall.EEXIST)
 	}
@@ -742,6 +837,7 @@ func (f *FS) fixOwner(ctx context.Context, fh []byte, a origin.Attr, mode uint32
 // mkobj runs a MKDIR/SYMLINK/MKNOD-style call whose reply is
 // post_op_fh3, post_op_attr, wcc_data, then fixes the owner.
 func (f *FS) mkobj(ctx context.Context, op, name string, proc uint32, args func(e *enc, dfh []byte, base string), mode uint32, owner origin.Owner, isDir bool) error {
+	defer f.recent.changed()
 	if name == "." {
 		return wrap(op, name, syscall.EEXIST)
 	}
@@ -859,6 +955,7 @@ func (f *FS) Readlink(ctx context.Context, name string) (string, error) {
 
 // Link makes newname a hard link to oldname.
 func (f *FS) Link(ctx context.Context, oldname, newname string) error {
+	defer f.recent.changed()
 	fh, _, err := f.resolve(ctx, oldname)
 	if err != nil {
 		return wrap("link", oldname, err)
@@ -880,6 +977,7 @@ func (f *FS) Link(ctx context.Context, oldname, newname string) error {
 }
 
 func (f *FS) remove(ctx context.Context, op string, proc uint32, name string) error {
+	defer f.recent.changed()
 	if name == "." {
 		return wrap(op, name, syscall.EBUSY)
 	}
@@ -910,6 +1008,7 @@ func (f *FS) Rmdir(ctx context.Context, name string) error {
 // Rename renames oldname to newname. RENAME_NOREPLACE is checked before the
 // call (NFSv3 has no atomic form); RENAME_EXCHANGE is not supported.
 func (f *FS) Rename(ctx context.Context, oldname, newname string, flags uint32) error {
+	defer f.recent.changed()
 	const renameNoreplace, renameExchange = 1, 2
 	if flags&renameExchange != 0 || flags&^(renameNoreplace|renameExchange) != 0 {
 		return wrap("rename", oldname, syscall.EINVAL)
@@ -1023,21 +1122,44 @@ type file struct {
 	mu    sync.Mutex
 	fh    []byte    // guarded by mu
 	ctime time.Time // guarded by mu; the file's ctime as last seen
+	// The witness (origin.AttrWitness), guarded by mu: the attributes of
+	// the lookup that opened the file, and whether every reply since carried
+	// attributes with the same fingerprint.
+	wAttr  origin.Attr
+	wSet   bool
+	wMixed bool
 }
 
-// seen records attributes the server returned for this file.
+// seen records attributes the server returned for this file (ok false: a
+// reply without them).
 func (fl *file) seen(a origin.Attr, ok bool) {
-	if !ok {
-		return
-	}
 	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	switch {
+	case !ok:
+		fl.wMixed = true
+		return
+	case !fl.wSet:
+		fl.wAttr, fl.wSet = a, true
+	case a.Fingerprint() != fl.wAttr.Fingerprint():
+		fl.wMixed = true
+	}
 	if a.Ctime.After(fl.ctime) {
 		fl.ctime = a.Ctime
 	}
-	fl.mu.Unlock()
 }
 
-var _ origin.File = (*file)(nil)
+// Witnessed implements origin.AttrWitness.
+func (fl *file) Witnessed() (origin.Attr, bool) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.wAttr, fl.wSet && !fl.wMixed
+}
+
+var (
+	_ origin.File        = (*file)(nil)
+	_ origin.AttrWitness = (*file)(nil)
+)
 
 func (fl *file) handle() []byte {
 	fl.mu.Lock()

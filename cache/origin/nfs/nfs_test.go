@@ -380,3 +380,83 @@ func TestNFSOriginLinkCut(t *testing.T) {
 		t.Fatalf("read after the link came back: %q, %v", buf[:n], err)
 	}
 }
+
+// An open right after a lookup of the same name uses the handle that lookup
+// returned (no second LOOKUP), and the file vouches for the attributes of
+// its reads until a reply shows another version; a rename through the FS
+// forgets the looked-up handles.
+func TestNFSOriginOpenAfterLookup(t *testing.T) {
+	s := startServer(t)
+	f := s.open(t, "", 10*time.Second)
+	other := s.open(t, "", 10*time.Second)
+	ctx := context.Background()
+	data := randBytes(t, 1<<20)
+	if err := os.WriteFile(filepath.Join(s.export, "w.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.export, "x.bin"), []byte("the other file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	a, err := f.Lstat(ctx, "w.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookups := f.sent[procLookup].Load()
+	fl, err := f.Open(ctx, "w.bin", syscall.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	if n := f.sent[procLookup].Load() - lookups; n != 0 {
+		t.Errorf("open after a lookup sent %d LOOKUPs, want 0", n)
+	}
+	buf := make([]byte, len(data))
+	if n, err := fl.ReadAt(ctx, buf, 0); n != len(data) || (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(buf, data) {
+		t.Fatalf("ReadAt = %d, %v (equal %v)", n, err, bytes.Equal(buf, data))
+	}
+	w, ok := fl.(origin.AttrWitness)
+	if !ok {
+		t.Fatal("NFS file is no origin.AttrWitness")
+	}
+	if wa, ok := w.Witnessed(); !ok || wa.Fingerprint() != a.Fingerprint() {
+		t.Fatalf("Witnessed = %v, %v; want the lookup's %v", wa.Fingerprint(), ok, a.Fingerprint())
+	}
+
+	// Another client writes: the next read's reply shows another version.
+	wf, err := other.Open(ctx, "w.bin", syscall.O_WRONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wf.WriteAt(ctx, []byte("changed"), 0); err != nil {
+		t.Fatal(err)
+	}
+	wf.Close()
+	if _, err := fl.ReadAt(ctx, buf[:4096], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.Witnessed(); ok {
+		t.Error("Witnessed still vouches after a read of another version")
+	}
+
+	// A rename through the FS: the name now holds the other file.
+	if _, err := f.Lstat(ctx, "w.bin"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Rename(ctx, "x.bin", "w.bin", 0); err != nil {
+		t.Fatal(err)
+	}
+	fl2, err := f.Open(ctx, "w.bin", syscall.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl2.Close()
+	got := make([]byte, 64)
+	n, err := fl2.ReadAt(ctx, got, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	if string(got[:n]) != "the other file" {
+		t.Fatalf("open after a rename read %q, want the renamed file", got[:n])
+	}
+}
