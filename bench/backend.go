@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/bench/topo"
 )
 
@@ -219,6 +220,52 @@ func (b *eddyBackend) prepare(ctx context.Context, cold bool) (string, error) {
 		b.env.noteCommand(b.name(), d.args)
 	}
 	return b.d.mnt, nil
+}
+
+// settler is a backend that finishes background work before warm runs.
+type settler interface {
+	// settle waits until the work is done (bounded by settleMax) and
+	// returns how long that took and the bytes cached.
+	settle(ctx context.Context, p *Progress, label string) (time.Duration, int64, error)
+}
+
+const (
+	settlePoll   = time.Second
+	settleStable = 3 // polls with cached bytes unchanged
+	settleMax    = 5 * time.Minute
+)
+
+// settle waits until the daemon's cached bytes stop growing.
+func (b *eddyBackend) settle(ctx context.Context, p *Progress, label string) (time.Duration, int64, error) {
+	if b.noCache || b.d == nil {
+		return 0, 0, nil
+	}
+	c := api.NewUnix(b.d.socket)
+	start := time.Now()
+	last, stable := int64(-1), 0
+	p.Begin(label)
+	for {
+		st, err := c.CacheStats(ctx)
+		if err != nil {
+			return time.Since(start), 0, fmt.Errorf("settle %s: cache stats: %w", b.name(), err)
+		}
+		if st.CachedBytes == last {
+			stable++
+		} else {
+			if last >= 0 {
+				p.Add(st.CachedBytes-last, 0)
+			}
+			last, stable = st.CachedBytes, 0
+		}
+		if stable >= settleStable || time.Since(start) >= settleMax {
+			return time.Since(start), last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), last, ctx.Err()
+		case <-time.After(settlePoll):
+		}
+	}
 }
 
 func (b *eddyBackend) diagnostics() string {

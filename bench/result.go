@@ -46,6 +46,10 @@ type Result struct {
 	LatencyMs float64 `json:"latency_ms"`
 	Status    string  `json:"status"` // ok | failed
 	Error     string  `json:"error,omitempty"`
+	// SettleSeconds: how long an eddy backend took, before its warm runs,
+	// to finish the background fetches of what the runs before had read
+	// (its cached bytes stopped growing); see settler.
+	SettleSeconds float64 `json:"settle_seconds,omitempty"`
 	// MBps and OpsPerSec are medians over Runs (decimal MB/s); ops_per_s
 	// only where the workload counts operations.
 	MBps      float64     `json:"mb_per_s"`

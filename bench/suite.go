@@ -450,6 +450,20 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 				return fail(err)
 			}
 		}
+		// Read before means cached: eddy finishes the background fetches
+		// of what was read (chunks behind random reads, holes left by a
+		// sequential reader that outran the disk) when its readers stop,
+		// as between two epochs of a job.
+		if s, ok := b.(settler); ok {
+			d, cached, err := s.settle(ctx, prog, fmt.Sprintf("%s %s %s settling", at, b.name(), w.Name))
+			if err != nil {
+				return fail(err)
+			}
+			r.SettleSeconds = d.Seconds()
+			if d >= settlePoll*settleStable+settlePoll {
+				prog.Printf("  %s %-12s %-18s background fetches done in %.0fs (%s cached)", at, b.name(), w.Name, d.Seconds(), humanBytes(cached))
+			}
+		}
 	}
 	for i := 0; i < cfg.Runs; i++ {
 		m, err := once(i)

@@ -52,6 +52,11 @@ type version struct {
 	inflight map[int]*fetch // guarded by entry.mu: chunks being fetched (their buffers hold the bytes)
 	syncing  map[int]*fetch // guarded by entry.mu: chunks written, awaiting their group commit
 	present  int            // guarded by entry.mu: chunks not absent
+	// missed marks chunks a random reader was served straight from the
+	// origin (guarded by entry.mu; nil until the first): fetched in the
+	// background once the handle closes (handle.fillHoles), so what was
+	// read once is local the next time.
+	missed []bool
 }
 
 // directFile is the data file opened O_DIRECT, opened at the first chunk
@@ -837,6 +842,10 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 		}
 		// Absent.
 		if random && !e.rangeIsChunk(v, idx, off, len(dst)) {
+			if v.missed == nil {
+				v.missed = make([]bool, v.nchunks)
+			}
+			v.missed[idx] = true
 			e.mu.Unlock()
 			if err := e.readRange(ctx, v, idx, dst, off); err != nil {
 				return err
@@ -1058,10 +1067,11 @@ func (e *entry) maybeRevalidate(ctx context.Context) error {
 // raJob asks a worker to fetch one chunk: ahead of a sequential reader
 // (Store.raq), or behind a random reader's direct read (Store.bgq).
 type raJob struct {
-	e     *entry
-	v     *version
-	idx   int
-	paced bool // read the chunk in pieces, leaving room on the link for direct reads
+	e      *entry
+	v      *version
+	idx    int
+	paced  bool // read the chunk in pieces, leaving room on the link for direct reads
+	missed bool // fillq: only the chunks random readers missed (version.missed)
 }
 
 // Background fetches for random reads: one worker whose origin reads yield
@@ -1431,23 +1441,37 @@ func (h *handle) Close() error {
 // the handle streamed most of it and left chunks absent: chunks served
 // straight from the origin while every buffer waited on the disk, or
 // read-ahead that found its queue full. A file read through once is then
-// complete, and its next open uses passthrough.
+// complete, and its next open uses passthrough. Otherwise the chunks random
+// readers were served directly for and that are still absent (their
+// fetches behind the reads found the queue full) are queued: what was read
+// once is local the next time.
 func (h *handle) fillHoles(streamed int64) {
 	e := h.e
 	s := e.s
 	v := e.current()
-	if v == nil || !e.canStore(v) || 2*streamed < v.size {
+	if v == nil || !e.canStore(v) {
 		return
 	}
+	whole := 2*streamed >= v.size
 	e.mu.Lock()
-	incomplete := v.present < v.nchunks
+	want := false
+	if whole {
+		want = v.present < v.nchunks
+	} else {
+		for idx, m := range v.missed {
+			if m && v.state[idx] == chunkAbsent {
+				want = true
+				break
+			}
+		}
+	}
 	e.mu.Unlock()
-	if !incomplete || !s.persistAllowed(0) {
+	if !want || !s.persistAllowed(0) {
 		return
 	}
 	e.ref()
 	select {
-	case s.fillq <- raJob{e: e, v: v}:
+	case s.fillq <- raJob{e: e, v: v, missed: !whole}:
 	default:
 		e.unref()
 	}
@@ -1465,7 +1489,8 @@ func (s *Store) fillWorker() {
 		case j := <-s.fillq:
 			for idx := 0; idx < j.v.nchunks && s.ctx.Err() == nil; idx++ {
 				j.e.mu.Lock()
-				absent := j.e.ver == j.v && j.v.state[idx] == chunkAbsent && j.v.inflight[idx] == nil
+				absent := j.e.ver == j.v && j.v.state[idx] == chunkAbsent && j.v.inflight[idx] == nil &&
+					(!j.missed || (idx < len(j.v.missed) && j.v.missed[idx]))
 				j.e.mu.Unlock()
 				if !absent {
 					continue

@@ -256,3 +256,54 @@ func TestSequentialReadLeavesNoHoles(t *testing.T) {
 		t.Fatal("the complete file offers no passthrough file")
 	}
 }
+
+// Chunks a random reader was served straight from the origin, whose fetch
+// behind the read found the background queue full, are fetched once the
+// handle closes: what was read once is local the next time, and chunks
+// nobody read are not fetched.
+func TestRandomMissesFetchedAfterClose(t *testing.T) {
+	const csize = 1 << 20
+	o := newFakeOrigin()
+	data := pattern(16*csize, 71)
+	o.put("f", data)
+	cfg := testConfig(t)
+	cfg.ChunkSize = csize
+	cfg.ReadAhead = -1
+	s := openStore(t, o, cfg)
+	s.bgq = make(chan raJob) // no worker reads it: every fetch behind a read is dropped
+	h, _ := mustOpen(t, s, o, "f")
+	ctx := context.Background()
+	touched := []int{3, 9, 5, 12, 7}
+	for _, idx := range touched {
+		off := int64(idx)*csize + 4096*int64(idx)
+		buf := make([]byte, 4096)
+		if _, err := h.ReadAt(ctx, buf, off); err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "random read", buf, data[off:off+4096])
+	}
+	want := int64(len(touched)) * csize
+	time.Sleep(100 * time.Millisecond)
+	if n := s.CachedBytes("f"); n >= want {
+		t.Fatalf("%d bytes cached before close: the fetches behind the reads were not dropped", n)
+	}
+	h.Close()
+	waitFor(t, "missed chunks cached after close", func() bool { return s.CachedBytes("f") == want })
+	time.Sleep(200 * time.Millisecond)
+	if n := s.CachedBytes("f"); n != want {
+		t.Fatalf("%d bytes cached, want %d (chunks nobody read fetched)", n, want)
+	}
+	h2, _ := mustOpen(t, s, o, "f")
+	r0 := o.totalReads()
+	for _, idx := range touched {
+		off := int64(idx)*csize + 4096*int64(idx)
+		buf := make([]byte, 4096)
+		if _, err := h2.ReadAt(ctx, buf, off); err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "second random read", buf, data[off:off+4096])
+	}
+	if n := o.totalReads() - r0; n != 0 {
+		t.Fatalf("%d origin reads for chunks read before", n)
+	}
+}
