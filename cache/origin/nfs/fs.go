@@ -1176,7 +1176,13 @@ func (fl *file) withFH(ctx context.Context, fn func(fh []byte) error) error {
 	for attempt := 0; ; attempt++ {
 		fh := fl.handle()
 		err := fn(fh)
-		if err == nil || !isStale(err) || attempt >= 2 {
+		if err == nil || !isStale(err) {
+			return err
+		}
+		// The handle may have come from the recent lookups: an open of
+		// the name must look it up again.
+		fl.fs.recent.changed()
+		if attempt >= 2 {
 			return err
 		}
 		nfh, a, lerr := fl.fs.resolve(ctx, fl.name)

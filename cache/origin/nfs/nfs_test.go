@@ -285,6 +285,33 @@ func TestNFSOriginStaleHandles(t *testing.T) {
 	if n, err := nf.ReadAt(ctx, buf, 0); n != 4 || string(buf) != "two!" {
 		t.Fatalf("read new file = %q, %v", buf[:n], err)
 	}
+
+	// Replaced between a lookup and the open that uses its handle: the
+	// open reads the file that lookup found (the version its caller was
+	// told about) or fails ESTALE, never the new file's bytes; a lookup
+	// after the change finds the new file.
+	if _, err := f.Lstat(ctx, "sub/f"); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "f"))
+	os.WriteFile(filepath.Join(dir, "f"), []byte("3333"), 0o644)
+	of, err := f.Open(ctx, "sub/f", syscall.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := of.ReadAt(ctx, buf, 0); !errors.Is(err, syscall.ESTALE) && (err != nil || string(buf[:n]) != "two!") {
+		t.Fatalf("read through the looked-up handle of a replaced file = %q, %v; want the old bytes or ESTALE", buf[:n], err)
+	}
+	if _, err := f.Lstat(ctx, "sub/f"); err != nil {
+		t.Fatal(err)
+	}
+	nf, err = f.Open(ctx, "sub/f", syscall.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := nf.ReadAt(ctx, buf, 0); n != 4 || string(buf) != "3333" {
+		t.Fatalf("read after a stale handle = %q, %v", buf[:n], err)
+	}
 }
 
 // The server stops and comes back: operations in flight wait and succeed,
