@@ -274,14 +274,18 @@ func TestRandomMissesFetchedAfterClose(t *testing.T) {
 	h, _ := mustOpen(t, s, o, "f")
 	ctx := context.Background()
 	touched := []int{3, 9, 5, 12, 7}
-	for _, idx := range touched {
-		off := int64(idx)*csize + 4096*int64(idx)
-		buf := make([]byte, 4096)
-		if _, err := h.ReadAt(ctx, buf, off); err != nil {
-			t.Fatal(err)
+	readTouched := func(h Handle, what string) {
+		t.Helper()
+		for _, idx := range touched {
+			off := int64(idx)*csize + 4096*int64(idx)
+			buf := make([]byte, 4096)
+			if _, err := h.ReadAt(ctx, buf, off); err != nil {
+				t.Fatal(err)
+			}
+			mustEqual(t, what, buf, data[off:off+4096])
 		}
-		mustEqual(t, "random read", buf, data[off:off+4096])
 	}
+	readTouched(h, "random read")
 	want := int64(len(touched)) * csize
 	time.Sleep(100 * time.Millisecond)
 	if n := s.CachedBytes("f"); n >= want {
@@ -295,14 +299,7 @@ func TestRandomMissesFetchedAfterClose(t *testing.T) {
 	}
 	h2, _ := mustOpen(t, s, o, "f")
 	r0 := o.totalReads()
-	for _, idx := range touched {
-		off := int64(idx)*csize + 4096*int64(idx)
-		buf := make([]byte, 4096)
-		if _, err := h2.ReadAt(ctx, buf, off); err != nil {
-			t.Fatal(err)
-		}
-		mustEqual(t, "second random read", buf, data[off:off+4096])
-	}
+	readTouched(h2, "second random read")
 	if n := o.totalReads() - r0; n != 0 {
 		t.Fatalf("%d origin reads for chunks read before", n)
 	}
