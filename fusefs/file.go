@@ -154,13 +154,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	fp := a.Fingerprint()
 	n.mu.Lock()
 	keep := n.openFPSet && n.openFP == fp
+	// The first open of an inode whose attributes the kernel got moments
+	// ago from the same version (a lookup) has nothing to invalidate.
+	fresh := !n.openFPSet && n.kernSet && n.kernFP == fp
 	n.openFP, n.openFPSet = fp, true
-	kernCurrent := n.kernSet && n.kernFP == fp
 	n.mu.Unlock()
-	if !kernCurrent {
+	if !keep && !fresh {
 		// The kernel may hold attrs (size) from before the change. (Its
-		// page cache is dropped at this open unless keep: no
-		// FOPEN_KEEP_CACHE.)
+		// page cache is dropped at this open: no FOPEN_KEEP_CACHE.)
 		n.NotifyContent(-1, 0)
 	}
 
