@@ -28,12 +28,7 @@ type reconcileEnv struct {
 func newReconcileEnv(t *testing.T, retries int, running bool) *reconcileEnv {
 	t.Helper()
 	clk := &clock{t: time.Unix(1000, 0)}
-	// Manual: the requeued states these tests look at are not moved on by the background loop.
-	s, err := NewScheduler(SchedulerConfig{Store: NewMemStore(), Now: clk.Now, NodeTimeout: 10 * time.Second, LocalityWait: -1, Manual: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := newTestScheduler(t, NewMemStore(), clk) // the requeued states looked at stay put until Tick
 	ctx := context.Background()
 	for _, n := range []string{"a", "b"} {
 		if _, err := s.Register(ctx, node(n, 4)); err != nil {

@@ -33,9 +33,13 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// newTestScheduler is a scheduler driven by hand: timeouts and placement run only at Tick, on
+// the fake clock. With its background loop, a Register, Submit or Heartbeat would wake a pass
+// that runs whenever the loop's goroutine gets a CPU, so a test would see placements it did
+// not ask for (a task placed on a node the moment it registers, before the test's Tick).
 func newTestScheduler(t *testing.T, st Store, clk *clock) *Scheduler {
 	t.Helper()
-	s, err := NewScheduler(SchedulerConfig{Store: st, Now: clk.Now, NodeTimeout: 10 * time.Second, LocalityWait: -1})
+	s, err := NewScheduler(SchedulerConfig{Store: st, Now: clk.Now, NodeTimeout: 10 * time.Second, LocalityWait: -1, Manual: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +101,9 @@ func TestQueuePersistsAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewScheduler(SchedulerConfig{Store: st, Now: clk.Now})
+	// Manual: the four tasks are placed together at Tick; the loop could place the first before
+	// the priority ones are submitted.
+	s, err := NewScheduler(SchedulerConfig{Store: st, Now: clk.Now, Manual: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +147,7 @@ func TestQueuePersistsAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st2.Close()
-	s2, err := NewScheduler(SchedulerConfig{Store: st2, Now: clk.Now})
+	s2, err := NewScheduler(SchedulerConfig{Store: st2, Now: clk.Now, Manual: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,8 +226,10 @@ func TestNodeTimeoutRequeues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	once, _ := s.Submit(ctx, TaskSpec{Command: []string{"x"}, Cores: 1, Retries: 0})
-	_ = once
+	later, err := s.Submit(ctx, TaskSpec{Command: []string{"x"}, Cores: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Tick()
 	got, _ := s.Task(tk.ID)
 	if got.State != StateAssigned || got.NodeName != "a" {
@@ -235,6 +243,10 @@ func TestNodeTimeoutRequeues(t *testing.T) {
 	got, _ = s.Task(tk.ID)
 	if got.State != StateAssigned || got.NodeName != "b" || got.Attempts != 2 || !strings.Contains(got.Error, "went silent") {
 		t.Fatalf("after a's timeout: %+v", got)
+	}
+	// The requeued task keeps its place in the queue, ahead of the one submitted after it.
+	if got, _ := s.Task(later.ID); got.State != StateQueued {
+		t.Fatalf("the later task went ahead of the requeued one: %+v", got)
 	}
 	nodes := s.Nodes()
 	if nodes[0].Name != "a" || nodes[0].Up || !nodes[1].Up {
@@ -571,7 +583,7 @@ func TestInputsSizedAndPromised(t *testing.T) {
 		}
 	}
 	clk := &clock{t: time.Unix(1000, 0)}
-	s, err := NewScheduler(SchedulerConfig{Store: NewMemStore(), Now: clk.Now, NodeTimeout: 10 * time.Second, LocalityWait: time.Minute, ShareRoot: share})
+	s, err := NewScheduler(SchedulerConfig{Store: NewMemStore(), Now: clk.Now, NodeTimeout: 10 * time.Second, LocalityWait: time.Minute, ShareRoot: share, Manual: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,7 +642,7 @@ func TestSubmitResolvesEnvironment(t *testing.T) {
 		}
 	}
 	clk := &clock{t: time.Unix(1000, 0)}
-	s, err := NewScheduler(SchedulerConfig{Store: NewMemStore(), Now: clk.Now, LocalityWait: -1, ShareRoot: share})
+	s, err := NewScheduler(SchedulerConfig{Store: NewMemStore(), Now: clk.Now, LocalityWait: -1, ShareRoot: share, Manual: true})
 	if err != nil {
 		t.Fatal(err)
 	}
