@@ -143,13 +143,19 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		return &handle{n: n, name: name, flags: oflags, writable: true, of: of}, 0, 0
 	}
 
-	// Read-only: close-to-open. Ask the origin now, not the kernel's attrs.
-	a, offline, err := st.lstat(ctx, name, n)
-	if err != nil {
-		return nil, 0, errno(err)
-	}
-	if offline {
-		return n.openOffline(ctx, name)
+	// Read-only: close-to-open. Ask the origin now, not the kernel's attrs,
+	// unless this open's own lookup just did (vouch.go).
+	a, vouched := st.vouch.take(ctx, n.StableAttr().Ino, st.stashGen())
+	if !vouched || n.writing() {
+		var offline bool
+		var err error
+		a, offline, err = st.lstat(ctx, name, n)
+		if err != nil {
+			return nil, 0, errno(err)
+		}
+		if offline {
+			return n.openOffline(ctx, name)
+		}
 	}
 	fp := a.Fingerprint()
 	n.mu.Lock()

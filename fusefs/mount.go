@@ -146,6 +146,10 @@ type state struct {
 	server  *fuse.Server // set after mounting
 
 	stash *attrStash // nil: entries are not cached by the mount (timeouts off)
+	// entryTimeout is the kernel's entry timeout for names whose reply sets
+	// none of its own (go-fuse's default is off: a zero timeout must stay 0).
+	entryTimeout time.Duration
+	vouch        vouches // lookups that stand for the next open's origin check
 
 	flushes atomic.Int64 // FLUSH requests served
 
@@ -194,13 +198,16 @@ func Mount(ctx context.Context, mountpoint string, org origin.FS, c Cache, opts 
 	root := &node{st: st}
 	root.setLast(rootAttr)
 	entry := timeoutOrDefault(opts.EntryTimeout)
+	st.entryTimeout = entry
+	st.vouch.m = map[uint64]vouch{}
 	attr := timeoutOrDefault(opts.AttrTimeout)
 	neg := opts.NegativeTimeout
 	if neg < 0 {
 		neg = 0
 	}
 	fsopts := &fs.Options{
-		EntryTimeout:    &entry,
+		// EntryTimeout stays nil: newChild sets every entry's timeout,
+		// including 0 (go-fuse would replace a 0 by its default).
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
 		RootStableAttr:  &fs.StableAttr{Ino: st.ino(rootAttr)},

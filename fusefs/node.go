@@ -204,6 +204,8 @@ func (n *node) newChild(ctx context.Context, a origin.Attr, out *fuse.EntryOut) 
 	if d := n.st.attrTimeout(a); d > 0 {
 		out.SetEntryTimeout(d)
 		out.SetAttrTimeout(d)
+	} else {
+		out.SetEntryTimeout(n.st.entryTimeout)
 	}
 	cn := &node{st: n.st}
 	cn.last, cn.lastAt = a, time.Now()
@@ -225,6 +227,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if n.st.stash != nil && (known == nil || !known.writing()) {
 		if a, ok := n.st.stash.get(full); ok {
 			ch := n.newChild(ctx, a, out)
+			n.st.vouch.put(ctx, n.st.ino(a), a, 0, false)
 			cn, ok := ch.Operations().(*node)
 			if !ok || !cn.writing() {
 				return ch, 0
@@ -234,11 +237,20 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 			known = cn
 		}
 	}
-	a, _, err := n.st.lstat(ctx, full, known)
+	gen := n.st.stashGen()
+	a, offline, err := n.st.lstat(ctx, full, known)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.newChild(ctx, a, out), 0
+	ch := n.newChild(ctx, a, out)
+	// A regular file's lookup answered by the origin may stand for the
+	// close-to-open check of the open it is part of (vouch.go).
+	ok := !offline && a.IsRegular() && a.Nlink == 1
+	if ok {
+		out.SetEntryTimeout(0)
+	}
+	n.st.vouch.put(ctx, n.st.ino(a), a, gen, ok)
+	return ch, 0
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
