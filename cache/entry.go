@@ -253,13 +253,13 @@ func (e *entry) validate(ctx context.Context, attr origin.Attr) (changed bool, e
 		return false, nil
 	}
 	e.mu.Unlock()
-	return e.install(ctx, attr, now)
+	return e.install(ctx, attr, now, true)
 }
 
 // install replaces the entry's version by the one for attr: the recorded
 // one when its fingerprint matches, else a new empty one (dropping the old
 // content). Called with revalMu held.
-func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time) (changed bool, err error) {
+func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time, validated bool) (changed bool, err error) {
 	s := e.s
 	fp := attr.Fingerprint()
 	e.mu.Lock()
@@ -290,8 +290,7 @@ func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time) (c
 		}
 		if rec != nil && rec.Attr.Fingerprint() == fp {
 			nv.id, nv.csize = rec.ID, rec.ChunkSize
-			rec.ValidatedAt = now.UnixNano()
-			s.putRecTouch(e.name, rec, now)
+			s.putRecTouch(e.name, rec, now, validated)
 		} else {
 			if rec != nil {
 				changed = true
@@ -428,13 +427,13 @@ func (s *Store) deleteChunks(r *fileRec) (int64, error) {
 	return total, nil
 }
 
-// putRecTouch persists a matching record's validation time and last access
-// (at most once per accessEvery, so opens stay read-only in steady state).
-func (s *Store) putRecTouch(name string, rec *fileRec, now time.Time) {
-	if now.UnixNano()-rec.LastAccess < int64(s.accessEvery) && now.UnixNano()-rec.ValidatedAt < int64(s.accessEvery) {
+// putRecTouch records an access to a matching record (and a validation if
+// validated), at most once per accessEvery.
+func (s *Store) putRecTouch(name string, rec *fileRec, now time.Time, validated bool) {
+	if now.UnixNano()-rec.LastAccess < int64(s.accessEvery) && (!validated || now.UnixNano()-rec.ValidatedAt < int64(s.accessEvery)) {
 		return
 	}
-	s.updateAccess(name, rec.ID, now, true)
+	s.updateAccess(name, rec.ID, now, validated)
 }
 
 // touch records an access to e's file (and a successful validation if
@@ -449,33 +448,6 @@ func (s *Store) touch(e *entry, now time.Time, validated bool) {
 	e.accessAt = now
 	e.mu.Unlock()
 	s.updateAccess(e.name, v.id, now, validated)
-}
-
-// updateAccess moves name's LRU key to now (and its validation time).
-func (s *Store) updateAccess(name string, id uint64, now time.Time, validated bool) {
-	if s.db == nil || s.isClosed() {
-		return
-	}
-	err := s.db.Update(func(txn *badger.Txn) error {
-		rec, err := getRec(txn, name)
-		if err != nil || rec == nil || rec.ID != id {
-			return err
-		}
-		if err := txn.Delete(accessKey(rec.LastAccess, rec.ID)); err != nil {
-			return err
-		}
-		rec.LastAccess = now.UnixNano()
-		if validated {
-			rec.ValidatedAt = now.UnixNano()
-		}
-		if err := txn.Set(accessKey(rec.LastAccess, rec.ID), []byte(name)); err != nil {
-			return err
-		}
-		return txn.Set(fileKey(name), encodeRec(rec))
-	})
-	if err != nil && !errors.Is(err, badger.ErrConflict) {
-		s.noteError("index-write", fmt.Errorf("update access of %s: %w", name, err))
-	}
 }
 
 // indexedChunk is one chunk record read from the index.
@@ -1060,7 +1032,7 @@ func (e *entry) maybeRevalidate(ctx context.Context) error {
 		s.dropName(e.name, dropGone, e)
 		return fmt.Errorf("cache: revalidate %s: no longer a regular file: %w", e.name, ErrNotCacheable)
 	}
-	_, err = e.install(ctx, attr, now)
+	_, err = e.install(ctx, attr, now, true)
 	return err
 }
 

@@ -377,6 +377,7 @@ func (s *Store) evictOnce() {
 	if !s.scanDone.Load() || !s.overLimit(false) {
 		return
 	}
+	s.flushAccess() // the LRU order includes the latest accesses
 	for s.ctx.Err() == nil {
 		cands := s.lruCandidates(64)
 		if len(cands) == 0 {

@@ -33,7 +33,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]FileInfo, error) {
 				Size:        r.size(),
 				CachedBytes: b,
 				Pinned:      s.isPinned(n),
-				LastAccess:  time.Unix(0, r.LastAccess),
+				LastAccess:  time.Unix(0, max(r.LastAccess, pendingAt(s, n, r.ID))),
 				Fingerprint: r.Attr.Fingerprint(),
 			}
 			if r.size() > 0 {
@@ -85,7 +85,8 @@ func (s *Store) LastKnown(name string) (attr origin.Attr, validatedAt time.Time,
 			return err
 		}
 		_, n := cachedOf(txn, r)
-		attr, validatedAt, complete, ok = r.Attr, time.Unix(0, r.ValidatedAt), n == r.nchunks(), true
+		_, pv := s.pendingAccess(name, r.ID)
+		attr, validatedAt, complete, ok = r.Attr, time.Unix(0, max(r.ValidatedAt, pv)), n == r.nchunks(), true
 		return nil
 	})
 	return attr, validatedAt, complete, ok
@@ -113,7 +114,7 @@ func (s *Store) OpenOffline(ctx context.Context, name string, grace time.Duratio
 	e.mu.Unlock()
 	if v == nil || v.fp != attr.Fingerprint() || v.detached.Load() {
 		// install finds the matching record and reuses its chunks.
-		if _, err := e.install(ctx, attr, time.Now()); err != nil {
+		if _, err := e.install(ctx, attr, time.Now(), false); err != nil {
 			e.revalMu.Unlock()
 			e.unref()
 			return nil, origin.Attr{}, err
@@ -541,3 +542,8 @@ func (s *Store) fullPage(ctx context.Context, snap uint64, after string, max int
 }
 
 var _ = errors.New
+
+func pendingAt(s *Store, name string, id uint64) int64 {
+	at, _ := s.pendingAccess(name, id)
+	return at
+}

@@ -99,6 +99,12 @@ type Store struct {
 
 	inv inventoryLog
 
+	// Queued access and validation times (access.go).
+	accMu      sync.Mutex
+	accPending map[string]accessReq // guarded by accMu
+	accFlushMu sync.Mutex           // one flush at a time
+	accWake    chan struct{}
+
 	c    counters
 	mets *metrics
 
@@ -172,6 +178,8 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		open:        map[string]*entry{},
 		busy:        map[string]chan struct{}{},
 		pins:        map[string]struct{}{},
+		accPending:  map[string]accessReq{},
+		accWake:     make(chan struct{}, 1),
 		verified:    map[verKey]struct{}{},
 		errConds:    map[string]bool{},
 		bufSem:      make(chan struct{}, cfg.FetchWorkers+4),
@@ -217,9 +225,10 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 	s.wg.Add(1)
 	go s.fillWorker()
 	if s.db != nil {
-		s.wg.Add(2)
+		s.wg.Add(3)
 		go s.scanTotals()
 		go s.evictLoop()
+		go s.accessLoop()
 	}
 	return s, nil
 }
