@@ -28,12 +28,13 @@ func (s *Store) List(ctx context.Context, prefix string) ([]FileInfo, error) {
 	err = s.db.View(func(txn *badger.Txn) error {
 		return s.eachRec(txn, name, func(n string, r *fileRec) bool {
 			b, _ := cachedOf(txn, r)
+			queuedAt, _ := s.pendingAccess(n, r.ID)
 			fi := FileInfo{
 				Path:        n,
 				Size:        r.size(),
 				CachedBytes: b,
 				Pinned:      s.isPinned(n),
-				LastAccess:  time.Unix(0, max(r.LastAccess, pendingAt(s, n, r.ID))),
+				LastAccess:  time.Unix(0, max(r.LastAccess, queuedAt)),
 				Fingerprint: r.Attr.Fingerprint(),
 			}
 			if r.size() > 0 {
@@ -542,8 +543,3 @@ func (s *Store) fullPage(ctx context.Context, snap uint64, after string, max int
 }
 
 var _ = errors.New
-
-func pendingAt(s *Store, name string, id uint64) int64 {
-	at, _ := s.pendingAccess(name, id)
-	return at
-}

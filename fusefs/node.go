@@ -227,7 +227,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if n.st.stash != nil && (known == nil || !known.writing()) {
 		if a, ok := n.st.stash.get(full); ok {
 			ch := n.newChild(ctx, a, out)
-			n.st.vouch.put(ctx, n.st.ino(a), a, 0, false)
+			n.st.vouch.withdraw(n.st.ino(a))
 			cn, ok := ch.Operations().(*node)
 			if !ok || !cn.writing() {
 				return ch, 0
@@ -245,11 +245,12 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	ch := n.newChild(ctx, a, out)
 	// A regular file's lookup answered by the origin may stand for the
 	// close-to-open check of the open it is part of (vouch.go).
-	ok := !offline && a.IsRegular() && a.Nlink == 1
-	if ok {
+	if !offline && a.IsRegular() && a.Nlink == 1 {
 		out.SetEntryTimeout(0)
+		n.st.vouch.put(ctx, n.st.ino(a), a, gen)
+	} else {
+		n.st.vouch.withdraw(n.st.ino(a))
 	}
-	n.st.vouch.put(ctx, n.st.ino(a), a, gen, ok)
 	return ch, 0
 }
 

@@ -63,13 +63,12 @@ func callerTid(ctx context.Context) uint32 {
 }
 
 // put records a lookup of inode ino answered by the origin with a (asked
-// with stash generation gen), or withdraws any vouch for ino when the
-// lookup cannot vouch (ok false).
-func (v *vouches) put(ctx context.Context, ino uint64, a origin.Attr, gen uint64, ok bool) {
+// with stash generation gen).
+func (v *vouches) put(ctx context.Context, ino uint64, a origin.Attr, gen uint64) {
 	tid := callerTid(ctx)
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !ok || tid == 0 {
+	if tid == 0 {
 		delete(v.m, ino)
 		return
 	}
@@ -85,6 +84,13 @@ func (v *vouches) put(ctx context.Context, ino uint64, a origin.Attr, gen uint64
 		}
 	}
 	v.m[ino] = vouch{tid: tid, at: now, attr: a, gen: gen}
+}
+
+// withdraw forgets any vouch for ino (a lookup that cannot vouch replaced it).
+func (v *vouches) withdraw(ino uint64) {
+	v.mu.Lock()
+	delete(v.m, ino)
+	v.mu.Unlock()
 }
 
 // take removes the vouch for ino and returns its attributes if it stands

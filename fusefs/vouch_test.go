@@ -21,27 +21,27 @@ func tidCtx(tid uint32) context.Context {
 func TestVouchRules(t *testing.T) {
 	v := vouches{m: map[uint64]vouch{}}
 	a := origin.Attr{Ino: 7, Size: 3}
-	v.put(tidCtx(10), 7, a, 1, true)
+	v.put(tidCtx(10), 7, a, 1)
 	if _, ok := v.take(tidCtx(11), 7, 1); ok {
 		t.Fatal("another thread's lookup vouched for an open")
 	}
 	if _, ok := v.take(tidCtx(10), 7, 1); ok {
 		t.Fatal("a vouch survived being taken (by another thread)")
 	}
-	v.put(tidCtx(10), 7, a, 1, true)
+	v.put(tidCtx(10), 7, a, 1)
 	if _, ok := v.take(tidCtx(10), 7, 2); ok {
 		t.Fatal("a lookup vouched across a change through the mount")
 	}
-	v.put(tidCtx(10), 7, a, 1, true)
-	v.put(tidCtx(10), 7, a, 1, false) // a stash-answered lookup withdraws it
+	v.put(tidCtx(10), 7, a, 1)
+	v.withdraw(7) // a stash-answered lookup withdraws it
 	if _, ok := v.take(tidCtx(10), 7, 1); ok {
 		t.Fatal("a withdrawn vouch stood")
 	}
-	v.put(context.Background(), 7, a, 1, true) // no caller: no vouch
+	v.put(context.Background(), 7, a, 1) // no caller: no vouch
 	if _, ok := v.take(context.Background(), 7, 1); ok {
 		t.Fatal("a lookup without a caller vouched")
 	}
-	v.put(tidCtx(10), 7, a, 1, true)
+	v.put(tidCtx(10), 7, a, 1)
 	v.mu.Lock()
 	e := v.m[7]
 	e.at = e.at.Add(-vouchWindow)
@@ -50,7 +50,7 @@ func TestVouchRules(t *testing.T) {
 	if _, ok := v.take(tidCtx(10), 7, 1); ok {
 		t.Fatal("an old lookup vouched")
 	}
-	v.put(tidCtx(10), 7, a, 1, true)
+	v.put(tidCtx(10), 7, a, 1)
 	got, ok := v.take(tidCtx(10), 7, 1)
 	if !ok || got != a {
 		t.Fatalf("the open's own lookup did not vouch: %+v %v", got, ok)
@@ -59,7 +59,7 @@ func TestVouchRules(t *testing.T) {
 		t.Fatal("one lookup vouched for two opens")
 	}
 	for i := range vouchMax + 10 {
-		v.put(tidCtx(10), uint64(100+i), a, 1, true)
+		v.put(tidCtx(10), uint64(100+i), a, 1)
 	}
 	if len(v.m) > vouchMax {
 		t.Fatalf("table grew to %d", len(v.m))
