@@ -29,11 +29,19 @@ const (
 	BSSHFSKC    = "sshfs-kcache"
 	BEddyNFS    = "eddy-nfs"
 	BEddySSHFS  = "eddy-sshfs"
+	BEddyLocal  = "eddy-local"
 	backendsAll = "local,nfs,nfs-cat,sshfs,sshfs-kcache,eddy-nfs,eddy-sshfs"
+	// backendsExtra are measured only when asked for (--backends).
+	backendsExtra = "eddy-local"
 )
 
-// AllBackends lists every backend in the order the suite runs them.
+// AllBackends lists every backend of the default suite in the order it
+// runs them.
 func AllBackends() []string { return strings.Split(backendsAll, ",") }
+
+// KnownBackends lists every backend the suite can measure: the default
+// ones and the extra ones (eddy-local: eddy's own cost with no network).
+func KnownBackends() []string { return strings.Split(backendsAll+","+backendsExtra, ",") }
 
 // Proxied reports whether a backend is measured through the TCP latency
 // proxies when the suite adds latency. local has no network; nfs-cat
@@ -55,6 +63,7 @@ var backendLabels = map[string]string{
 	BSSHFSKC:   "sshfs -o kernel_cache (aes128-gcm, no compression)",
 	BEddyNFS:   "eddy daemon, cache on, nfs:// origin",
 	BEddySSHFS: "eddy daemon, cache on, path origin on an sshfs mount",
+	BEddyLocal: "eddy daemon, cache on, path origin on the local copy (no network): eddy's own cost per operation",
 }
 
 // backend serves the dataset at a directory for the workloads.
@@ -727,6 +736,9 @@ func newBackend(e *env, name string) (backend, error) {
 			origin: e.nfsOrigin}, nil
 	case BEddySSHFS:
 		return &eddyBackend{env: e, bname: name, dir: dir, origin: e.sshfsOrigin, resetOrigin: e.resetSSHFSOrigin}, nil
+	case BEddyLocal:
+		return &eddyBackend{env: e, bname: name, dir: dir,
+			origin: func(context.Context) (string, error) { return e.ds.Root, nil }}, nil
 	}
-	return nil, fmt.Errorf("unknown backend %q (want one of %s)", name, backendsAll)
+	return nil, fmt.Errorf("unknown backend %q (want one of %s)", name, strings.Join(KnownBackends(), ","))
 }

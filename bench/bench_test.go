@@ -265,6 +265,38 @@ func TestReportWrite(t *testing.T) {
 	}
 }
 
+// TestPairedLocalFraction: the paired fraction of local is the median of
+// the per-pair ratios (not a ratio of medians), and results.md shows it
+// beside the unpaired one.
+func TestPairedLocalFraction(t *testing.T) {
+	r := Result{Backend: BEddyNFS, Workload: WSeq, State: StateWarmDropped, Link: Link1G, Status: StatusOK,
+		Runs:        []RunFigure{{MBps: 900}, {MBps: 300}, {MBps: 1500}},
+		PairedLocal: []RunFigure{{MBps: 1000}, {MBps: 1000}, {MBps: 1500}}}
+	r.summarize(Workload{Name: WSeq, HasMBps: true})
+	r.summarizePaired()
+	if r.LocalFractionPaired != 0.9 {
+		t.Fatalf("paired fraction %v, want 0.9 (median of 0.9, 0.3, 1.0)", r.LocalFractionPaired)
+	}
+	m := Result{Backend: BEddyNFS, Workload: WMeta, Runs: []RunFigure{{OpsPerSec: 50, MBps: 1}}, PairedLocal: []RunFigure{{OpsPerSec: 100, MBps: 1}}}
+	m.summarizePaired()
+	if m.LocalFractionPaired != 0.5 {
+		t.Fatalf("metadata paired fraction %v, want 0.5 (ops/s)", m.LocalFractionPaired)
+	}
+	local := Result{Backend: BLocal, Workload: WSeq, State: StateWarmDropped, Link: Link1G, Status: StatusOK, MBps: 2000,
+		Runs: []RunFigure{{MBps: 2000}}}
+	rep := &Report{Versions: map[string]string{}, Parameters: map[string]any{"runs": 3}, Results: []Result{local, r}}
+	md := rep.Markdown(nil)
+	for _, want := range []string{"| seq-read | warm-dropped | 45% (paired 90%) |", "median of the per-pair ratios"} {
+		if !strings.Contains(md, want) {
+			t.Fatalf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	rep.Results[1].LocalFractionPaired = 0
+	if md := rep.Markdown(nil); strings.Contains(md, "paired") {
+		t.Fatalf("results.md mentions pairing without paired runs:\n%s", md)
+	}
+}
+
 // syncWriter makes a strings.Builder safe for the progress goroutine.
 type syncWriter struct {
 	mu sync.Mutex

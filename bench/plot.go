@@ -34,6 +34,7 @@ var backendColor = map[string][2]string{
 	BSSHFSKC:   {"#ffe082", "#ff8f00"},
 	BEddyNFS:   {"#a5d6a7", "#2e7d32"},
 	BEddySSHFS: {"#ce93d8", "#6a1b9a"},
+	BEddyLocal: {"#80cbc4", "#00695c"},
 }
 
 func stateColor(backend, state string) string {

@@ -55,6 +55,32 @@ type Result struct {
 	MBps      float64     `json:"mb_per_s"`
 	OpsPerSec float64     `json:"ops_per_s,omitempty"`
 	Runs      []RunFigure `json:"runs"`
+	// PairedLocal are runs of the same workload on the local disk
+	// interleaved with an eddy backend's warm runs (local, eddy, eddy,
+	// local, ...), and LocalFractionPaired the median over the pairs of
+	// eddy's figure over the local one: the fraction of the physical limit
+	// with the disk's drift over the suite's hour taken out.
+	PairedLocal         []RunFigure `json:"paired_local_runs,omitempty"`
+	LocalFractionPaired float64     `json:"local_fraction_paired,omitempty"`
+}
+
+// pairValue is the figure of one run that the comparison uses (as value).
+func pairValue(workload string, f RunFigure) float64 {
+	if workload == WMeta {
+		return f.OpsPerSec
+	}
+	return f.MBps
+}
+
+// summarizePaired sets LocalFractionPaired from Runs and PairedLocal.
+func (r *Result) summarizePaired() {
+	var fr []float64
+	for i := range min(len(r.Runs), len(r.PairedLocal)) {
+		if l := pairValue(r.Workload, r.PairedLocal[i]); l > 0 {
+			fr = append(fr, pairValue(r.Workload, r.Runs[i])/l)
+		}
+	}
+	r.LocalFractionPaired = median(fr)
 }
 
 func (r *Result) summarize(w Workload) {
@@ -464,7 +490,7 @@ func (r *Report) markdownSection(b *strings.Builder, link string, lat float64, b
 			cols = append(cols, p)
 		}
 	}
-	for _, e := range []string{BEddyNFS, BEddySSHFS} {
+	for _, e := range []string{BEddyNFS, BEddySSHFS, BEddyLocal} {
 		if slices.Contains(backends, e) && slices.Contains(backends, BLocal) {
 			cols = append(cols, [2]string{e, BLocal})
 		}
@@ -482,6 +508,7 @@ func (r *Report) markdownSection(b *strings.Builder, link string, lat float64, b
 		}
 	}
 	b.WriteString("\n|---|---|" + strings.Repeat("---|", len(cols)) + "\n")
+	paired := false
 	for _, w := range workloads {
 		for _, st := range states {
 			fmt.Fprintf(b, "| %s | %s |", w, st)
@@ -493,6 +520,9 @@ func (r *Report) markdownSection(b *strings.Builder, link string, lat float64, b
 					b.WriteString(" – |")
 				case x.Status != StatusOK || y.Status != StatusOK || y.value() == 0:
 					b.WriteString(" n/a |")
+				case c[1] == BLocal && x.LocalFractionPaired > 0:
+					fmt.Fprintf(b, " %.0f%% (paired %.0f%%) |", 100*x.value()/y.value(), 100*x.LocalFractionPaired)
+					paired = true
 				case c[1] == BLocal:
 					fmt.Fprintf(b, " %.0f%% |", 100*x.value()/y.value())
 				default:
@@ -503,6 +533,9 @@ func (r *Report) markdownSection(b *strings.Builder, link string, lat float64, b
 		}
 	}
 	b.WriteString("\n")
+	if paired {
+		b.WriteString("Fraction of local: eddy's median over local's median, and in brackets the paired figure: each warm eddy run interleaved with a local run of the same workload (local, eddy, eddy, local, ...) and the median of the per-pair ratios, which takes out the local disk's drift between the local backend's runs and eddy's.\n\n")
+	}
 }
 
 // markdownLatency writes, for one link, the round-trip-bound workloads of

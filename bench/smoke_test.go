@@ -66,6 +66,12 @@ func TestSuiteSmoke(t *testing.T) {
 		if len(r.Runs) != 1 || (r.Workload != WMeta && r.MBps <= 0) || (r.Workload == WMeta && r.OpsPerSec <= 0) {
 			t.Errorf("%s %s %s: implausible %+v", r.Backend, r.Workload, r.State, r)
 		}
+		// eddy's warm runs are paired with local runs; nothing else is.
+		wantPaired := r.Backend == BEddySSHFS && r.State != StateCold
+		if got := len(r.PairedLocal) == 1 && r.LocalFractionPaired > 0; got != wantPaired {
+			t.Errorf("%s %s %s: paired local runs %+v, fraction %v; want paired: %v", r.Backend, r.Workload, r.State,
+				r.PairedLocal, r.LocalFractionPaired, wantPaired)
+		}
 	}
 	for _, f := range []string{"results.json", "results.md", "throughput-unshaped.svg", "speedup-unshaped.svg"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil && f != "speedup-unshaped.svg" {

@@ -108,8 +108,8 @@ func (c *Config) setDefaults() error {
 		c.Backends = AllBackends()
 	}
 	for _, b := range c.Backends {
-		if !slices.Contains(AllBackends(), b) {
-			return fmt.Errorf("bench: unknown backend %q (want %s)", b, backendsAll)
+		if !slices.Contains(KnownBackends(), b) {
+			return fmt.Errorf("bench: unknown backend %q (want %s)", b, strings.Join(KnownBackends(), ","))
 		}
 	}
 	if len(c.States) == 0 {
@@ -465,7 +465,46 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 			}
 		}
 	}
+	pair := pairLocal(cfg, b, state)
+	local := func(run int) (Measure, error) {
+		root, err := (&localBackend{root: e.ds.Root}).prepare(ctx, false)
+		if err != nil {
+			return Measure{}, err
+		}
+		if state == StateWarmDropped && run >= 0 {
+			if err := dropCaches(); err != nil {
+				return Measure{}, err
+			}
+		}
+		if run < 0 {
+			prog.Begin(fmt.Sprintf("%s %s %s paired priming", at, BLocal, w.Name))
+		} else {
+			prog.Begin(fmt.Sprintf("%s %s %s %s run %d/%d, paired with %s", at, BLocal, w.Name, state, run+1, cfg.Runs, b.name()))
+		}
+		return w.Run(ctx, root, run, prog)
+	}
 	for i := 0; i < cfg.Runs; i++ {
+		if pair {
+			// Both sides read their files once, unmeasured, right before
+			// the pair: on a VM the host caches the disk, and a file read
+			// recently comes back several times faster after drop_caches
+			// than one read long ago; this puts both in the same state.
+			if _, err := local(-1); err != nil {
+				return fail(fmt.Errorf("paired local run: %w", err))
+			}
+			if _, err := once(-1); err != nil {
+				return fail(err)
+			}
+		}
+		// Paired runs alternate their order (local first in even runs):
+		// neither side always runs right after the other's reads.
+		if pair && i%2 == 0 {
+			lm, err := local(i)
+			if err != nil {
+				return fail(fmt.Errorf("paired local run: %w", err))
+			}
+			r.PairedLocal = append(r.PairedLocal, newRunFigure(lm))
+		}
 		m, err := once(i)
 		if err != nil {
 			return fail(err)
@@ -474,8 +513,18 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 		if cold {
 			e.setLastCold(coldKey, !m.Partial)
 		}
+		if pair && i%2 == 1 {
+			lm, err := local(i)
+			if err != nil {
+				return fail(fmt.Errorf("paired local run: %w", err))
+			}
+			r.PairedLocal = append(r.PairedLocal, newRunFigure(lm))
+		}
 	}
 	r.summarize(w)
+	if pair {
+		r.summarizePaired()
+	}
 	line := fmt.Sprintf("  %s %-12s %-18s %-12s", at, r.Backend, r.Workload, state)
 	if w.HasMBps {
 		line += fmt.Sprintf(" %9.1f MB/s", r.MBps)
@@ -487,8 +536,19 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 	for _, f := range r.Runs {
 		per = append(per, fmt.Sprintf("%.2fs", f.Seconds))
 	}
+	if pair {
+		line += fmt.Sprintf("  %.0f%% of local (paired)", 100*r.LocalFractionPaired)
+	}
 	prog.Printf("%s  (runs %s)", line, strings.Join(per, " "))
 	return r
+}
+
+// pairLocal reports whether b's runs in state are interleaved with local
+// runs: the warm runs of an eddy backend with a cache, when the suite
+// measures the local disk too.
+func pairLocal(cfg *Config, b backend, state string) bool {
+	eb, ok := b.(*eddyBackend)
+	return ok && !eb.noCache && state != StateCold && slices.Contains(cfg.Backends, BLocal)
 }
 
 // lastColdComplete reports whether the last cold run of key
