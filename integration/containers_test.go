@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -360,6 +361,7 @@ func TestContainerReadoptAfterRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	long := e.spec("ert-clong", "sh", "-c", "echo before; sleep 1000")
+	long.GPUs = []string{"1", "3"} // no such devices here: only the reservation is at stake
 	if _, err := e.rt.Start(ctx, long); err != nil {
 		t.Fatal(err)
 	}
@@ -392,6 +394,15 @@ func TestContainerReadoptAfterRestart(t *testing.T) {
 	}
 	if _, ok := rt2.Running("ert-clong"); !ok {
 		t.Error("adopted container not listed as running")
+	}
+	// The GPUs the container holds come back with it, so the agent reserves
+	// them again instead of handing them to the next task.
+	gpus := map[string][]string{}
+	for _, a := range rt2.Adoptees() {
+		gpus[a.ID] = a.GPUs
+	}
+	if got := gpus["ert-clong"]; !slices.Equal(got, []string{"1", "3"}) || len(gpus["ert-cshort"]) != 0 {
+		t.Errorf("adoptees' GPUs %v, want ert-clong [1 3] and none for ert-cshort", gpus)
 	}
 	res, err := adopted["ert-cshort"].Wait(ctx)
 	if err != nil || res.ExitCode != 3 {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ const (
 	labelCgroup  = "eddy.cgroup"
 	labelUID     = "eddy.uid"
 	labelGID     = "eddy.gid"
+	labelGPUs    = "eddy.gpus" // comma-separated GPU IDs the task was given (absent: none)
 	labelEnv     = "eddy.env"
 	labelEnvFile = "eddy.env.file" // tarball path relative to the share
 	labelEnvSize = "eddy.env.size"
@@ -383,6 +385,7 @@ type containerTask struct {
 	files   []*os.File
 	killed  atomic.Bool
 	info    StartInfo // set before start returns
+	gpus    []string  // the GPUs it was given (re-adopted tasks: from its label)
 }
 
 var _ StartInfoer = (*containerTask)(nil)
@@ -463,6 +466,10 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 	}
 	labels := map[string]string{labelTaskID: spec.ID, labelLogDir: spec.LogDir, labelCgroup: cgroup,
 		labelUID: strconv.FormatUint(uint64(spec.Uid), 10), labelGID: strconv.FormatUint(uint64(spec.Gid), 10)}
+	if len(spec.GPUs) > 0 {
+		// A later daemon that re-adopts the container reserves them again.
+		labels[labelGPUs] = strings.Join(spec.GPUs, ",")
+	}
 	ctr, err := c.client.NewContainer(ctx, cid,
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(c.r.cfg.Snapshotter),
@@ -476,7 +483,7 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 		return nil, fmt.Errorf("%s: create container: %w", op, err)
 	}
 	t := &containerTask{taskEnd: newTaskEnd(spec.ID), c: c, cid: cid, cgroup: cgroup, ctr: ctr,
-		files: []*os.File{stdout, stderr}, info: info}
+		files: []*os.File{stdout, stderr}, info: info, gpus: slices.Clone(spec.GPUs)}
 	// Streams to files, and Delete waits for the copy to finish: no lost last lines.
 	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr)))
 	if err != nil {
@@ -658,6 +665,9 @@ func (c *containerRuntime) reconcile(ctx context.Context) error {
 		}
 		id := labels[labelTaskID]
 		t := &containerTask{taskEnd: newTaskEnd(id), c: c, cid: ctr.ID(), cgroup: labels[labelCgroup], ctr: ctr}
+		if g := labels[labelGPUs]; g != "" {
+			t.gpus = strings.Split(g, ",")
+		}
 		var attach cio.Attach = func(*cio.FIFOSet) (cio.IO, error) { return nil, nil }
 		if dir := labels[labelLogDir]; dir != "" {
 			uid, _ := strconv.ParseUint(labels[labelUID], 10, 32)

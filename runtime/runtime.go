@@ -353,8 +353,11 @@ func (r *Runtime) Adoptees() []Adoptee {
 			a.Ended = e.end().ended()
 			a.Started = e.end().startedAt()
 		}
-		if p, ok := run.(*processTask); ok {
-			a.GPUs = p.gpus
+		switch t := run.(type) {
+		case *processTask:
+			a.GPUs = t.gpus
+		case *containerTask:
+			a.GPUs = t.gpus
 		}
 		out = append(out, a)
 	}

@@ -72,8 +72,8 @@ func TestServiceUnit(t *testing.T) {
 	if settings["KillMode"] != "process" {
 		t.Errorf("KillMode=%q: a restart would kill the tasks' shims (want process)", settings["KillMode"])
 	}
-	if _, ok := settings["PrivateTmp"]; ok {
-		t.Error("PrivateTmp hides the task state under /tmp from the next daemon")
+	if _, ok := settings["RuntimeDirectory"]; ok {
+		t.Error("RuntimeDirectory is removed at stop, with the task state of a --no-cache daemon in it")
 	}
 	if len(exec) < 2 || exec[0] != "/usr/local/bin/eddy" || exec[1] != "daemon" {
 		t.Fatalf("ExecStart %v: want /usr/local/bin/eddy daemon ...", exec)
