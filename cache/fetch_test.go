@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -270,4 +271,50 @@ func TestGroupCommit(t *testing.T) {
 	if o.totalReads() != reads {
 		t.Fatal("cached chunks refetched from the origin")
 	}
+}
+
+// While commits lag (a slow disk sync), a stream of small files read and
+// closed must not keep an unbounded number of entries alive behind the
+// commit queue: each holds its data file and its origin file open, and a
+// cold epoch over thousands of files ran the daemon out of descriptors.
+// Reads keep being served (from the origin) meanwhile.
+func TestPersistBacklogBounded(t *testing.T) {
+	o := newFakeOrigin()
+	const files = 1500
+	for i := range files {
+		o.put(fmt.Sprintf("f%03d", i), pattern(testChunk/2, uint64(i)))
+	}
+	cfg := testConfig(t)
+	cfg.ReadAhead = -1
+	s := openStore(t, o, cfg)
+	release := make(chan struct{})
+	var once sync.Once
+	s.syncData = func(f *os.File) error { <-release; return syscall.Fdatasync(int(f.Fd())) }
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	bound := maxSyncPending + maxPersistWaiting + cap(s.bufSem) + cap(s.raq) + cap(s.bgq) + cap(s.fillq) + 8
+	buf := make([]byte, testChunk/2)
+	for i := range files {
+		name := fmt.Sprintf("f%03d", i)
+		h, _, err := s.OpenFile(context.Background(), name, o.attr(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.ReadAt(context.Background(), buf, 0); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		mustEqual(t, name, buf, pattern(testChunk/2, uint64(i)))
+		h.Close()
+	}
+	s.mu.Lock()
+	live := len(s.open)
+	s.mu.Unlock()
+	if live > bound {
+		t.Fatalf("%d entries alive behind a stalled commit after %d files read and closed, want at most %d", live, files, bound)
+	}
+	once.Do(func() { close(release) })
+	waitFor(t, "entries released once commits go on", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.open) == 0
+	})
 }

@@ -9,8 +9,9 @@ package cache
 //     chunk is aligned (no copy into dirty pages, no writeback storm, the
 //     page cache keeps the origin's pages), else buffered with its
 //     writeback started at once (sync_file_range); mark the chunk
-//     chunkWritten (readers now read it from the data file) and give the
-//     buffer back.
+//     chunkWritten (readers now read it from the data file), give the
+//     buffer back and take a place in the commit queue (maxSyncPending;
+//     at most maxPersistWaiting steps wait for one without their buffer).
 //  2. syncLoop (one goroutine per store): every syncEvery, or as soon as
 //     syncBatch chunks wait, fdatasync each data file once and commit all
 //     of the batch's checksums in one index transaction per file. Only then
@@ -43,6 +44,9 @@ const (
 	defaultSyncEvery = 100 * time.Millisecond
 	defaultSyncBatch = 16  // chunks: 128 MiB at the default chunk size
 	maxSyncPending   = 128 // chunks written and awaiting their commit
+	// maxPersistWaiting bounds the persist steps waiting for a place in
+	// the commit queue without holding a buffer.
+	maxPersistWaiting = 512
 )
 
 func (e *entry) newFetch(v *version, idx int, buf *[]byte) *fetch {
@@ -143,8 +147,17 @@ func (e *entry) persist(f *fetch) {
 		e.unref()
 		return
 	}
+	// Bounded waiting for the commit queue: a persist step holds its entry
+	// and the entry's open files, and while commits lag an unbounded
+	// number of them ran the daemon out of file descriptors during a cold
+	// epoch over many small files. Up to maxPersistWaiting steps wait
+	// without their buffer; beyond that they keep it, so fetches run out
+	// of buffers and readers are served from the origin until commits
+	// catch up.
+	s.waitSem <- struct{}{}
 	f.release()
 	s.syncSem <- struct{}{} // bounded: released by syncLoop after the commit
+	<-s.waitSem
 	s.syncMu.Lock()
 	if len(s.syncQ) == 0 {
 		s.syncSince = time.Now()

@@ -54,6 +54,7 @@ type Store struct {
 	syncQ     []*fetch      // guarded by syncMu: written chunks awaiting their commit
 	syncSince time.Time     // guarded by syncMu: when the oldest of syncQ was queued
 	syncSem   chan struct{} // bounds syncQ plus the batch being committed
+	waitSem   chan struct{} // bounds the persist steps waiting for syncSem without a buffer
 	syncWake  chan struct{} // something was queued
 	syncNow   chan struct{} // commit without waiting for a fuller batch
 	syncStop  chan struct{} // closed by Close after the last persist step
@@ -192,6 +193,7 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		syncData:    func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) },
 		accessEvery: 10 * time.Second,
 		syncSem:     make(chan struct{}, maxSyncPending),
+		waitSem:     make(chan struct{}, maxPersistWaiting),
 		syncWake:    make(chan struct{}, 1),
 		syncNow:     make(chan struct{}, 1),
 		syncStop:    make(chan struct{}),
