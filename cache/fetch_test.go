@@ -114,18 +114,27 @@ func TestSingleFlightChunk(t *testing.T) {
 	}
 }
 
+// stalledStore opens a store without read-ahead whose data file syncs wait
+// until release is called (once; the test's cleanup calls it too).
+func stalledStore(t *testing.T, o *fakeOrigin) (*Store, func()) {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.ReadAhead = -1
+	s := openStore(t, o, cfg)
+	ch := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(ch) }) }
+	s.syncData = func(f *os.File) error { <-ch; return syscall.Fdatasync(int(f.Fd())) }
+	t.Cleanup(release)
+	return s, release
+}
+
 // Readers get the fetched bytes while the chunk is still being persisted.
 func TestReadersServedBeforePersist(t *testing.T) {
 	o := newFakeOrigin()
 	data := pattern(2*testChunk, 3)
 	o.put("f", data)
-	cfg := testConfig(t)
-	cfg.ReadAhead = -1
-	s := openStore(t, o, cfg)
-	release := make(chan struct{})
-	var once sync.Once
-	s.syncData = func(f *os.File) error { <-release; return syscall.Fdatasync(int(f.Fd())) }
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	s, release := stalledStore(t, o)
 	h, _ := mustOpen(t, s, o, "f")
 	done := make(chan error, 1)
 	go func() {
@@ -155,7 +164,7 @@ func TestReadersServedBeforePersist(t *testing.T) {
 	if n := o.totalReads(); n != 1 {
 		t.Fatalf("origin reads %d, want 1", n)
 	}
-	once.Do(func() { close(release) })
+	release()
 	waitFor(t, "chunk indexed after sync", func() bool { return s.CachedBytes("f") == testChunk })
 }
 
@@ -284,13 +293,7 @@ func TestPersistBacklogBounded(t *testing.T) {
 	for i := range files {
 		o.put(fmt.Sprintf("f%03d", i), pattern(testChunk/2, uint64(i)))
 	}
-	cfg := testConfig(t)
-	cfg.ReadAhead = -1
-	s := openStore(t, o, cfg)
-	release := make(chan struct{})
-	var once sync.Once
-	s.syncData = func(f *os.File) error { <-release; return syscall.Fdatasync(int(f.Fd())) }
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	s, release := stalledStore(t, o)
 	bound := maxSyncPending + maxPersistWaiting + cap(s.bufSem) + cap(s.raq) + cap(s.bgq) + cap(s.fillq) + 8
 	buf := make([]byte, testChunk/2)
 	for i := range files {
@@ -311,7 +314,7 @@ func TestPersistBacklogBounded(t *testing.T) {
 	if live > bound {
 		t.Fatalf("%d entries alive behind a stalled commit after %d files read and closed, want at most %d", live, files, bound)
 	}
-	once.Do(func() { close(release) })
+	release()
 	waitFor(t, "entries released once commits go on", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
