@@ -1254,9 +1254,30 @@ type handle struct {
 	pt      *os.File // guarded by mu: passthrough file (the version's data file), once handed out
 	seqRead int64    // guarded by mu: bytes read as part of sequential runs
 	ptDone  bool     // guarded by mu
+
+	// The origin file this handle opened (inode and device; unset when the
+	// origin's inode numbers are not stable): a version of another file
+	// under the name (replaced by a rename) is never read through it.
+	ino, dev uint64
+	pinned   bool
 }
 
-func newHandle(e *entry) *handle { return &handle{e: e, lastEnd: -1} }
+func newHandle(e *entry) *handle {
+	h := &handle{e: e, lastEnd: -1}
+	if v := e.current(); v != nil && !v.attr.InoVolatile {
+		h.ino, h.dev, h.pinned = v.attr.Ino, v.attr.Dev, true
+	}
+	return h
+}
+
+// replaced reports whether v is the content of another file than the one
+// this handle opened: the name was replaced on the origin since. Reading
+// on would splice two files into one read stream, so such reads fail with
+// ESTALE, as an NFS client's reads of a file deleted on the server do (a
+// file rewritten in place keeps its inode and is followed, as there).
+func (h *handle) replaced(v *version) bool {
+	return h.pinned && !v.attr.InoVolatile && (v.attr.Ino != h.ino || v.attr.Dev != h.dev)
+}
 
 var _ Handle = (*handle)(nil)
 
@@ -1285,6 +1306,9 @@ func (h *handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 				return total, fmt.Errorf("cache: read %s: %w", e.name, syscall.EIO)
 			}
 			continue
+		}
+		if h.replaced(v) {
+			return 0, fmt.Errorf("cache: read %s: replaced on the origin since this open: %w", e.name, syscall.ESTALE)
 		}
 		pos := off + int64(total)
 		if pos >= v.size {
