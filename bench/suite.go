@@ -467,10 +467,6 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 	}
 	pair := pairLocal(cfg, b, state)
 	local := func(run int) (Measure, error) {
-		root, err := (&localBackend{root: e.ds.Root}).prepare(ctx, false)
-		if err != nil {
-			return Measure{}, err
-		}
 		if state == StateWarmDropped && run >= 0 {
 			if err := dropCaches(); err != nil {
 				return Measure{}, err
@@ -481,7 +477,15 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 		} else {
 			prog.Begin(fmt.Sprintf("%s %s %s %s run %d/%d, paired with %s", at, BLocal, w.Name, state, run+1, cfg.Runs, b.name()))
 		}
-		return w.Run(ctx, root, run, prog)
+		return w.Run(ctx, e.ds.Root, run, prog)
+	}
+	pairedRun := func(i int) error {
+		lm, err := local(i)
+		if err != nil {
+			return fmt.Errorf("paired local run: %w", err)
+		}
+		r.PairedLocal = append(r.PairedLocal, newRunFigure(lm))
+		return nil
 	}
 	for i := 0; i < cfg.Runs; i++ {
 		if pair {
@@ -499,11 +503,9 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 		// Paired runs alternate their order (local first in even runs):
 		// neither side always runs right after the other's reads.
 		if pair && i%2 == 0 {
-			lm, err := local(i)
-			if err != nil {
-				return fail(fmt.Errorf("paired local run: %w", err))
+			if err := pairedRun(i); err != nil {
+				return fail(err)
 			}
-			r.PairedLocal = append(r.PairedLocal, newRunFigure(lm))
 		}
 		m, err := once(i)
 		if err != nil {
@@ -514,11 +516,9 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 			e.setLastCold(coldKey, !m.Partial)
 		}
 		if pair && i%2 == 1 {
-			lm, err := local(i)
-			if err != nil {
-				return fail(fmt.Errorf("paired local run: %w", err))
+			if err := pairedRun(i); err != nil {
+				return fail(err)
 			}
-			r.PairedLocal = append(r.PairedLocal, newRunFigure(lm))
 		}
 	}
 	r.summarize(w)
