@@ -64,13 +64,17 @@ type Result struct {
 	LocalFractionPaired float64     `json:"local_fraction_paired,omitempty"`
 }
 
-// pairValue is the figure of one run that the comparison uses (as value).
-func pairValue(workload string, f RunFigure) float64 {
+// figure is what comparisons of a workload use: ops/s for metadata, else
+// MB/s (of a result's medians or of one run).
+func figure(workload string, mbps, ops float64) float64 {
 	if workload == WMeta {
-		return f.OpsPerSec
+		return ops
 	}
-	return f.MBps
+	return mbps
 }
+
+// pairValue is figure of one run.
+func pairValue(workload string, f RunFigure) float64 { return figure(workload, f.MBps, f.OpsPerSec) }
 
 // summarizePaired sets LocalFractionPaired from Runs and PairedLocal.
 func (r *Result) summarizePaired() {
@@ -112,12 +116,7 @@ func median(v []float64) float64 {
 
 // value is the figure results are compared by: ops/s for metadata, MB/s
 // otherwise.
-func (r Result) value() float64 {
-	if r.Workload == WMeta {
-		return r.OpsPerSec
-	}
-	return r.MBps
-}
+func (r Result) value() float64 { return figure(r.Workload, r.MBps, r.OpsPerSec) }
 
 // Machine describes where the suite ran.
 type Machine struct {
