@@ -80,21 +80,24 @@ func TestOfflineOpenDoesNotValidate(t *testing.T) {
 	if !ok {
 		t.Fatal("not known")
 	}
-	// The entry leaves memory with its last reference: the offline open
-	// loads the recorded version.
-	waitFor(t, "entry released", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.open["f"] == nil
-	})
-	time.Sleep(5 * time.Millisecond)
-	h, _, err := s.OpenOffline(context.Background(), "f", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Close()
-	s.flushAccess()
-	if _, at, _, _ := s.LastKnown("f"); !at.Equal(validated) {
-		t.Fatalf("an offline open moved the validation time from %v to %v", validated, at)
+	// Both ways an offline open finds the file: the entry kept idle after
+	// its last close, and the recorded version loaded from the index.
+	for _, loaded := range []bool{false, true} {
+		waitFor(t, "entry released", func() bool { return referenced(s) == 0 })
+		if loaded {
+			s.closeIdle()
+		} else if s.IdleFiles() != 1 {
+			t.Fatalf("%d idle entries, want 1", s.IdleFiles())
+		}
+		time.Sleep(5 * time.Millisecond)
+		h, _, err := s.OpenOffline(context.Background(), "f", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Close()
+		s.flushAccess()
+		if _, at, _, _ := s.LastKnown("f"); !at.Equal(validated) {
+			t.Fatalf("an offline open (loaded from the index: %v) moved the validation time from %v to %v", loaded, validated, at)
+		}
 	}
 }

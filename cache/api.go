@@ -38,8 +38,13 @@ type Config struct {
 	Exclude        []string      // globs excluded even when included
 	ReadAhead      int           // chunks fetched ahead of a sequential reader; default DefaultReadAhead
 	FetchWorkers   int           // parallel origin fetches; default DefaultFetchWorkers
-	Logger         *slog.Logger  // default slog.Default()
-	Meter          metric.Meter  // OpenTelemetry meter; nil: a no-op meter
+	// IdleFiles: closed files kept open (index record and data file in
+	// memory, one descriptor each) so that reopening one skips the index
+	// read and the open of its data file. 0: half the descriptor limit, at
+	// most 32,768; negative: none.
+	IdleFiles int
+	Logger    *slog.Logger // default slog.Default()
+	Meter     metric.Meter // OpenTelemetry meter; nil: a no-op meter
 }
 
 // Defaults.

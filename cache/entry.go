@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -127,12 +128,14 @@ func (f *fetch) release() {
 }
 
 // entry is the in-memory state of a file with open handles (or background
-// work) on it. It exists only while referenced, so memory follows open
-// files, not cached files.
+// work) on it, or kept idle for a quick reopen (idle.go): memory follows
+// open and recently used files, not cached files.
 type entry struct {
-	s    *Store
-	name string
-	refs int // guarded by Store.mu
+	s       *Store
+	name    string
+	refs    int           // guarded by Store.mu
+	idleEl  *list.Element // guarded by Store.mu: in Store.idle (no references)
+	parking chan struct{} // guarded by Store.mu: closed when the entry has gone idle (or closed)
 
 	revalMu sync.Mutex // serializes version changes (lock order: before Store.mu)
 
@@ -148,66 +151,54 @@ type entry struct {
 }
 
 // acquire returns the entry of name with a reference taken, waiting while
-// the name's record is being dropped.
+// the name's record is being dropped or its entry is going idle.
 func (s *Store) acquire(name string) (*entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for {
-		if s.closed {
-			return nil, ErrClosed
-		}
-		ch, ok := s.busy[name]
-		if !ok {
-			break
-		}
-		s.mu.Unlock()
-		<-ch
-		s.mu.Lock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	s.waitFreeLocked(name)
+	if s.closed {
+		return nil, ErrClosed
 	}
 	e := s.open[name]
 	if e == nil {
 		e = &entry{s: s, name: name}
 		s.open[name] = e
 	}
-	e.refs++
+	s.refLocked(e)
 	return e, nil
 }
 
 func (e *entry) ref() {
 	e.s.mu.Lock()
-	e.refs++
+	e.s.refLocked(e)
 	e.s.mu.Unlock()
 }
 
-// unref drops a reference; the last one closes the entry's files.
+// unref drops a reference; after the last one the entry goes idle (idle.go)
+// or is closed.
 func (e *entry) unref() {
 	s := e.s
 	s.mu.Lock()
 	e.refs--
-	last := e.refs == 0
-	if last && s.open[e.name] == e {
-		delete(s.open, e.name)
-	}
-	s.mu.Unlock()
-	if !last {
+	if e.refs > 0 {
+		s.mu.Unlock()
 		return
 	}
-	e.mu.Lock()
-	files := e.retired
-	if e.ver != nil {
-		files = append(files, e.ver.files()...)
+	if s.open[e.name] != e || s.closed || s.idleMax == 0 {
+		if s.open[e.name] == e {
+			delete(s.open, e.name)
+		}
+		s.mu.Unlock()
+		e.closeFiles()
+		return
 	}
-	e.retired, e.ver = nil, nil
-	e.mu.Unlock()
-	for _, f := range files {
-		_ = f.Close()
-	}
-	e.orgMu.Lock()
-	if e.org != nil {
-		_ = e.org.Close()
-		e.org = nil
-	}
-	e.orgMu.Unlock()
+	ch := make(chan struct{})
+	e.parking = ch
+	s.mu.Unlock()
+	e.goIdle(ch)
 }
 
 func (e *entry) current() *version {
@@ -482,10 +473,10 @@ func (s *Store) loadVersion(name string, nv *version, chunks []indexedChunk) {
 	nv.sums = make([]uint64, nv.nchunks)
 	p := dataPath(s.dataDir, nv.id)
 	created := false
-	fd, err := openLocal(p, os.O_RDWR, 0)
+	fd, err := s.openData(p, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		_ = os.MkdirAll(filepath.Dir(p), 0o700)
-		fd, err = openLocal(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		fd, err = s.openData(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		created = true
 	}
 	if err == nil {
@@ -577,6 +568,9 @@ func (e *entry) originFile(ctx context.Context, v *version) (origin.File, error)
 	for attempt := 0; ; attempt++ {
 		if e.org == nil {
 			f, err := e.s.org.Open(ctx, e.name, os.O_RDONLY)
+			for err != nil && outOfFiles(err) && e.s.shedIdle() {
+				f, err = e.s.org.Open(ctx, e.name, os.O_RDONLY)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("open %s on origin: %w", e.name, err)
 			}

@@ -27,20 +27,14 @@ func (s *Store) dropName(name string, mode dropMode, held ...*entry) (int64, boo
 		return 0, false
 	}
 	s.mu.Lock()
-	for {
-		ch, ok := s.busy[name]
-		if !ok {
-			break
-		}
-		s.mu.Unlock()
-		<-ch
-		s.mu.Lock()
-	}
+	s.waitFreeLocked(name)
 	ch := make(chan struct{})
 	s.busy[name] = ch
 	e := s.open[name]
+	wasIdle := false
 	if e != nil {
-		e.refs++
+		wasIdle = e.refs == 0
+		s.refLocked(e)
 	}
 	s.mu.Unlock()
 	defer func() {
@@ -59,8 +53,10 @@ func (s *Store) dropName(name string, mode dropMode, held ...*entry) (int64, boo
 		}
 		e.mu.Lock()
 		v := e.ver
-		if mode != dropEvict && v != nil {
+		if (mode != dropEvict || wasIdle) && v != nil {
 			// Never serve the old content again: the next read revalidates.
+			// (An idle entry has no reader to keep the version for: its
+			// data file is closed now, freeing the space.)
 			e.ver = nil
 			e.retired = append(e.retired, v.files()...)
 		}

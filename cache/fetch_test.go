@@ -308,16 +308,9 @@ func TestPersistBacklogBounded(t *testing.T) {
 		mustEqual(t, name, buf, pattern(testChunk/2, uint64(i)))
 		h.Close()
 	}
-	s.mu.Lock()
-	live := len(s.open)
-	s.mu.Unlock()
-	if live > bound {
+	if live := referenced(s); live > bound {
 		t.Fatalf("%d entries alive behind a stalled commit after %d files read and closed, want at most %d", live, files, bound)
 	}
 	release()
-	waitFor(t, "entries released once commits go on", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return len(s.open) == 0
-	})
+	waitFor(t, "entries released once commits go on", func() bool { return referenced(s) == 0 })
 }

@@ -130,3 +130,16 @@ func fileSize(t *testing.T, p string) int64 {
 	}
 	return fi.Size()
 }
+
+// referenced counts the entries in use (not idle).
+func referenced(s *Store) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.open {
+		if e.refs > 0 || e.parking != nil {
+			n++
+		}
+	}
+	return n
+}

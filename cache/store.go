@@ -14,6 +14,7 @@ package cache
 // and totMu only (both are short).
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -62,10 +63,12 @@ type Store struct {
 	syncEvery time.Duration
 	syncBatch int
 
-	mu     sync.Mutex
-	open   map[string]*entry        // guarded by mu: files with open handles (or work in flight)
-	busy   map[string]chan struct{} // guarded by mu: names whose record is being dropped
-	closed bool                     // guarded by mu
+	mu      sync.Mutex
+	open    map[string]*entry // guarded by mu: files with open handles (or work in flight), and idle ones
+	idle    *list.List        // guarded by mu: idle entries (no references), most recently used first
+	idleMax int
+	busy    map[string]chan struct{} // guarded by mu: names whose record is being dropped
+	closed  bool                     // guarded by mu
 
 	totMu     sync.RWMutex // commits that change cachedBytes/files hold it shared; the totals snapshot exclusive
 	scanDone  atomic.Bool
@@ -177,6 +180,8 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		ctx:         sctx,
 		cancel:      cancel,
 		open:        map[string]*entry{},
+		idle:        list.New(),
+		idleMax:     idleLimit(cfg.IdleFiles),
 		busy:        map[string]chan struct{}{},
 		pins:        map[string]struct{}{},
 		accPending:  map[string]accessReq{},
@@ -298,6 +303,7 @@ func (s *Store) Close() error {
 	s.persists.Wait()
 	close(s.syncStop)
 	<-s.syncDone
+	s.closeIdle()
 	if s.mets != nil {
 		s.mets.unregister()
 	}
