@@ -1482,32 +1482,107 @@ func (h *handle) fillHoles(streamed int64) {
 	case s.fillq <- raJob{e: e, v: v, missed: !whole}:
 	default:
 		e.unref()
+		if whole {
+			// Many files left incomplete at once (a cold epoch over small
+			// files outran the disk): remember the name, not the entry.
+			s.fillLater(e.name)
+		}
 	}
 }
 
 // fillWorker completes the files queued by fillHoles, one chunk at a time
-// at idle priority (paced: readers' fetches go first).
+// at idle priority (paced: readers' fetches go first), then those
+// remembered by name when the queue was full.
 func (s *Store) fillWorker() {
 	defer s.wg.Done()
 	for {
+		var j raJob
 		select {
 		case <-s.ctx.Done():
 			drainJobs(s.fillq)
 			return
-		case j := <-s.fillq:
-			for idx := 0; idx < j.v.nchunks && s.ctx.Err() == nil; idx++ {
-				j.e.mu.Lock()
-				absent := j.e.ver == j.v && j.v.state[idx] == chunkAbsent && j.v.inflight[idx] == nil &&
-					(!j.missed || (idx < len(j.v.missed) && j.v.missed[idx]))
-				j.e.mu.Unlock()
-				if !absent {
+		case j = <-s.fillq:
+		default:
+			name, ok := s.nextFill()
+			if !ok {
+				select {
+				case <-s.ctx.Done():
+					drainJobs(s.fillq)
+					return
+				case j = <-s.fillq:
+				case <-s.fillWake:
 					continue
 				}
-				if _, err := j.e.fetchChunk(s.ctx, j.v, idx, true, true); err != nil {
-					break
-				}
+			} else if j, ok = s.fillJob(name); !ok {
+				continue
 			}
-			j.e.unref()
 		}
+		for idx := 0; idx < j.v.nchunks && s.ctx.Err() == nil; idx++ {
+			j.e.mu.Lock()
+			absent := j.e.ver == j.v && j.v.state[idx] == chunkAbsent && j.v.inflight[idx] == nil &&
+				(!j.missed || (idx < len(j.v.missed) && j.v.missed[idx]))
+			j.e.mu.Unlock()
+			if !absent {
+				continue
+			}
+			if _, err := j.e.fetchChunk(s.ctx, j.v, idx, true, true); err != nil {
+				break
+			}
+		}
+		j.e.unref()
 	}
+}
+
+// maxFillNames bounds the names remembered for completion in the
+// background beyond fillQueueLen (names only: no entry, no descriptor).
+const maxFillNames = 1 << 16
+
+// fillLater remembers name for completion in the background.
+func (s *Store) fillLater(name string) {
+	s.fillMu.Lock()
+	if _, ok := s.fillSet[name]; !ok && len(s.fillSet) < maxFillNames {
+		s.fillSet[name] = struct{}{}
+		s.fillNames = append(s.fillNames, name)
+	}
+	s.fillMu.Unlock()
+	signal(s.fillWake)
+}
+
+// nextFill takes the oldest remembered name.
+func (s *Store) nextFill() (string, bool) {
+	s.fillMu.Lock()
+	defer s.fillMu.Unlock()
+	if len(s.fillNames) == 0 {
+		return "", false
+	}
+	name := s.fillNames[0]
+	s.fillNames[0] = ""
+	s.fillNames = s.fillNames[1:]
+	if len(s.fillNames) == 0 {
+		s.fillNames = nil
+	}
+	delete(s.fillSet, name)
+	return name, true
+}
+
+// fillJob makes a completion job of a remembered name: its entry's current
+// version, validated against the origin first when the entry is no longer
+// in memory (as an open would).
+func (s *Store) fillJob(name string) (raJob, bool) {
+	e, err := s.acquire(name)
+	if err != nil {
+		return raJob{}, false
+	}
+	v := e.current()
+	if v == nil || v.detached.Load() {
+		if attr, err := s.org.Lstat(s.ctx, name); err == nil && attr.IsRegular() {
+			_, _ = e.validate(s.ctx, attr)
+		}
+		v = e.current()
+	}
+	if v == nil || !e.canStore(v) || !s.persistAllowed(0) {
+		e.unref()
+		return raJob{}, false
+	}
+	return raJob{e: e, v: v}, true
 }

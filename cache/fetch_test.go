@@ -313,4 +313,15 @@ func TestPersistBacklogBounded(t *testing.T) {
 	}
 	release()
 	waitFor(t, "entries released once commits go on", func() bool { return referenced(s) == 0 })
+	// Every file read through once ends up cached without being read
+	// again, also those served from the origin beyond the completion
+	// queue's length (remembered by name).
+	waitFor(t, "every file cached", func() bool {
+		for i := range files {
+			if s.CachedBytes(fmt.Sprintf("f%03d", i)) != testChunk/2 {
+				return false
+			}
+		}
+		return true
+	})
 }

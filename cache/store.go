@@ -95,6 +95,11 @@ type Store struct {
 	raq     chan raJob
 	bgq     chan raJob // chunks missed by random reads, fetched in the background (dropped when full)
 	fillq   chan raJob // files a sequential reader left incomplete, completed in the background (idx unused)
+	// Files left incomplete beyond fillq's length, by name (fillLater).
+	fillMu    sync.Mutex
+	fillNames []string            // guarded by fillMu: oldest first
+	fillSet   map[string]struct{} // guarded by fillMu
+	fillWake  chan struct{}
 	// lastDirect and lastPiece (unix ns): when a reader was last served
 	// straight from the origin, and when a background piece last went
 	// (yieldToReaders).
@@ -192,6 +197,8 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		raq:         make(chan raJob, cfg.FetchWorkers*4),
 		bgq:         make(chan raJob, bgQueueLen),
 		fillq:       make(chan raJob, fillQueueLen),
+		fillSet:     map[string]struct{}{},
+		fillWake:    make(chan struct{}, 1),
 		evictCh:     make(chan struct{}, 1),
 		pinChange:   make(chan struct{}, 1),
 		writeData:   func(f *os.File, p []byte, off int64) (int, error) { return f.WriteAt(p, off) },
