@@ -71,6 +71,8 @@ type Stats struct {
 	Evictions        int64     `json:"evictions"` // files evicted
 	EvictedBytes     int64     `json:"evicted_bytes"`
 	PassthroughOpens int64     `json:"passthrough_opens"`
+	IdleFiles        int64     `json:"idle_files"`   // closed files kept open for a quick reopen
+	FillBacklog      int64     `json:"fill_backlog"` // files read through once, waiting to be completed in the background
 	Revalidations    int64     `json:"revalidations"`
 	Invalidations    int64     `json:"invalidations"` // cached content dropped because the origin changed
 	ChecksumFailures int64     `json:"checksum_failures"`

@@ -311,6 +311,9 @@ func TestPersistBacklogBounded(t *testing.T) {
 	if live := referenced(s); live > bound {
 		t.Fatalf("%d entries alive behind a stalled commit after %d files read and closed, want at most %d", live, files, bound)
 	}
+	if b := s.Stats().FillBacklog; b == 0 {
+		t.Fatal("no fill backlog behind a stalled commit")
+	}
 	release()
 	waitFor(t, "entries released once commits go on", func() bool { return referenced(s) == 0 })
 	// Every file read through once ends up cached without being read
@@ -322,6 +325,6 @@ func TestPersistBacklogBounded(t *testing.T) {
 				return false
 			}
 		}
-		return true
+		return s.Stats().FillBacklog == 0
 	})
 }

@@ -39,7 +39,7 @@ func TestIdleReopen(t *testing.T) {
 	s := openStore(t, o, cfg)
 	cacheFile(t, s, o, "f")
 	waitFor(t, "entry released", func() bool { return referenced(s) == 0 })
-	if n := s.IdleFiles(); n != 1 {
+	if n := s.Stats().IdleFiles; n != 1 {
 		t.Fatalf("%d idle entries after one file closed, want 1", n)
 	}
 	s.mu.Lock()

@@ -50,6 +50,7 @@ func newMetrics(m metric.Meter, s *Store) (*metrics, error) {
 		{"eddy.cache.files", "Files in the cache", "{file}", false, func() int64 { return max(0, s.c.files.Load()) }},
 		{"eddy.cache.quota.bytes", "Cache quota", "By", false, s.quota.Load},
 		{"eddy.cache.disk.free.bytes", "Free bytes on the cache file system", "By", false, s.c.diskFree.Load},
+		{"eddy.cache.idle.files", "Closed files kept open for a quick reopen", "{file}", false, func() int64 { return int64(s.IdleFiles()) }},
 	}
 	insts := make([]metric.Observable, 0, len(defs))
 	type pair struct {

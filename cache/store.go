@@ -382,6 +382,10 @@ func (s *Store) Stats() Stats {
 	s.errMu.Lock()
 	st.LastError, st.LastErrorAt = s.lastErr, s.lastErrAt
 	s.errMu.Unlock()
+	st.IdleFiles = int64(s.IdleFiles())
+	s.fillMu.Lock()
+	st.FillBacklog = int64(len(s.fillq) + len(s.fillNames))
+	s.fillMu.Unlock()
 	return st
 }
 

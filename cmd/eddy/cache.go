@@ -117,6 +117,8 @@ func printStats(w io.Writer, s api.CacheStats) error {
 	t.row("files", fmt.Sprintf("%d (%d pinned)", s.Files, s.PinnedFiles))
 	t.row("evictions", fmt.Sprintf("%d (%s)", s.Evictions, humanBytes(s.EvictedBytes)))
 	t.row("passthrough opens", s.PassthroughOpens)
+	t.row("idle files", fmt.Sprintf("%d (closed, kept open for a quick reopen)", s.IdleFiles))
+	t.row("fill backlog", fmt.Sprintf("%d files to complete in the background", s.FillBacklog))
 	t.row("revalidations", fmt.Sprintf("%d (%d invalidated)", s.Revalidations, s.Invalidations))
 	t.row("checksum failures", s.ChecksumFailures)
 	errs := fmt.Sprint(s.Errors)
