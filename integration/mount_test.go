@@ -496,3 +496,106 @@ func TestCacheCommands(t *testing.T) {
 		t.Fatalf("stats on a missing socket = %q, %v", out, err)
 	}
 }
+
+// Closed files stay open in the daemon, idle, one descriptor each: a
+// second pass over a dataset reads nothing from the origin, a file changed
+// on the origin while idle is never served stale, and evicting an idle
+// file closes its data file at once.
+func TestMountIdleFiles(t *testing.T) {
+	n := newNode(t, "")
+	const files, size = 200, 64 << 10
+	if err := os.Mkdir(n.org("ds"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := func(i int) string { return fmt.Sprintf("ds/f%03d", i) }
+	sums := make([]string, files)
+	for i := range files {
+		sums[i] = writeRandom(t, n.org(name(i)), size, uint64(100+i))
+	}
+	n.start()
+	readAll := func(pass string) {
+		for i := range files {
+			if got := sha256File(t, n.mnt(name(i))); got != sums[i] {
+				t.Fatalf("%s: %s: checksum mismatch", pass, name(i))
+			}
+		}
+	}
+	readAll("first pass")
+	waitUntil(t, "every file cached and idle", 30*time.Second, func() bool {
+		s := n.stats()
+		return s.CachedBytes >= files*size && s.FillBacklog == 0 && s.IdleFiles >= files
+	}, func() string { return fmt.Sprintf("%+v\n%s", n.stats().Stats, n.tail(40)) })
+	dataFDs := func() map[string]bool {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", n.pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := map[string]bool{}
+		for _, e := range ents {
+			l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", n.pid(), e.Name()))
+			if err == nil && strings.HasPrefix(l, n.CacheDir+"/") && strings.Contains(l, "/data/") {
+				open[l] = true
+			}
+		}
+		return open
+	}
+	idle := n.stats().IdleFiles
+	if fds := dataFDs(); int64(len(fds)) < files || int64(len(fds)) > idle {
+		t.Fatalf("%d data files open in the daemon for %d idle files (%d read)", len(fds), idle, files)
+	}
+
+	// A removed data file is closed once its last handle is released (the
+	// kernel sends RELEASE after close returns).
+	deleted := func(when string) {
+		var held string
+		waitUntil(t, when+": removed data files closed", 5*time.Second, func() bool {
+			held = ""
+			for l := range dataFDs() {
+				if strings.HasSuffix(l, " (deleted)") {
+					held = l
+				}
+			}
+			return held == ""
+		}, func() string { return "still open: " + held })
+	}
+	deleted("after the first pass")
+	miss := n.stats().MissBytes
+	readAll("second pass")
+	if s := n.stats(); s.MissBytes != miss {
+		t.Fatalf("second pass read %d bytes from the origin, want 0", s.MissBytes-miss)
+	}
+
+	// Replaced (renamed over) and rewritten in place while idle.
+	tmp := n.org("ds/.new")
+	sums[1] = writeRandom(t, tmp, size, 9001)
+	if err := os.Rename(tmp, n.org(name(1))); err != nil {
+		t.Fatal(err)
+	}
+	neu := bytes.Repeat([]byte("z"), size)
+	if err := os.WriteFile(n.org(name(2)), neu, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := sha256File(t, n.mnt(name(1))); got != sums[1] {
+		t.Fatal("a file replaced on the origin while idle: stale content")
+	}
+	deleted("after reading a file replaced on the origin")
+	if got, err := os.ReadFile(n.mnt(name(2))); err != nil || !bytes.Equal(got, neu) {
+		t.Fatalf("a file rewritten on the origin while idle: stale content (%v)", err)
+	}
+
+	deleted("after reading files changed on the origin")
+
+	// Evicting an idle file closes its data file.
+	before := dataFDs()
+	if _, err := n.eddy("cache", "evict", name(3)); err != nil {
+		t.Fatal(err)
+	}
+	after := dataFDs()
+	if len(after) != len(before)-1 {
+		t.Fatalf("%d data files open after evicting an idle file, %d before", len(after), len(before))
+	}
+	deleted("after evicting an idle file")
+	if got := sha256File(t, n.mnt(name(3))); got != sums[3] {
+		t.Fatal("evicted file: checksum mismatch")
+	}
+}
