@@ -31,9 +31,7 @@ func (s *Store) dropName(name string, mode dropMode, held ...*entry) (int64, boo
 	ch := make(chan struct{})
 	s.busy[name] = ch
 	e := s.open[name]
-	wasIdle := false
 	if e != nil {
-		wasIdle = e.refs == 0
 		s.refLocked(e)
 	}
 	s.mu.Unlock()
@@ -53,10 +51,8 @@ func (s *Store) dropName(name string, mode dropMode, held ...*entry) (int64, boo
 		}
 		e.mu.Lock()
 		v := e.ver
-		if (mode != dropEvict || wasIdle) && v != nil {
+		if mode != dropEvict && v != nil {
 			// Never serve the old content again: the next read revalidates.
-			// (An idle entry has no reader to keep the version for: its
-			// data file is closed now, freeing the space.)
 			e.ver = nil
 			e.retired = append(e.retired, v.files()...)
 		}

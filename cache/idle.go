@@ -19,9 +19,10 @@ import (
 //
 // An idle entry is exactly a referenced entry without references: it stays
 // in Store.open, every validation still compares the origin's fingerprint,
-// and eviction or invalidation (dropName) reaches it like any open entry;
-// one that was idle loses its version there at once, so an evicted file's
-// space is freed when dropped, not when the entry leaves the LRU.
+// and eviction or invalidation (dropName) reaches it like any open entry.
+// A detached version is never kept idle, so an idle file that is evicted
+// is closed when dropName lets go of it: its space is freed then, not when
+// the entry leaves the LRU.
 
 // defaultIdleFiles caps the default number of idle entries.
 const defaultIdleFiles = 32768
