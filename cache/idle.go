@@ -157,27 +157,26 @@ func (s *Store) trimIdleLocked(max int) []*entry {
 	return drop
 }
 
+// closeIdleBeyond closes the least recently used idle entries beyond
+// keep(number idle) and reports how many it closed.
+func (s *Store) closeIdleBeyond(keep func(idle int) int) int {
+	s.mu.Lock()
+	drop := s.trimIdleLocked(keep(s.idle.Len()))
+	s.mu.Unlock()
+	for _, e := range drop {
+		e.closeFiles()
+	}
+	return len(drop)
+}
+
 // shedIdle closes half of the idle entries (at least one): the daemon ran
 // out of file descriptors. It reports whether any was closed.
 func (s *Store) shedIdle() bool {
-	s.mu.Lock()
-	drop := s.trimIdleLocked(s.idle.Len() / 2)
-	s.mu.Unlock()
-	for _, e := range drop {
-		e.closeFiles()
-	}
-	return len(drop) > 0
+	return s.closeIdleBeyond(func(n int) int { return n / 2 }) > 0
 }
 
 // closeIdle closes every idle entry (Close).
-func (s *Store) closeIdle() {
-	s.mu.Lock()
-	drop := s.trimIdleLocked(0)
-	s.mu.Unlock()
-	for _, e := range drop {
-		e.closeFiles()
-	}
-}
+func (s *Store) closeIdle() { s.closeIdleBeyond(func(int) int { return 0 }) }
 
 // IdleFiles reports how many closed files the store keeps open for a quick
 // reopen.
