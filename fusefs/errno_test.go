@@ -9,9 +9,9 @@ import (
 	"github.com/eddy-cluster/eddy/cache/origin"
 )
 
-// An interrupted request (context canceled by the kernel's FUSE_INTERRUPT)
-// must reach the caller as EINTR, which it retries, never as EIO; absence
-// and trouble keep their own errnos.
+// An interrupted request (context canceled by the kernel's FUSE_INTERRUPT
+// for a dying caller) ends as EINTR, never as EIO; absence and trouble keep
+// their own errnos.
 func TestErrnoMapping(t *testing.T) {
 	for _, c := range []struct {
 		err  error

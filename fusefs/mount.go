@@ -224,8 +224,12 @@ func Mount(ctx context.Context, mountpoint string, org origin.FS, c Cache, opts 
 			Logger:            log.New(slogWriter{opts.Logger}, "", 0),
 		},
 	}
-	server, err := fs.Mount(mountpoint, root, fsopts)
+	server, err := fuse.NewServer(&killable{fs.NewNodeFS(root, fsopts)}, mountpoint, &fsopts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("fusefs mount %s: %w", mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
 		return nil, fmt.Errorf("fusefs mount %s: %w", mountpoint, err)
 	}
 	st.server = server

@@ -123,9 +123,9 @@ func errno(err error) syscall.Errno {
 		return syscall.EACCES
 	}
 	if errors.Is(err, context.Canceled) {
-		// The kernel interrupted the request (the caller got a signal, such
-		// as the SIGURG Go uses for preemption): EINTR lets it retry.
-		// Anything else without an errno would read as EIO, i.e. trouble.
+		// The kernel interrupted the request of a dying caller (see
+		// interrupt.go): EINTR ends its call. Anything else without an
+		// errno would read as EIO, i.e. trouble.
 		return syscall.EINTR
 	}
 	return origin.Errno(err)

@@ -71,6 +71,46 @@ func fltNFS(t *testing.T, rate string) *nfsEnv {
 
 func (e *nfsEnv) org(name string) string { return filepath.Join(e.export, name) }
 
+// cutLink takes the veth down. The function it returns brings it back up;
+// cleanup does that too if the test did not.
+func (e *nfsEnv) cutLink(t *testing.T) (up func()) {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.pair.LinkDown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	var err error
+	t.Cleanup(func() { once.Do(func() { e.pair.LinkUp(ctx) }) })
+	return func() {
+		t.Helper()
+		once.Do(func() { err = e.pair.LinkUp(ctx) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// fltReadAgain reads path until it succeeds (the origin is back), within
+// limit, and fails on any wrong bytes.
+func fltReadAgain(t *testing.T, path, want string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		got, _, err := fltHash(path)
+		if err == nil {
+			if got != want {
+				t.Fatal("read after the origin came back returned wrong bytes")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read after the origin came back still fails: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // fnode is an eddy daemon running in the client namespace.
 type fnode struct {
 	t        *testing.T

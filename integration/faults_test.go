@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -235,16 +236,7 @@ func TestFaultLinkCut(t *testing.T) {
 	if err := os.WriteFile(n.mnt("w"), payload, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	if err := env.pair.LinkDown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	linkUp := false
-	defer func() {
-		if !linkUp {
-			env.pair.LinkUp(ctx)
-		}
-	}()
+	linkUp := env.cutLink(t)
 	r := within(hangLimit, func() error { _, _, err := fltHash(n.mnt("b")); return err })
 	if r.hung || r.err == nil {
 		t.Fatalf("uncached read with the link cut: hung=%v err=%v; want EIO in bounded time", r.hung, r.err)
@@ -256,27 +248,53 @@ func TestFaultLinkCut(t *testing.T) {
 	if w.hung || w.err == nil {
 		t.Fatalf("write with the link cut: hung=%v err=%v; want an error in bounded time", w.hung, w.err)
 	}
-	if err := env.pair.LinkUp(ctx); err != nil {
-		t.Fatal(err)
-	}
-	linkUp = true
-	deadline := time.Now().Add(hangLimit + 20*time.Second)
-	for {
-		got, _, err := fltHash(n.mnt("b"))
-		if err == nil && got == wantB {
-			break
-		}
-		if err == nil && got != wantB {
-			t.Fatal("read after the link came back returned wrong bytes")
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("read after the link came back still fails: %v", err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	linkUp()
+	fltReadAgain(t, n.mnt("b"), wantB, hangLimit+20*time.Second)
 	if b, err := os.ReadFile(env.org("w")); err != nil || !bytes.Equal(b, payload) {
 		t.Fatalf("file written before the cut is not intact on the origin (%d bytes, %v)", len(b), err)
 	}
+}
+
+// A caller whose call hangs on the origin (the link is cut; the origin
+// timeout is long) is let go as soon as it is killed, as on a hard NFS
+// mount, instead of sitting in the kernel until the timeout.
+func TestFaultKilledCallerLetGo(t *testing.T) {
+	env := fltNFS(t, topo.Unshaped)
+	want := fltWrite(t, env.org("b"), 1<<20, 6, false)
+	n := fltNode(t, env, "--origin-timeout", "120s")
+	n.start()
+	if _, err := os.Stat(n.mnt(".")); err != nil {
+		t.Fatal(err)
+	}
+	linkUp := env.cutLink(t)
+	cmd := exec.Command("stat", n.mnt("b"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(150 * time.Second):
+		}
+	}()
+	select {
+	case <-exited:
+		t.Fatalf("stat with the link cut ended at once (%v); want it waiting on the origin", cmd.ProcessState)
+	case <-time.After(2 * time.Second):
+	}
+	killed := time.Now()
+	cmd.Process.Kill()
+	select {
+	case <-exited:
+		t.Logf("the killed caller exited after %v", time.Since(killed))
+	case <-time.After(10 * time.Second):
+		t.Fatal("a caller killed while its call waited on the origin did not exit")
+	}
+	linkUp()
+	fltReadAgain(t, n.mnt("b"), want, 150*time.Second)
 }
 
 // The cache directory sits on a 32 MiB tmpfs that something else fills up:
