@@ -210,6 +210,10 @@ func Mount(ctx context.Context, mountpoint string, org origin.FS, c Cache, opts 
 		// including 0 (go-fuse would replace a 0 by its default).
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
+		// The origin's mode as it is: go-fuse would show 0000 as 0644 (0755
+		// for a directory), and default_permissions makes the kernel check
+		// access against what we report.
+		NullPermissions: true,
 		RootStableAttr:  &fs.StableAttr{Ino: st.ino(rootAttr)},
 		MountOptions: fuse.MountOptions{
 			AllowOther:        !opts.NoAllowOther,
