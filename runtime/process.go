@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -279,9 +280,13 @@ func (r *Runtime) credential(spec Spec) (*syscall.Credential, error) {
 
 // openLogs creates LogDir (owned by the task's user, mode 0700: a task's logs are its owner's,
 // as the API's logs call is) and opens stdout.log and stderr.log for appending (a retried task
-// adds to its logs).
+// adds to its logs). The directory above it (the share's logs/) is a layout directory every
+// user must be able to traverse to reach their own task's logs through the share.
 func openLogs(spec Spec) (stdout, stderr *os.File, err error) {
-	if err := os.MkdirAll(spec.LogDir, 0o700); err != nil {
+	if err := traversableDir(filepath.Dir(spec.LogDir)); err != nil {
+		return nil, nil, fmt.Errorf("make log dir: %w", err)
+	}
+	if err := os.Mkdir(spec.LogDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, nil, fmt.Errorf("make log dir: %w", err)
 	}
 	if os.Geteuid() == 0 {
@@ -313,6 +318,25 @@ func openLogs(spec Spec) (stdout, stderr *os.File, err error) {
 		return nil, nil, err
 	}
 	return stdout, stderr, nil
+}
+
+// traversableDir makes dir (and missing parents) with mode 0755, and opens a directory that an
+// earlier version made 0700 to traversal and listing by others; a directory someone gave
+// another mode on purpose is left as it is.
+func traversableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm() == 0o700 {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == os.Geteuid() {
+			return os.Chmod(dir, 0o755)
+		}
+	}
+	return nil
 }
 
 // taskEnv builds the task's environment from scratch (never the daemon's own, which may hold
