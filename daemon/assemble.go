@@ -56,11 +56,12 @@ func mountFS(ctx context.Context, dir string, org origin.FS, st Store, d *Daemon
 		c = st
 	}
 	return fusefs.Mount(ctx, dir, org, c, fusefs.Options{
-		EntryTimeout:   d.cfg.AttrTimeout,
-		AttrTimeout:    d.cfg.AttrTimeout,
-		AttrTimeoutMax: d.cfg.AttrTimeoutMax,
-		OfflineGrace:   d.cfg.OfflineGrace,
-		OriginTimeout:  d.cfg.OriginTimeout,
-		Logger:         d.log.With("part", "fusefs"),
+		EntryTimeout:      d.cfg.AttrTimeout,
+		AttrTimeout:       d.cfg.AttrTimeout,
+		AttrTimeoutMax:    d.cfg.AttrTimeoutMax,
+		PassthroughSettle: d.cfg.PassthroughSettle,
+		OfflineGrace:      d.cfg.OfflineGrace,
+		OriginTimeout:     d.cfg.OriginTimeout,
+		Logger:            d.log.With("part", "fusefs"),
 	})
 }

@@ -47,6 +47,9 @@ type Config struct {
 	// AttrTimeoutMax: entries unchanged for a while are cached longer, up to this (a tenth of
 	// their age, as NFS's acregmax); 0 or <= AttrTimeout: AttrTimeout for all.
 	AttrTimeoutMax time.Duration
+	// PassthroughSettle: a warm file is opened with kernel passthrough only once unchanged for
+	// this long (0: fusefs's default; negative: at once).
+	PassthroughSettle time.Duration
 
 	// Socket is the unix socket of the local API. Every local user may connect (mode 0666)
 	// unless SocketGroup restricts it; each caller is identified by the kernel.

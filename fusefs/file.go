@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,11 +38,14 @@ type handle struct {
 	mu sync.Mutex
 	// of is the origin file (guarded by mu; for cached handles opened
 	// lazily, for locks and fallocate).
-	of     origin.File
-	ch     cache.Handle // read-only cached view, or nil (immutable)
-	attr   origin.Attr  // attrs at open, for a cached handle (immutable)
-	dirty  bool         // written since the last sync (guarded by mu)
-	closed bool         // guarded by mu
+	of    origin.File
+	ch    cache.Handle // read-only cached view, or nil (immutable)
+	attr  origin.Attr  // attrs at open, for a cached handle (immutable)
+	dirty bool         // written since the last sync (guarded by mu)
+	// moved: the file changed on the origin since a cached handle opened
+	// its version (set by node.toldKernel); reads then go to the origin.
+	moved  atomic.Bool
+	closed bool // guarded by mu
 	// lockers are the processes (thread group ids) holding POSIX locks
 	// through this handle (guarded by mu). The origin lock is one
 	// open-file-description lock, dropped when one of them closes the file.
@@ -121,7 +125,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	octx, cancel := st.octx(ctx)
 	defer cancel()
 	if writable {
-		if _, e := n.admit(ctx, openRequest{}); e != 0 {
+		pt, _, e := n.admit(ctx, openRequest{})
+		if e != 0 {
 			return nil, 0, e
 		}
 		n.mu.Lock()
@@ -131,7 +136,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		st.changed(name)
 		of, err := st.org.Open(octx, name, oflags)
 		if err != nil {
-			n.release(false)
+			n.release(pt, true)
 			n.mu.Lock()
 			n.writers--
 			n.mu.Unlock()
@@ -140,7 +145,19 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		if st.cache != nil && oflags&syscall.O_TRUNC != 0 {
 			st.cache.Invalidate(name)
 		}
-		return &handle{n: n, name: name, flags: oflags, writable: true, of: of}, 0, 0
+		h := &handle{n: n, name: name, flags: oflags, writable: true, of: of, pt: pt}
+		if pt {
+			// Passthrough readers have the inode open: write through the
+			// same backing file (backing.go), in step with the origin first.
+			if a, err := of.Stat(octx); err == nil {
+				n.syncBacking(ctx, a)
+			}
+			if oflags&syscall.O_TRUNC != 0 {
+				n.truncateBacking(0)
+			}
+			return &ptHandle{handle: h}, 0, 0
+		}
+		return h, 0, 0
 	}
 
 	// Read-only: close-to-open. Ask the origin now, not the kernel's attrs,
@@ -171,6 +188,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		n.NotifyContent(-1, 0)
 	}
 
+	// Open passthrough readers of an older version are brought up to this one.
+	n.syncBacking(ctx, a)
+
 	if st.cache != nil && a.IsRegular() && st.cache.Cacheable(name) {
 		ch, res, err := st.cache.OpenFile(octx, name, a)
 		if err == nil {
@@ -183,7 +203,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 				fuseFlags |= fuse.FOPEN_KEEP_CACHE
 			}
 			pf := ch.PassthroughFile()
-			pt, e := n.admit(ctx, openRequest{readOnly: true, fp: fp, complete: pf != nil && st.passthroughOK()})
+			pt, registered, e := n.admit(ctx, openRequest{readOnly: true, fp: fp,
+				complete: pf != nil && st.passthroughOK() && st.settled(a)})
 			if e != 0 {
 				ch.Close()
 				return nil, 0, e
@@ -191,20 +212,29 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			if pt {
 				h.pt = true
 				st.cache.NotePassthroughOpen()
+				if registered {
+					n.adoptBacking(pf, fp)
+				}
 				return &ptHandle{handle: h, f: pf}, fuseFlags, 0
 			}
+			n.mu.Lock()
+			if n.cached == nil {
+				n.cached = map[*handle]struct{}{}
+			}
+			n.cached[h] = struct{}{}
+			n.mu.Unlock()
 			return h, fuseFlags, 0
 		}
 		// Never fail a read because of the cache: read the origin.
 		st.log.Debug("fusefs: cache open failed; reading the origin", "name", name, "err", err)
 	}
-	pt, e := n.admit(ctx, openRequest{readOnly: true, fp: fp})
+	pt, _, e := n.admit(ctx, openRequest{readOnly: true, fp: fp})
 	if e != 0 {
 		return nil, 0, e
 	}
 	of, err := st.org.Open(octx, name, oflags)
 	if err != nil {
-		n.release(pt)
+		n.release(pt, false)
 		return nil, 0, errno(err)
 	}
 	fuseFlags := uint32(readOnlyOpenFlags)
@@ -236,7 +266,7 @@ func (n *node) openOffline(ctx context.Context, name string) (fs.FileHandle, uin
 	if err != nil {
 		return nil, 0, syscall.EIO
 	}
-	pt, e := n.admit(ctx, openRequest{readOnly: true, fp: a.Fingerprint()})
+	pt, _, e := n.admit(ctx, openRequest{readOnly: true, fp: a.Fingerprint()})
 	if e != 0 {
 		ch.Close()
 		return nil, 0, e
@@ -272,13 +302,20 @@ const (
 
 // admit decides whether an open uses passthrough (true) or cached I/O, so
 // the kernel's per-inode I/O mode rules hold, and counts the handle; release
-// undoes it. An open that can use neither mode now (a writer, or another
-// content version, while passthrough readers are open) waits up to ptWait
-// for them and then fails with ETXTBSY rather than the kernel's EIO.
-func (n *node) admit(ctx context.Context, r openRequest) (bool, syscall.Errno) {
+// undoes it. registered is true for the open that gives the inode its
+// backing file. While passthrough handles are open, every open joins them:
+// a reader of the backing file's version (syncBacking brought it up to the
+// origin's), and a writer, whose writes then go through the backing file
+// (backing.go). Only an open that can do neither (another version the
+// backing file could not be brought to, or a writer while the backing file
+// is not kept) waits up to ptWait for those handles and then fails with
+// ETXTBSY rather than the kernel's EIO.
+func (n *node) admit(ctx context.Context, r openRequest) (pt, registered bool, _ syscall.Errno) {
 	start := time.Now()
 	deadline := start.Add(ptWait)
 	for {
+		n.backMu.Lock()
+		kept := n.back != nil
 		n.mu.Lock()
 		sameVersion := r.readOnly && n.ptSet && n.ptFP == r.fp
 		switch {
@@ -286,7 +323,14 @@ func (n *node) admit(ctx context.Context, r openRequest) (bool, syscall.Errno) {
 			// Served by the registered backing file, whose bytes are this version.
 			n.ptOpens++
 			n.mu.Unlock()
-			return true, 0
+			n.backMu.Unlock()
+			return true, false, 0
+		case n.ptOpens > 0 && !r.readOnly && kept:
+			n.ptOpens++
+			n.ptWriters++
+			n.mu.Unlock()
+			n.backMu.Unlock()
+			return true, false, 0
 		case n.ptOpens > 0:
 			// Cannot join passthrough and cannot use cached I/O: wait.
 		case r.complete && n.otherOpens == 0 &&
@@ -294,42 +338,54 @@ func (n *node) admit(ctx context.Context, r openRequest) (bool, syscall.Errno) {
 			n.ptOpens++
 			n.ptFP, n.ptSet = r.fp, true
 			n.mu.Unlock()
-			return true, 0
+			n.backMu.Unlock()
+			return true, true, 0
 		case r.complete && n.otherOpens > 0 && time.Since(start) < ptDrain:
 			// Cached-I/O handles may be closing: wait for their release.
 		default:
 			n.otherOpens++
 			n.mu.Unlock()
-			return false, 0
+			n.backMu.Unlock()
+			return false, false, 0
 		}
 		n.mu.Unlock()
+		n.backMu.Unlock()
 		if time.Now().After(deadline) {
 			n.st.log.Warn("fusefs: open refused while the file is open for passthrough reads of another version",
 				"name", n.name(), "read_only", r.readOnly)
-			return false, syscall.ETXTBSY
+			return false, false, syscall.ETXTBSY
 		}
 		select {
 		case <-ctx.Done():
-			return false, syscall.EINTR
+			return false, false, syscall.EINTR
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
 
 // release uncounts a handle admitted by admit.
-func (n *node) release(pt bool) {
+func (n *node) release(pt, writable bool) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if pt {
+		if writable {
+			n.ptWriters--
+		}
+		idle := false
 		if n.ptOpens--; n.ptOpens <= 0 {
 			n.ptOpens = 0
 			n.ptIdleAt = time.Now()
+			idle = true
+		}
+		n.mu.Unlock()
+		if idle {
+			n.dropBacking()
 		}
 		return
 	}
 	if n.otherOpens--; n.otherOpens < 0 {
 		n.otherOpens = 0
 	}
+	n.mu.Unlock()
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -362,6 +418,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.ch != nil && h.moved.Load() {
+		// The file changed since this handle opened its cached version:
+		// read it as it is now, as a reader of the share does.
+		return h.readLive(ctx, dest, off)
+	}
 	if h.ch != nil {
 		n, err := h.ch.ReadAt(ctx, dest, off)
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -378,6 +439,38 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	}
 	octx, cancel := h.n.st.octx(ctx)
 	defer cancel()
+	n, err := of.ReadAt(octx, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, errno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// readLive reads the origin file for a cached handle that moved, as long
+// as the name still is the file this handle opened (ESTALE otherwise, as an
+// NFS client's handle of a replaced file).
+func (h *handle) readLive(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.mu.Lock()
+	opened := h.of != nil
+	h.mu.Unlock()
+	of, err := h.originFileOpen(ctx)
+	if err != nil {
+		return nil, errno(err)
+	}
+	octx, cancel := h.n.st.octx(ctx)
+	defer cancel()
+	if !opened {
+		a, err := of.Stat(octx)
+		if err != nil {
+			return nil, errno(err)
+		}
+		if !a.InoVolatile && a.Ino != h.attr.Ino {
+			return nil, syscall.ESTALE
+		}
+	}
+	if fd, ok := of.(origin.Fder); ok {
+		return fuse.ReadResultFd(uintptr(fd.Fd()), off, len(dest)), 0
+	}
 	n, err := of.ReadAt(octx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, errno(err)
@@ -428,6 +521,15 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 
 // sync flushes written data to the origin if anything was written.
 func (h *handle) sync(ctx context.Context, force bool) syscall.Errno {
+	if h.pt && h.writable {
+		// Its writes went to the passthrough backing file.
+		if of := h.originFile(); of != nil {
+			if err := h.n.pushBacking(ctx, of); err != nil {
+				h.n.st.log.Warn("fusefs: writes through passthrough did not reach the origin", "name", h.name, "err", err)
+				return errno(err)
+			}
+		}
+	}
 	h.mu.Lock()
 	of, dirty := h.of, h.dirty
 	h.dirty = false
@@ -495,13 +597,16 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if ch != nil {
 		ch.Close()
 	}
+	h.n.mu.Lock()
+	delete(h.n.cached, h)
 	if h.writable {
-		h.n.mu.Lock()
 		h.n.writers--
-		h.n.mu.Unlock()
+	}
+	h.n.mu.Unlock()
+	if h.writable {
 		h.n.st.changed(h.name)
 	}
-	h.n.release(h.pt)
+	h.n.release(h.pt, h.writable)
 	return e
 }
 

@@ -41,6 +41,11 @@ func mountT(t testing.TB, originDir string, c Cache, opts Options) (*View, strin
 // mountOrigin mounts org (closing closer at cleanup) like mountT.
 func mountOrigin(t testing.TB, org origin.FS, closer io.Closer, c Cache, opts Options) (*View, string) {
 	t.Helper()
+	if opts.PassthroughSettle == 0 {
+		// Tests write a file and read it warm at once; TestPassthroughSettle
+		// tests the wait itself.
+		opts.PassthroughSettle = -1
+	}
 	mp, err := os.MkdirTemp("", "efs-mnt-")
 	if err != nil {
 		t.Fatal(err)

@@ -83,6 +83,11 @@ type Options struct {
 	ReadAheadKB int
 	// NoPassthrough turns kernel passthrough off.
 	NoPassthrough bool
+	// PassthroughSettle: a file is opened with passthrough only once it has
+	// been unchanged (mtime and ctime) for this long; a file still being
+	// written is read through the daemon, which follows it read by read.
+	// 0: DefaultPassthroughSettle; negative: no wait.
+	PassthroughSettle time.Duration
 	// NoAllowOther mounts without allow_other (only the mounting user may enter).
 	NoAllowOther bool
 	// Debug logs every FUSE request (go-fuse's debug output).
@@ -97,7 +102,10 @@ const (
 	DefaultMaxWrite      = 1016 << 10
 	DefaultMaxBackground = 64
 	DefaultReadAheadKB   = 1024
-	defaultUnmountWait   = 10 * time.Second
+	// DefaultPassthroughSettle: as an NFS client's shortest attribute
+	// cache time for regular files (acregmin).
+	DefaultPassthroughSettle = 3 * time.Second
+	defaultUnmountWait       = 10 * time.Second
 )
 
 // attrTimeout is the kernel cache timeout for an entry with attributes a
@@ -152,6 +160,9 @@ type state struct {
 	vouch        vouches // lookups that stand for the next open's origin check
 
 	flushes atomic.Int64 // FLUSH requests served
+
+	backingSyncs  atomic.Int64 // passthrough backing files brought up to an origin change (backing.go)
+	backingPushes atomic.Int64 // local passthrough writes pushed to the origin (backing.go)
 
 	ptAvailable atomic.Bool // kernel offers passthrough and a backing fd registered
 	ptFailed    atomic.Bool // a passthrough handle saw reads: passthrough not in effect

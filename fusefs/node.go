@@ -51,6 +51,15 @@ type node struct {
 	ptSet      bool               // ptFP is meaningful (guarded by mu)
 	ptIdleAt   time.Time          // when ptOpens last fell to 0 (guarded by mu)
 	writers    int                // open writable handles (guarded by mu)
+	ptWriters  int                // writable handles among ptOpens (guarded by mu)
+	// cached are the open read-only handles served by a cache version
+	// (guarded by mu): toldKernel marks them moved when the file changes.
+	cached map[*handle]struct{}
+
+	// backMu serializes changes to the passthrough backing file (backing.go).
+	// Lock order: backMu, then mu.
+	backMu sync.Mutex
+	back   *backingFile // guarded by backMu; nil while no passthrough handle is open
 }
 
 // writing reports whether the node has writable handles open on this mount.
@@ -99,11 +108,27 @@ func (n *node) setLast(a origin.Attr) {
 	n.mu.Unlock()
 }
 
-// toldKernel records the attributes of a LOOKUP or GETATTR reply.
+// toldKernel records the attributes of a LOOKUP or GETATTR reply. Open
+// cached handles of this file whose version they no longer are move to
+// reading the origin: the kernel now knows the new size (and, with it,
+// asks for the appended bytes), and an open reader sees the change within
+// the attribute timeout as an NFS client's does.
 func (n *node) toldKernel(a origin.Attr) {
+	fp := a.Fingerprint()
 	n.mu.Lock()
-	n.kernFP, n.kernSet = a.Fingerprint(), n.writers == 0
+	n.kernFP, n.kernSet = fp, n.writers == 0
+	var inPlace bool
+	for h := range n.cached {
+		if h.attr.Fingerprint() != fp && (a.InoVolatile || a.Ino == h.attr.Ino) && !h.moved.Swap(true) {
+			inPlace = inPlace || a.Size <= h.attr.Size
+		}
+	}
 	n.mu.Unlock()
+	if inPlace {
+		// Rewritten, not only appended to: pages the kernel holds are old.
+		// (Not from within the request being answered.)
+		go n.NotifyContent(0, 0)
+	}
 }
 
 // octx bounds an origin call by Options.OriginTimeout.
@@ -242,6 +267,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if err != nil {
 		return nil, errno(err)
 	}
+	if known != nil && !offline {
+		known.syncBacking(ctx, a)
+	}
 	ch := n.newChild(ctx, a, out)
 	// A regular file's lookup answered by the origin may stand for the
 	// close-to-open check of the open it is part of (vouch.go).
@@ -261,8 +289,10 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 			a, err := of.Stat(octx)
 			cancel()
 			if err == nil {
+				n.syncBacking(ctx, a)
 				n.st.fillAttr(a, &out.Attr)
-				if d := n.st.attrTimeout(a); d > 0 {
+				n.backedSize(&out.Attr)
+				if d := n.attrTimeout(a); d > 0 {
 					out.SetTimeout(d)
 				}
 				n.toldKernel(a)
@@ -280,12 +310,35 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	if err != nil {
 		return errno(err)
 	}
+	n.syncBacking(ctx, a)
 	n.st.fillAttr(a, &out.Attr)
-	if d := n.st.attrTimeout(a); d > 0 {
+	n.backedSize(&out.Attr)
+	if d := n.attrTimeout(a); d > 0 {
 		out.SetTimeout(d)
 	}
 	n.toldKernel(a)
 	return 0
+}
+
+// attrTimeout is st.attrTimeout, except for a file open on this node: an
+// open reader (tail -f) sees another node's appends within AttrTimeout,
+// however long the file was unchanged before.
+func (n *node) attrTimeout(a origin.Attr) time.Duration {
+	n.mu.Lock()
+	open := n.ptOpens+n.otherOpens > 0
+	n.mu.Unlock()
+	if open {
+		return 0
+	}
+	return n.st.attrTimeout(a)
+}
+
+// backedSize reports the size local passthrough writers have made, which
+// the origin gets at their next flush.
+func (n *node) backedSize(out *fuse.Attr) {
+	if sz, ok := n.backingSize(); ok {
+		out.Size = uint64(sz)
+	}
 }
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -325,6 +378,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if err != nil {
 			return errno(err)
 		}
+		n.truncateBacking(s)
 	}
 	if set.Mode != nil || set.Uid != nil || set.Gid != nil || set.Atime != nil || set.Mtime != nil {
 		if err := n.st.org.SetAttr(octx, name, set); err != nil {

@@ -139,6 +139,12 @@ func TestMixedIOModes(t *testing.T) {
 // mountpoint; all are cleaned up with the test.
 func realStoreMount(t testing.TB) (string, *cache.Store, *View, string) {
 	t.Helper()
+	return realStoreMountOpts(t, Options{})
+}
+
+// realStoreMountOpts is realStoreMount with mount options.
+func realStoreMountOpts(t testing.TB, opts Options) (string, *cache.Store, *View, string) {
+	t.Helper()
 	requireFUSE(t)
 	dir := t.TempDir()
 	org, err := origin.NewPath(dir)
@@ -151,6 +157,6 @@ func realStoreMount(t testing.TB) (string, *cache.Store, *View, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	v, mp := mountT(t, dir, st, Options{})
+	v, mp := mountT(t, dir, st, opts)
 	return dir, st, v, mp
 }

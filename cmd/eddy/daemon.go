@@ -16,6 +16,7 @@ import (
 
 	"github.com/eddy-cluster/eddy/cache"
 	"github.com/eddy-cluster/eddy/daemon"
+	"github.com/eddy-cluster/eddy/fusefs"
 )
 
 func init() { register(daemonCommand) }
@@ -53,6 +54,7 @@ func daemonFlags() []cli.Flag {
 		dur("origin-timeout", daemon.DefaultOriginTimeout, "fail origin operations with EIO after this long"),
 		dur("attr-timeout", time.Second, "how long the kernel may cache names and attributes (file contents are revalidated on every open regardless)"),
 		dur("attr-timeout-max", time.Minute, "entries unchanged for a while are cached longer: a tenth of their age, from --attr-timeout up to this (as NFS's acregmin/acregmax); 0: --attr-timeout for all"),
+		dur("passthrough-settle", fusefs.DefaultPassthroughSettle, "open a warm file with kernel passthrough only once it has been unchanged this long (a file being written is read through the daemon, which follows its changes); negative: at once"),
 		str("socket", defaultSocket, "unix socket of the local control API, open to every local user (mode 0666; each caller is identified by the kernel and gets only their own rights)"),
 		str("socket-group", "", "restrict the socket to members of `GROUP` (name or gid; mode 0660) instead of every local user"),
 		&cli.StringFlag{Name: "config", Usage: "TOML `FILE` with any of these flags as keys (flags and EDDY_* variables take precedence)", EnvVars: envName("config")},
@@ -165,36 +167,37 @@ func tomlValues(v any) ([]string, error) {
 // daemonConfig turns the command's flags into a daemon.Config.
 func daemonConfig(c *cli.Context) (daemon.Config, error) {
 	cfg := daemon.Config{
-		Origin:           c.String("origin"),
-		Mount:            c.String("mount"),
-		CacheDir:         c.String("cache-dir"),
-		Revalidate:       c.Duration("revalidate"),
-		Include:          c.StringSlice("include"),
-		Exclude:          c.StringSlice("exclude"),
-		NoCache:          c.Bool("no-cache"),
-		OfflineGrace:     c.Duration("offline-grace"),
-		OriginTimeout:    c.Duration("origin-timeout"),
-		AttrTimeout:      c.Duration("attr-timeout"),
-		AttrTimeoutMax:   c.Duration("attr-timeout-max"),
-		Socket:           lookupString(c, "socket"),
-		SocketGroup:      c.String("socket-group"),
-		Metrics:          c.String("metrics"),
-		MetricsAddr:      c.String("metrics-addr"),
-		MetricsInterval:  c.Duration("metrics-interval"),
-		ShutdownTimeout:  c.Duration("shutdown-timeout"),
-		Scheduler:        c.Bool("scheduler"),
-		Join:             c.String("join"),
-		Listen:           c.String("listen"),
-		Token:            os.Getenv("EDDY_TOKEN"),
-		TokenFile:        c.String("token-file"),
-		TLSCert:          c.String("tls-cert"),
-		TLSKey:           c.String("tls-key"),
-		TLSCA:            c.String("tls-ca"),
-		NodeName:         c.String("node-name"),
-		LocalityWait:     c.Duration("locality-wait"),
-		ContainerdSocket: c.String("containerd-socket"),
-		ContainerdDir:    c.String("containerd-dir"),
-		Version:          version,
+		Origin:            c.String("origin"),
+		Mount:             c.String("mount"),
+		CacheDir:          c.String("cache-dir"),
+		Revalidate:        c.Duration("revalidate"),
+		Include:           c.StringSlice("include"),
+		Exclude:           c.StringSlice("exclude"),
+		NoCache:           c.Bool("no-cache"),
+		OfflineGrace:      c.Duration("offline-grace"),
+		OriginTimeout:     c.Duration("origin-timeout"),
+		AttrTimeout:       c.Duration("attr-timeout"),
+		AttrTimeoutMax:    c.Duration("attr-timeout-max"),
+		PassthroughSettle: c.Duration("passthrough-settle"),
+		Socket:            lookupString(c, "socket"),
+		SocketGroup:       c.String("socket-group"),
+		Metrics:           c.String("metrics"),
+		MetricsAddr:       c.String("metrics-addr"),
+		MetricsInterval:   c.Duration("metrics-interval"),
+		ShutdownTimeout:   c.Duration("shutdown-timeout"),
+		Scheduler:         c.Bool("scheduler"),
+		Join:              c.String("join"),
+		Listen:            c.String("listen"),
+		Token:             os.Getenv("EDDY_TOKEN"),
+		TokenFile:         c.String("token-file"),
+		TLSCert:           c.String("tls-cert"),
+		TLSKey:            c.String("tls-key"),
+		TLSCA:             c.String("tls-ca"),
+		NodeName:          c.String("node-name"),
+		LocalityWait:      c.Duration("locality-wait"),
+		ContainerdSocket:  c.String("containerd-socket"),
+		ContainerdDir:     c.String("containerd-dir"),
+		Version:           version,
 	}
 	var err error
 	if cfg.CacheBytes, cfg.CachePercent, err = daemon.ParseSizeOrPercent(c.String("cache-size")); err != nil {

@@ -1,0 +1,352 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/eddy-cluster/eddy/cache/origin"
+)
+
+// Live files and passthrough.
+//
+// A passthrough open hands the kernel a backing file (the cache's data file
+// of one version) that the kernel then reads and writes without asking the
+// daemon, and the kernel lets an inode have one backing file at a time: while
+// any open of the inode uses passthrough, every open must use it, with that
+// file (fs/fuse/iomode.c). So the daemon keeps the backing file in step with
+// the file instead of refusing opens:
+//
+//   - A change on the origin (another node's append or rewrite), seen in a
+//     GETATTR or LOOKUP reply or at an open, is copied into the backing file
+//     before the reply goes out, so open passthrough readers read it within
+//     the attribute timeout as NFS clients do. A file that grew is taken to
+//     have been appended to: only the new bytes are copied; any other change
+//     copies the whole file.
+//   - A writer opened on this node while passthrough readers are open joins
+//     passthrough (the kernel allows nothing else): its writes land in the
+//     backing file, where readers on this node see them at once, and reach
+//     the origin at every flush (each close) and fsync, before they return.
+//   - The backing file then no longer holds the cache's version: the cache
+//     entry is invalidated at the first divergence, so the cache never serves
+//     it as that version.
+//
+// INVARIANT: while ptOpens > 0 and back != nil, back holds the content of
+// version ptFP of the file, plus the writes of local passthrough writers not
+// yet pushed (backDirty).
+
+// backingFile keeps the node's registered backing file for in-step updates.
+type backingFile struct {
+	f        *os.File           // a duplicate of the registered descriptor (guarded by node.backMu)
+	pushed   unix.Stat_t        // the backing file's stat at the last push or sync (guarded by node.backMu)
+	diverged bool               // the cache entry was invalidated (guarded by node.backMu)
+	version  origin.Fingerprint // origin version the content was last synced to (guarded by node.backMu)
+}
+
+// adoptBacking records the backing file the kernel was just given for this
+// node (f is the cache's data file; it is duplicated, since the handle that
+// offered it may close before the others).
+func (n *node) adoptBacking(f *os.File, fp origin.Fingerprint) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		n.st.log.Warn("fusefs: cannot keep the passthrough backing file; changes to it will not reach open readers", "name", n.name(), "err", err)
+		return
+	}
+	b := &backingFile{f: os.NewFile(uintptr(fd), f.Name()), version: fp}
+	unix.Fstat(fd, &b.pushed)
+	n.backMu.Lock()
+	defer n.backMu.Unlock()
+	if n.back != nil {
+		n.back.f.Close()
+	}
+	n.back = b
+}
+
+// dropBacking closes the kept backing file once no passthrough handle is
+// open.
+func (n *node) dropBacking() {
+	n.backMu.Lock()
+	defer n.backMu.Unlock()
+	n.mu.Lock()
+	idle := n.ptOpens == 0
+	n.mu.Unlock()
+	if idle && n.back != nil {
+		n.back.f.Close()
+		n.back = nil
+	}
+}
+
+// writableBacking opens the backing file for writing (the kept descriptor
+// is read-only).
+func (b *backingFile) writable() (*os.File, error) {
+	return os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(b.f.Fd())), os.O_WRONLY, 0)
+}
+
+// syncBacking brings the backing file of an inode open for passthrough up to
+// version a of the origin file (see the top of this file). It does nothing
+// when no passthrough handle is open, the backing file already holds a, a
+// is another file (the name was replaced: open handles keep what they
+// opened), or local writes are not yet pushed (they win until then).
+func (n *node) syncBacking(ctx context.Context, a origin.Attr) {
+	if !a.IsRegular() {
+		return
+	}
+	n.mu.Lock()
+	active := n.ptOpens > 0
+	n.mu.Unlock()
+	if !active {
+		return
+	}
+	n.backMu.Lock()
+	defer n.backMu.Unlock()
+	b := n.back
+	fp := a.Fingerprint()
+	if b == nil || b.version == fp {
+		return
+	}
+	if !a.InoVolatile && a.Ino != b.version.Ino {
+		return
+	}
+	if n.backDirtyLocked() {
+		return
+	}
+	if err := n.copyIntoBacking(ctx, b, a); err != nil {
+		n.st.log.Warn("fusefs: cannot bring the passthrough backing file up to date; open readers on this node see the old content", "name", n.name(), "err", err)
+		return
+	}
+	n.mu.Lock()
+	n.ptFP, n.ptSet = fp, true
+	n.mu.Unlock()
+	n.st.backingSyncs.Add(1)
+}
+
+// backDirtyLocked reports whether a local passthrough writer changed the
+// backing file since the last push. Requires backMu.
+func (n *node) backDirtyLocked() bool {
+	n.mu.Lock()
+	w := n.ptWriters
+	n.mu.Unlock()
+	if w == 0 || n.back == nil {
+		return false
+	}
+	var st unix.Stat_t
+	if unix.Fstat(int(n.back.f.Fd()), &st) != nil {
+		return true
+	}
+	return st.Size != n.back.pushed.Size || st.Mtim != n.back.pushed.Mtim || st.Ctim != n.back.pushed.Ctim
+}
+
+// divergeLocked invalidates the cache entry whose data file is the backing
+// file, once, before the backing file is changed. Requires backMu.
+func (n *node) divergeLocked(b *backingFile) {
+	if !b.diverged && n.st.cache != nil {
+		n.st.cache.Invalidate(n.name())
+	}
+	b.diverged = true
+}
+
+// copyIntoBacking copies version a of the origin file into b. Requires backMu.
+func (n *node) copyIntoBacking(ctx context.Context, b *backingFile, a origin.Attr) error {
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	of, err := n.st.org.Open(octx, n.name(), syscall.O_RDONLY)
+	if err != nil {
+		return err
+	}
+	defer of.Close()
+	cur, err := of.Stat(octx)
+	if err != nil {
+		return err
+	}
+	if !cur.InoVolatile && cur.Ino != b.version.Ino {
+		return nil // replaced meanwhile: not this file
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(b.f.Fd()), &st); err != nil {
+		return err
+	}
+	from := int64(0)
+	if cur.Size > b.version.Size && st.Size == b.version.Size {
+		from = b.version.Size // appended
+	}
+	n.divergeLocked(b)
+	w, err := b.writable()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if _, err := copyRange(octx, w, of, from, cur.Size); err != nil {
+		return err
+	}
+	if err := w.Truncate(cur.Size); err != nil {
+		return err
+	}
+	b.version = cur.Fingerprint()
+	unix.Fstat(int(b.f.Fd()), &b.pushed)
+	return nil
+}
+
+// pushBacking writes the backing file's content to the origin file of (a
+// local passthrough writer's flush or fsync), if it changed since the last
+// push, so the writes reach the origin before close or fsync returns.
+func (n *node) pushBacking(ctx context.Context, of origin.File) error {
+	n.backMu.Lock()
+	defer n.backMu.Unlock()
+	b := n.back
+	if b == nil || !n.backDirtyLocked() {
+		return nil
+	}
+	n.divergeLocked(b)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(b.f.Fd()), &st); err != nil {
+		return err
+	}
+	octx, cancel := n.st.octx(ctx)
+	defer cancel()
+	// A descriptor of its own: the writer's may be O_APPEND, which would
+	// put every positioned write at the end.
+	mine, err := n.st.org.Open(octx, n.name(), syscall.O_WRONLY)
+	if err != nil {
+		return fmt.Errorf("push passthrough writes: %w", err)
+	}
+	defer mine.Close()
+	if a, err := mine.Stat(octx); err != nil {
+		return fmt.Errorf("push passthrough writes: %w", err)
+	} else if w, err := of.Stat(octx); err == nil && !a.InoVolatile && a.Ino != w.Ino {
+		return fmt.Errorf("push passthrough writes: %w", syscall.ESTALE)
+	}
+	if _, err := copyRange(octx, originWriter{octx, mine}, fileReader{b.f}, 0, st.Size); err != nil {
+		return fmt.Errorf("push passthrough writes: %w", err)
+	}
+	if err := mine.Truncate(octx, st.Size); err != nil {
+		return fmt.Errorf("push passthrough writes: %w", err)
+	}
+	if err := mine.Sync(octx); err != nil {
+		return fmt.Errorf("push passthrough writes: %w", err)
+	}
+	b.pushed = st
+	if a, err := of.Stat(octx); err == nil {
+		b.version = a.Fingerprint()
+		n.mu.Lock()
+		n.ptFP, n.ptSet = b.version, true
+		n.mu.Unlock()
+	}
+	n.st.backingPushes.Add(1)
+	return nil
+}
+
+// truncateBacking applies a size change made through this node to the
+// backing file too, so passthrough readers and writers see it.
+func (n *node) truncateBacking(size int64) {
+	n.backMu.Lock()
+	defer n.backMu.Unlock()
+	b := n.back
+	if b == nil {
+		return
+	}
+	n.divergeLocked(b)
+	w, err := b.writable()
+	if err != nil {
+		n.st.log.Warn("fusefs: cannot truncate the passthrough backing file", "name", n.name(), "err", err)
+		return
+	}
+	defer w.Close()
+	if err := w.Truncate(size); err != nil {
+		n.st.log.Warn("fusefs: cannot truncate the passthrough backing file", "name", n.name(), "err", err)
+	}
+}
+
+// backingSize is the backing file's size while local passthrough writers
+// have it open (their writes reach the origin only at flush, so the origin's
+// size is behind); ok is false otherwise.
+func (n *node) backingSize() (int64, bool) {
+	n.mu.Lock()
+	w := n.ptWriters
+	n.mu.Unlock()
+	if w == 0 {
+		return 0, false
+	}
+	n.backMu.Lock()
+	defer n.backMu.Unlock()
+	if n.back == nil {
+		return 0, false
+	}
+	var st unix.Stat_t
+	if unix.Fstat(int(n.back.f.Fd()), &st) != nil {
+		return 0, false
+	}
+	return st.Size, true
+}
+
+// settled reports whether a file has been unchanged long enough to be
+// served by passthrough: a file still changing (a log being written) is
+// read through the daemon, which follows its changes read by read.
+func (st *state) settled(a origin.Attr) bool {
+	d := st.opts.PassthroughSettle
+	if d == 0 {
+		d = DefaultPassthroughSettle
+	}
+	if d < 0 {
+		return true
+	}
+	changed := a.Mtime
+	if a.Ctime.After(changed) {
+		changed = a.Ctime
+	}
+	return time.Since(changed) >= d
+}
+
+// copyRange copies [from, to) of src to the same offsets of dst.
+func copyRange(ctx context.Context, dst io.WriterAt, src readerAtCtx, from, to int64) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var done int64
+	for off := from; off < to; {
+		if err := ctx.Err(); err != nil {
+			return done, err
+		}
+		want := min(int64(len(buf)), to-off)
+		k, err := src.ReadAt(ctx, buf[:want], off)
+		if k > 0 {
+			if _, werr := dst.WriteAt(buf[:k], off); werr != nil {
+				return done, werr
+			}
+			off += int64(k)
+			done += int64(k)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return done, nil
+			}
+			return done, err
+		}
+		if k == 0 {
+			return done, nil
+		}
+	}
+	return done, nil
+}
+
+// readerAtCtx is what copyRange reads: an origin file, or a local file.
+type readerAtCtx interface {
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+type fileReader struct{ f *os.File }
+
+func (r fileReader) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
+	return r.f.ReadAt(p, off)
+}
+
+type originWriter struct {
+	ctx context.Context
+	of  origin.File
+}
+
+func (w originWriter) WriteAt(p []byte, off int64) (int, error) { return w.of.WriteAt(w.ctx, p, off) }
