@@ -251,7 +251,9 @@ func TestMountPassthroughForWarmFiles(t *testing.T) {
 	n := newNode(t, "")
 	const size = 16 << 20
 	sum := writeRandom(t, n.org("warm.bin"), size, 4)
-	n.start()
+	// The file was written a moment ago: passthrough at once, not after
+	// --passthrough-settle.
+	n.start("--passthrough-settle=-1s")
 	out, err := n.eddy("cache", "warm", "--json", n.mnt("warm.bin"))
 	if err != nil {
 		t.Fatal(err)
