@@ -60,17 +60,20 @@ const (
 // Stats are the node cache's counters; the JSON names are part of the CLI's
 // contract (`eddy cache stats --json`).
 type Stats struct {
-	HitBytes         int64     `json:"hit_bytes"`    // bytes served from the local cache
-	MissBytes        int64     `json:"miss_bytes"`   // bytes fetched from the origin
-	DirectBytes      int64     `json:"direct_bytes"` // of those, read for a random reader and not stored
-	Hits             int64     `json:"hits"`         // chunk reads served locally
-	Misses           int64     `json:"misses"`       // chunk fetches from the origin
-	CachedBytes      int64     `json:"cached_bytes"`
-	Files            int64     `json:"files"`
-	PinnedFiles      int64     `json:"pinned_files"`
-	Evictions        int64     `json:"evictions"` // files evicted
-	EvictedBytes     int64     `json:"evicted_bytes"`
-	PassthroughOpens int64     `json:"passthrough_opens"`
+	HitBytes         int64 `json:"hit_bytes"`    // bytes served from the local cache
+	MissBytes        int64 `json:"miss_bytes"`   // bytes fetched from the origin
+	DirectBytes      int64 `json:"direct_bytes"` // of those, read for a random reader and not stored
+	Hits             int64 `json:"hits"`         // chunk reads served locally
+	Misses           int64 `json:"misses"`       // chunk fetches from the origin
+	CachedBytes      int64 `json:"cached_bytes"`
+	Files            int64 `json:"files"`
+	PinnedFiles      int64 `json:"pinned_files"`
+	Evictions        int64 `json:"evictions"` // files evicted
+	EvictedBytes     int64 `json:"evicted_bytes"`
+	PassthroughOpens int64 `json:"passthrough_opens"`
+	// PassthroughBytes: the sizes of the files those opens served from the
+	// cache (the kernel reads them without the daemon; not in HitBytes).
+	PassthroughBytes int64     `json:"passthrough_bytes"`
 	IdleFiles        int64     `json:"idle_files"`   // closed files kept open for a quick reopen
 	FillBacklog      int64     `json:"fill_backlog"` // files read through once, waiting to be completed in the background
 	Revalidations    int64     `json:"revalidations"`

@@ -42,6 +42,7 @@ func newMetrics(m metric.Meter, s *Store) (*metrics, error) {
 		{"eddy.cache.evictions", "Files evicted", "{file}", true, s.c.evictions.Load},
 		{"eddy.cache.evicted.bytes", "Bytes evicted", "By", true, s.c.evictedBytes.Load},
 		{"eddy.cache.passthrough.opens", "Opens served by kernel passthrough", "{open}", true, s.c.passthroughOpen.Load},
+		{"eddy.cache.passthrough.bytes", "Sizes of the files opened by kernel passthrough", "By", true, s.c.passthroughBytes.Load},
 		{"eddy.cache.revalidations", "Fingerprint checks against the origin", "{check}", true, s.c.revalidations.Load},
 		{"eddy.cache.invalidations", "Cached files dropped because the origin changed", "{file}", true, s.c.invalidations.Load},
 		{"eddy.cache.checksum.failures", "Chunks that failed their checksum", "{chunk}", true, s.c.checksumFailures.Load},

@@ -123,7 +123,7 @@ func TestMetricsMatchStats(t *testing.T) {
 	h, _ := mustOpen(t, s, o, "f")
 	readAll(t, h, int64(len(data)))
 	readAll(t, h, int64(len(data)))
-	s.NotePassthroughOpen()
+	s.NotePassthroughOpen(1)
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)

@@ -133,6 +133,7 @@ type counters struct {
 	hitBytes, missBytes, directBytes, hits, misses atomic.Int64
 	cachedBytes, files, pinnedFiles                atomic.Int64
 	evictions, evictedBytes, passthroughOpen       atomic.Int64
+	passthroughBytes                               atomic.Int64
 	revalidations, invalidations                   atomic.Int64
 	checksumFailures, errors, diskFree             atomic.Int64
 }
@@ -352,8 +353,13 @@ func (s *Store) Cacheable(name string) bool {
 	return !match(s.cfg.Exclude)
 }
 
-// NotePassthroughOpen counts a kernel passthrough open made by fusefs.
-func (s *Store) NotePassthroughOpen() { s.c.passthroughOpen.Add(1) }
+// NotePassthroughOpen counts a kernel passthrough open made by fusefs of a
+// cached file of size bytes: the kernel reads it from the cache without the
+// daemon seeing the reads, so its size stands for the bytes served.
+func (s *Store) NotePassthroughOpen(size int64) {
+	s.c.passthroughOpen.Add(1)
+	s.c.passthroughBytes.Add(size)
+}
 
 // Stats returns the counters; cheap (atomics and one short lock).
 func (s *Store) Stats() Stats {
@@ -370,6 +376,7 @@ func (s *Store) Stats() Stats {
 		Evictions:        s.c.evictions.Load(),
 		EvictedBytes:     s.c.evictedBytes.Load(),
 		PassthroughOpens: s.c.passthroughOpen.Load(),
+		PassthroughBytes: s.c.passthroughBytes.Load(),
 		Revalidations:    s.c.revalidations.Load(),
 		Invalidations:    s.c.invalidations.Load(),
 		ChecksumFailures: s.c.checksumFailures.Load(),

@@ -211,7 +211,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			}
 			if pt {
 				h.pt = true
-				st.cache.NotePassthroughOpen()
+				st.cache.NotePassthroughOpen(a.Size)
 				if registered {
 					n.adoptBacking(pf, fp)
 				}

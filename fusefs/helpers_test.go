@@ -157,7 +157,7 @@ func (c *fakeCache) Rename(oldname, newname string) {
 	c.mu.Unlock()
 }
 
-func (c *fakeCache) NotePassthroughOpen() { c.ptOpens.Add(1) }
+func (c *fakeCache) NotePassthroughOpen(int64) { c.ptOpens.Add(1) }
 
 func (c *fakeCache) LastKnown(name string) (origin.Attr, time.Time, bool, bool) {
 	c.mu.Lock()

@@ -225,7 +225,7 @@ func TestPassthroughSettle(t *testing.T) {
 	}
 	old := time.Now().Add(-time.Minute)
 	os.Chtimes(filepath.Join(dir, "f"), old, old)
-	time.Sleep(2100 * time.Millisecond) // the chtimes changed ctime
+	time.Sleep(2100 * time.Millisecond)         // the chtimes changed ctime
 	warmUp(t, st, mp, "f", int64(len(content))) // the new version (ctime) cached
 	if _, err := os.ReadFile(filepath.Join(mp, "f")); err != nil {
 		t.Fatal(err)

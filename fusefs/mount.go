@@ -32,8 +32,9 @@ type Cache interface {
 	Invalidate(name string)
 	// Rename follows a rename made through the mount.
 	Rename(oldname, newname string)
-	// NotePassthroughOpen counts an open served by kernel passthrough.
-	NotePassthroughOpen()
+	// NotePassthroughOpen counts an open served by kernel passthrough, of a
+	// file of size bytes.
+	NotePassthroughOpen(size int64)
 }
 
 // OfflineCache is implemented by caches that can serve disconnected reads

@@ -274,6 +274,9 @@ func TestMountPassthroughForWarmFiles(t *testing.T) {
 	if s.PassthroughOpens == 0 {
 		t.Fatalf("passthrough_opens = 0 after reading a warm file: %+v", s.Stats)
 	}
+	if s.PassthroughBytes < size {
+		t.Fatalf("passthrough_bytes = %d after a passthrough read of %d bytes", s.PassthroughBytes, size)
+	}
 }
 
 func TestMountSigtermUnmountsCleanly(t *testing.T) {

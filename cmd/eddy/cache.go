@@ -84,8 +84,9 @@ func cacheStats(c *cli.Context) error {
 func printStats(w io.Writer, s api.CacheStats) error {
 	t := newTable(w)
 	ratio := "-"
-	if tot := s.HitBytes + s.MissBytes; tot > 0 {
-		ratio = fmt.Sprintf("%.1f%%", 100*float64(s.HitBytes)/float64(tot))
+	// Bytes the kernel read by passthrough came from the cache too.
+	if tot := s.HitBytes + s.PassthroughBytes + s.MissBytes; tot > 0 {
+		ratio = fmt.Sprintf("%.1f%%", 100*float64(s.HitBytes+s.PassthroughBytes)/float64(tot))
 	}
 	state := "ok"
 	if s.Degraded {
@@ -116,7 +117,7 @@ func printStats(w io.Writer, s api.CacheStats) error {
 	t.row("cached bytes", fmt.Sprintf("%s of %s quota", humanBytes(s.CachedBytes), humanBytes(s.QuotaBytes)))
 	t.row("files", fmt.Sprintf("%d (%d pinned)", s.Files, s.PinnedFiles))
 	t.row("evictions", fmt.Sprintf("%d (%s)", s.Evictions, humanBytes(s.EvictedBytes)))
-	t.row("passthrough opens", s.PassthroughOpens)
+	t.row("passthrough opens", fmt.Sprintf("%d (files of %s, read by the kernel from the cache)", s.PassthroughOpens, humanBytes(s.PassthroughBytes)))
 	t.row("idle files", fmt.Sprintf("%d (closed, kept open for a quick reopen)", s.IdleFiles))
 	t.row("fill backlog", fmt.Sprintf("%d files to complete in the background", s.FillBacklog))
 	t.row("revalidations", fmt.Sprintf("%d (%d invalidated)", s.Revalidations, s.Invalidations))
