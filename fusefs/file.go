@@ -109,7 +109,7 @@ func (h *handle) originFileOpen(ctx context.Context) (origin.File, error) {
 	}
 	octx, cancel := h.n.st.octx(ctx)
 	defer cancel()
-	of, err := h.n.st.org.Open(octx, h.name, h.flags&^syscall.O_TRUNC)
+	of, err := h.n.st.org.Open(octx, h.n.originName(h.name), h.flags&^syscall.O_TRUNC)
 	if err != nil {
 		return nil, err
 	}
@@ -607,6 +607,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		h.n.st.changed(h.name)
 	}
 	h.n.release(h.pt, h.writable)
+	h.n.removeAside()
 	return e
 }
 

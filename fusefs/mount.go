@@ -161,6 +161,8 @@ type state struct {
 	vouch        vouches // lookups that stand for the next open's origin check
 
 	flushes atomic.Int64 // FLUSH requests served
+	// keepsUnlinked: the origin's open files outlive their names (unlinked.go).
+	keepsUnlinked bool
 
 	backingSyncs  atomic.Int64 // passthrough backing files brought up to an origin change (backing.go)
 	backingPushes atomic.Int64 // local passthrough writes pushed to the origin (backing.go)
@@ -206,6 +208,9 @@ func Mount(ctx context.Context, mountpoint string, org origin.FS, c Cache, opts 
 	}
 	if timeoutOrDefault(opts.EntryTimeout) > 0 && timeoutOrDefault(opts.AttrTimeout) > 0 {
 		st.stash = newAttrStash()
+	}
+	if k, ok := org.(origin.UnlinkedOpenKeeper); ok {
+		st.keepsUnlinked = k.KeepsUnlinkedOpenFiles()
 	}
 	root := &node{st: st}
 	root.setLast(rootAttr)

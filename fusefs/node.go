@@ -51,7 +51,10 @@ type node struct {
 	ptSet      bool               // ptFP is meaningful (guarded by mu)
 	ptIdleAt   time.Time          // when ptOpens last fell to 0 (guarded by mu)
 	writers    int                // open writable handles (guarded by mu)
-	ptWriters  int                // writable handles among ptOpens (guarded by mu)
+	// aside is the origin name an unlinked open file was renamed to
+	// (unlinked.go), removed at its last close (guarded by mu).
+	aside     string
+	ptWriters int // writable handles among ptOpens (guarded by mu)
 	// cached are the open read-only handles served by a cache version
 	// (guarded by mu): toldKernel marks them moved when the file changes.
 	cached map[*handle]struct{}
@@ -487,6 +490,9 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
 	defer n.st.changed(full)
+	if n.unlinkAside(octx, name, full) {
+		return 0
+	}
 	err := n.st.org.Unlink(octx, full)
 	if err == nil && n.st.cache != nil {
 		n.st.cache.Invalidate(full)

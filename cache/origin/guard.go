@@ -342,6 +342,12 @@ func (g *Guarded) Statfs(ctx context.Context) (Statfs, error) {
 }
 
 func (g *Guarded) String() string { return g.fs.String() }
+
+// KeepsUnlinkedOpenFiles is the wrapped origin's.
+func (g *Guarded) KeepsUnlinkedOpenFiles() bool {
+	k, ok := g.fs.(UnlinkedOpenKeeper)
+	return ok && k.KeepsUnlinkedOpenFiles()
+}
 func (g *Guarded) Close() error   { return g.fs.Close() }
 
 // guardedFile applies the guard to an open file's calls.

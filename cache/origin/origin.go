@@ -179,6 +179,14 @@ type AttrWitness interface {
 	Witnessed() (a Attr, ok bool)
 }
 
+// UnlinkedOpenKeeper is implemented by origins whose open files stay
+// readable and writable after their name is unlinked, as POSIX requires
+// (a local directory). fusefs keeps the others' unlinked open files alive
+// by renaming them aside until the last close, as NFS clients do.
+type UnlinkedOpenKeeper interface {
+	KeepsUnlinkedOpenFiles() bool
+}
+
 // Fder is implemented by files backed by a local file descriptor (the path
 // origin). fusefs uses it for POSIX locks and fallocate.
 type Fder interface {

@@ -40,6 +40,9 @@ var _ FS = (*PathFS)(nil)
 
 const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
 
+// KeepsUnlinkedOpenFiles: a local file descriptor outlives its name.
+func (p *PathFS) KeepsUnlinkedOpenFiles() bool { return true }
+
 // NewPath opens the origin rooted at the directory root.
 func NewPath(root string) (*PathFS, error) {
 	abs, err := absPath(root)
