@@ -19,9 +19,13 @@ vet:
 	$(GO) vet $(PKGS)
 
 # The whole test suite: unit tests, integration tests against real FUSE, NFS
-# (nfs-ganesha), sshd/sshfs and containerd, and the fault tests.
+# (nfs-ganesha), sshd/sshfs and containerd, the fault tests, and the POSIX
+# conformance suite pjdfstest (built into $(PJDFSTEST), git-ignored; the test
+# fails rather than skips when EDDY_PJDFSTEST names it).
+PJDFSTEST ?= $(CURDIR)/.tools/pjdfstest
 test: deps vet build
-	$(GO) test -count=1 -timeout 15m $(PKGS)
+	@scripts/pjdfstest-build.sh $(PJDFSTEST) >/dev/null
+	EDDY_PJDFSTEST=$(PJDFSTEST) $(GO) test -count=1 -timeout 15m $(PKGS)
 
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)

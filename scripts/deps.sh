@@ -4,7 +4,7 @@
 set -euo pipefail
 
 declare -A GROUP=(
-  [fuse]="fuse3 attr acl e2fsprogs util-linux iproute2 procps"
+  [fuse]="fuse3 attr acl e2fsprogs util-linux iproute2 procps rsync sqlite3 git"
   [nfs]="nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils iproute2"
   [ssh]="openssh-server openssh-client sshfs"
   [containers]="containerd runc busybox-static"

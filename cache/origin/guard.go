@@ -348,7 +348,7 @@ func (g *Guarded) KeepsUnlinkedOpenFiles() bool {
 	k, ok := g.fs.(UnlinkedOpenKeeper)
 	return ok && k.KeepsUnlinkedOpenFiles()
 }
-func (g *Guarded) Close() error   { return g.fs.Close() }
+func (g *Guarded) Close() error { return g.fs.Close() }
 
 // guardedFile applies the guard to an open file's calls.
 type guardedFile struct {
