@@ -67,6 +67,56 @@ func (n *node) adoptBacking(f *os.File, fp origin.Fingerprint) {
 		n.back.f.Close()
 	}
 	n.back = b
+	n.st.watchBacking(n, true)
+}
+
+// watchBacking adds n to (or removes it from) the nodes whose backing files
+// watchBackings keeps in step: a passthrough reader that only reads (no
+// fstat) never makes the kernel ask for attributes, so nothing else would
+// notice another node's change.
+func (st *state) watchBacking(n *node, on bool) {
+	st.backingMu.Lock()
+	defer st.backingMu.Unlock()
+	if on {
+		if st.backing == nil {
+			st.backing = map[*node]struct{}{}
+		}
+		st.backing[n] = struct{}{}
+	} else {
+		delete(st.backing, n)
+	}
+}
+
+// watchBackings checks the origin for each file open by passthrough once
+// per attribute timeout, and brings its backing file up to a change, until
+// done is closed.
+func (st *state) watchBackings(done <-chan struct{}) {
+	every := timeoutOrDefault(st.opts.AttrTimeout)
+	if every <= 0 {
+		every = DefaultTimeout
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		st.backingMu.Lock()
+		nodes := make([]*node, 0, len(st.backing))
+		for n := range st.backing {
+			nodes = append(nodes, n)
+		}
+		st.backingMu.Unlock()
+		for _, n := range nodes {
+			ctx, cancel := st.octx(context.Background())
+			if a, err := st.org.Lstat(ctx, n.name()); err == nil {
+				n.syncBacking(ctx, a)
+			}
+			cancel()
+		}
+	}
 }
 
 // dropBacking closes the kept backing file once no passthrough handle is
@@ -80,6 +130,7 @@ func (n *node) dropBacking() {
 	if idle && n.back != nil {
 		n.back.f.Close()
 		n.back = nil
+		n.st.watchBacking(n, false)
 	}
 }
 

@@ -160,7 +160,10 @@ type state struct {
 	entryTimeout time.Duration
 	vouch        vouches // lookups that stand for the next open's origin check
 
-	flushes atomic.Int64 // FLUSH requests served
+	flushes   atomic.Int64 // FLUSH requests served
+	backingMu sync.Mutex
+	backing   map[*node]struct{} // nodes with a kept backing file (guarded by backingMu; backing.go)
+
 	// keepsUnlinked: the origin's open files outlive their names (unlinked.go).
 	keepsUnlinked bool
 
@@ -259,6 +262,7 @@ func Mount(ctx context.Context, mountpoint string, org origin.FS, c Cache, opts 
 		server.Wait()
 		close(m.done)
 	}()
+	go st.watchBackings(m.done)
 	var mst unix.Stat_t
 	if err := unix.Stat(mountpoint, &mst); err == nil {
 		m.dev = mst.Dev
