@@ -651,7 +651,7 @@ func tnSqlite(t *testing.T, s *tnShare, mode string) {
 		t.Logf("node B's first query read %s; the right answer came after %s", first, took.Round(time.Millisecond))
 	}
 	// The origin has it too (the truth, read without eddy).
-	if o, stderr, err := tnRun(30*time.Second, "/", nil, "PRAGMA integrity_check;\nSELECT count(*), sum(x) FROM t;\n", "sqlite3", "-batch", "-bail", "-readonly", s.org(rel)); err != nil || strings.TrimSpace(o) != "ok\n100|5050" {
+	if o, stderr, err := tnRun(30*time.Second, "/", nil, "PRAGMA integrity_check;\nSELECT count(*), sum(x) FROM t;\n", "sqlite3", "-batch", "-bail", s.org(rel)); err != nil || strings.TrimSpace(o) != "ok\n100|5050" {
 		t.Fatalf("the origin's copy of the %s-mode database: %q %v %s", mode, o, err, stderr)
 	}
 	// And the other way round.
