@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,9 +28,14 @@ import (
 //   - A change on the origin (another node's append or rewrite), seen in a
 //     GETATTR or LOOKUP reply or at an open, is copied into the backing file
 //     before the reply goes out, so open passthrough readers read it within
-//     the attribute timeout as NFS clients do. A file that grew is taken to
-//     have been appended to: only the new bytes are copied; any other change
-//     copies the whole file.
+//     the attribute timeout as NFS clients do. A file that grew gets its new
+//     bytes first (a reader following the end sees them soonest); then the
+//     rest is compared with the origin and every block that differs is
+//     rewritten, so a file rewritten and grown (rsync --inplace, a
+//     truncating rewrite) is never served half old. The origin is read in
+//     full at every change seen: that is the price of a file that changes
+//     while open by passthrough, and new opens of a file still changing
+//     read through the daemon instead (settled).
 //   - A writer opened on this node while passthrough readers are open joins
 //     passthrough (the kernel allows nothing else): its writes land in the
 //     backing file, where readers on this node see them at once, and reach
@@ -223,20 +229,23 @@ func (n *node) copyIntoBacking(ctx context.Context, b *backingFile, a origin.Att
 	if err := unix.Fstat(int(b.f.Fd()), &st); err != nil {
 		return err
 	}
-	from := int64(0)
-	if cur.Size > b.version.Size && st.Size == b.version.Size {
-		from = b.version.Size // appended
-	}
 	n.divergeLocked(b)
 	w, err := b.writable()
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	if _, err := copyRange(octx, w, of, from, cur.Size); err != nil {
-		return err
+	old := min(st.Size, cur.Size)
+	if cur.Size > old {
+		// Grown: the new end first, for readers following it.
+		if _, err := copyRange(octx, w, of, old, cur.Size); err != nil {
+			return err
+		}
 	}
 	if err := w.Truncate(cur.Size); err != nil {
+		return err
+	}
+	if _, err := mendRange(octx, w, fileReader{b.f}, of, 0, old); err != nil {
 		return err
 	}
 	b.version = cur.Fingerprint()
@@ -382,6 +391,58 @@ func copyRange(ctx context.Context, dst io.WriterAt, src readerAtCtx, from, to i
 		}
 	}
 	return done, nil
+}
+
+// mendRange makes [from, to) of dst equal to src, reading both and writing
+// only the blocks that differ (cur reads dst); it returns the bytes written.
+func mendRange(ctx context.Context, dst io.WriterAt, cur, src readerAtCtx, from, to int64) (int64, error) {
+	want := make([]byte, 1<<20)
+	have := make([]byte, len(want))
+	var written int64
+	for off := from; off < to; {
+		if err := ctx.Err(); err != nil {
+			return written, err
+		}
+		n := int(min(int64(len(want)), to-off))
+		k, err := readFull(ctx, src, want[:n], off)
+		if err != nil {
+			return written, err
+		}
+		if k == 0 {
+			return written, nil // shrunk meanwhile: the next sync sees it
+		}
+		h, err := readFull(ctx, cur, have[:k], off)
+		if err != nil {
+			return written, err
+		}
+		if h != k || !bytes.Equal(have[:k], want[:k]) {
+			if _, err := dst.WriteAt(want[:k], off); err != nil {
+				return written, err
+			}
+			written += int64(k)
+		}
+		off += int64(k)
+	}
+	return written, nil
+}
+
+// readFull reads len(p) bytes at off, fewer only at the end of the file.
+func readFull(ctx context.Context, r readerAtCtx, p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := r.ReadAt(ctx, p[n:], off+int64(n))
+		n += k
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return n, nil
+			}
+			return n, err
+		}
+		if k == 0 {
+			break
+		}
+	}
+	return n, nil
 }
 
 // readerAtCtx is what copyRange reads: an origin file, or a local file.

@@ -117,10 +117,15 @@ func TestOpenReaderSeesAppends(t *testing.T) {
 }
 
 // A file rewritten in place (same size, mtime restored) while a reader has
-// it open is seen by that reader within the attribute timeout.
+// it open is seen by that reader within the attribute timeout, and so is a
+// rewrite that also grows the file (the new content is not an append).
 func TestOpenReaderSeesRewrite(t *testing.T) {
-	for _, warm := range []bool{false, true} {
-		t.Run(fmt.Sprintf("warm=%v", warm), func(t *testing.T) {
+	for _, c := range []struct {
+		warm  bool
+		grown int
+	}{{false, 0}, {true, 0}, {false, 4097}, {true, 4097}} {
+		t.Run(fmt.Sprintf("warm=%v/grown=%d", c.warm, c.grown), func(t *testing.T) {
+			warm := c.warm
 			dir, st, _, mp := realStoreMount(t)
 			content := bytes.Repeat([]byte("v1-"), 100000)
 			op := filepath.Join(dir, "f")
@@ -138,7 +143,7 @@ func TestOpenReaderSeesRewrite(t *testing.T) {
 				t.Fatalf("first read: %v", err)
 			}
 			fi, _ := os.Stat(op)
-			v2 := bytes.Repeat([]byte("v2-"), 100000)
+			v2 := append(bytes.Repeat([]byte("v2-"), 100000), bytes.Repeat([]byte("+"), c.grown)...)
 			if err := os.WriteFile(op, v2, 0o644); err != nil {
 				t.Fatal(err)
 			}
