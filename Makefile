@@ -17,6 +17,7 @@ build:
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum not tidy: run go mod tidy"; exit 1; }
 
 # The whole test suite: unit tests, integration tests against real FUSE, NFS
 # (nfs-ganesha), sshd/sshfs and containerd, the fault tests, and the POSIX

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/cache"
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // DefaultSocket is where the daemon serves its local API unless told otherwise.

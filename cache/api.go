@@ -10,7 +10,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 	"go.opentelemetry.io/otel/metric"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 	"golang.org/x/sys/unix"
 )
 

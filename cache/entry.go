@@ -15,7 +15,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/dgraph-io/badger/v4"
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 	"golang.org/x/sys/unix"
 )
 

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // fakeOrigin is an in-memory origin.FS that counts reads per offset, injects

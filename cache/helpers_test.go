@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 const testChunk = 64 << 10

@@ -8,11 +8,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // osOrigin is a minimal read-only origin.FS over a local directory, for
-// benchmarks and the crash test (the real path origin lives in cache/origin).
+// benchmarks and the crash test (the real path origin lives in package origin).
 type osOrigin struct {
 	fakeOrigin // unimplemented methods
 	root       string

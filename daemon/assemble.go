@@ -8,9 +8,9 @@ import (
 	"context"
 
 	"github.com/eddy-cluster/eddy/cache"
-	"github.com/eddy-cluster/eddy/cache/origin"
-	_ "github.com/eddy-cluster/eddy/cache/origin/nfs" // nfs:// origins
 	"github.com/eddy-cluster/eddy/fusefs"
+	"github.com/eddy-cluster/eddy/origin"
+	_ "github.com/eddy-cluster/eddy/origin/nfs" // nfs:// origins
 )
 
 // Store is what the daemon needs of the node's cache (*cache.Store).

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // isURL reports whether an --origin value is a URL rather than a path.

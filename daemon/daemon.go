@@ -12,7 +12,7 @@ import (
 
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/cache"
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 	"go.opentelemetry.io/otel/metric"
 )
 

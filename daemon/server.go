@@ -20,7 +20,7 @@ import (
 
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/cache"
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 	"github.com/eddy-cluster/eddy/sched"
 )
 

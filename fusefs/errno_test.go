@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // An interrupted request (context canceled by the kernel's FUSE_INTERRUPT

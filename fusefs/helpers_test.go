@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/cache"
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // requireFUSE skips when this machine cannot mount FUSE at all.

@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // nobody is the unprivileged user the permission tests run commands as.

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // stashMax bounds the stash (about 250 bytes an entry).

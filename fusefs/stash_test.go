@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // plusOrigin lists directories with attributes (as NFS READDIRPLUS does)

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/cache"
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 var (

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // Entries unchanged for a while are cached by the kernel longer (a tenth of their age, between

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // noKeeper is an origin that does not say its open files outlive their

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/bench/topo"
-	"github.com/eddy-cluster/eddy/cache/origin"
-	"github.com/eddy-cluster/eddy/cache/origin/nfs"
+	"github.com/eddy-cluster/eddy/origin"
+	"github.com/eddy-cluster/eddy/origin/nfs"
 )
 
 // TestLatencyProxyNFS reaches ganesha from the client namespace through

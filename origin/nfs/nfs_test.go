@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/bench/topo"
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // server is a real nfs-ganesha in a network namespace, reached from the

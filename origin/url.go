@@ -36,7 +36,7 @@ var (
 
 // RegisterScheme makes Open accept URLs of scheme (lower case). Origin
 // packages call it from init, so package origin imports none of them; the
-// daemon blank-imports the ones it ships (cache/origin/nfs).
+// daemon blank-imports the ones it ships (origin/nfs).
 func RegisterScheme(scheme string, open Opener) {
 	schemesMu.Lock()
 	defer schemesMu.Unlock()
@@ -135,7 +135,7 @@ func validHostname(h string) bool {
 
 // Open opens the origin named by spec: a local directory (a plain path or
 // file:///path) with NewPath, or SCHEME://... with the opener registered for
-// the scheme (nfs:// once cache/origin/nfs is imported).
+// the scheme (nfs:// once origin/nfs is imported).
 func Open(ctx context.Context, spec string, opts OpenOptions) (FS, error) {
 	if spec == "" {
 		return nil, errors.New("origin: empty origin spec")

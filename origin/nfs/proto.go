@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // NFSv3 procedures (RFC 1813).

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 func init() {

@@ -18,7 +18,7 @@ import (
 // a real ganesha over an unshaped veth, in 8 MiB ReadAt calls (each split
 // into parallel 1 MiB READs), with 1, 2 and 4 connections.
 //
-//	EDDY_NFS_BENCH_MB=1024 go test -run '^$' -bench NFSOriginRead -benchtime 3x ./cache/origin/nfs
+//	EDDY_NFS_BENCH_MB=1024 go test -run '^$' -bench NFSOriginRead -benchtime 3x ./origin/nfs
 func BenchmarkNFSOriginRead(b *testing.B) {
 	mb, _ := strconv.Atoi(os.Getenv("EDDY_NFS_BENCH_MB"))
 	if mb <= 0 {
@@ -77,7 +77,7 @@ func BenchmarkNFSOriginRead(b *testing.B) {
 // the time per Lstat across all callers; the latency each caller sees is
 // reported as us/call.
 //
-//	go test -run '^$' -bench NFSOriginLstat ./cache/origin/nfs
+//	go test -run '^$' -bench NFSOriginLstat ./origin/nfs
 func BenchmarkNFSOriginLstat(b *testing.B) {
 	s := startServerB(b)
 	const files = 1000

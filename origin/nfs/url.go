@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/eddy-cluster/eddy/cache/origin"
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // Config is a parsed nfs:// origin spec:
