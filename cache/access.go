@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -20,6 +21,22 @@ const (
 	accessBatch      = 1024 // names per transaction, and the queue length that wakes the loop
 )
 
+// accessQueue is the access and validation times not yet written to the
+// index.
+type accessQueue struct {
+	mu sync.Mutex
+	// INVARIANT: pending[name].id is the record ID its times belong to;
+	// they are written only to a record that still has that ID
+	// (applyAccess), never to a newer version's.
+	pending map[string]accessReq // GUARDED_BY(mu)
+	// flushMu makes flushes one at a time: when flushAccess returns, every
+	// time queued before the call has been written (or its write failed and
+	// was logged). Eviction flushes before it reads the LRU order.
+	flushMu sync.Mutex
+	wake    chan struct{} // pending reached accessBatch names
+	every   time.Duration // queue a file's access at most this often (a tunable for tests)
+}
+
 // accessReq is one file's queued times (unix ns; 0: none).
 type accessReq struct {
 	id          uint64
@@ -31,8 +48,8 @@ func (s *Store) updateAccess(name string, id uint64, now time.Time, validated bo
 	if s.db == nil || s.isClosed() {
 		return
 	}
-	s.accMu.Lock()
-	r := s.accPending[name]
+	s.access.mu.Lock()
+	r := s.access.pending[name]
 	if r.id != id {
 		r = accessReq{id: id}
 	}
@@ -40,12 +57,12 @@ func (s *Store) updateAccess(name string, id uint64, now time.Time, validated bo
 	if validated {
 		r.validAt = max(r.validAt, now.UnixNano())
 	}
-	s.accPending[name] = r
-	n := len(s.accPending)
-	s.accMu.Unlock()
+	s.access.pending[name] = r
+	n := len(s.access.pending)
+	s.access.mu.Unlock()
 	if n >= accessBatch {
 		select {
-		case s.accWake <- struct{}{}:
+		case s.access.wake <- struct{}{}:
 		default:
 		}
 	}
@@ -53,9 +70,9 @@ func (s *Store) updateAccess(name string, id uint64, now time.Time, validated bo
 
 // pendingAccess returns the times queued for name's record id.
 func (s *Store) pendingAccess(name string, id uint64) (at, validAt int64) {
-	s.accMu.Lock()
-	defer s.accMu.Unlock()
-	if r, ok := s.accPending[name]; ok && r.id == id {
+	s.access.mu.Lock()
+	defer s.access.mu.Unlock()
+	if r, ok := s.access.pending[name]; ok && r.id == id {
 		return r.at, r.validAt
 	}
 	return 0, 0
@@ -63,16 +80,16 @@ func (s *Store) pendingAccess(name string, id uint64) (at, validAt int64) {
 
 // flushAccess writes the queued times to the index.
 func (s *Store) flushAccess() {
-	s.accFlushMu.Lock()
-	defer s.accFlushMu.Unlock()
-	s.accMu.Lock()
-	pending := s.accPending
+	s.access.flushMu.Lock()
+	defer s.access.flushMu.Unlock()
+	s.access.mu.Lock()
+	pending := s.access.pending
 	if len(pending) == 0 {
-		s.accMu.Unlock()
+		s.access.mu.Unlock()
 		return
 	}
-	s.accPending = make(map[string]accessReq, len(pending))
-	s.accMu.Unlock()
+	s.access.pending = make(map[string]accessReq, len(pending))
+	s.access.mu.Unlock()
 	names := make([]string, 0, len(pending))
 	for n := range pending {
 		names = append(names, n)
@@ -134,8 +151,31 @@ func (s *Store) accessLoop() {
 			s.flushAccess()
 			return
 		case <-t.C:
-		case <-s.accWake:
+		case <-s.access.wake:
 		}
 		s.flushAccess()
 	}
+}
+
+// putRecTouch records an access to a matching record (and a validation if
+// validated), at most once per accessEvery.
+func (s *Store) putRecTouch(name string, rec *fileRec, now time.Time, validated bool) {
+	if now.UnixNano()-rec.LastAccess < int64(s.access.every) && (!validated || now.UnixNano()-rec.ValidatedAt < int64(s.access.every)) {
+		return
+	}
+	s.updateAccess(name, rec.ID, now, validated)
+}
+
+// touch records an access to e's file (and a successful validation if
+// validated), at most once per accessEvery.
+func (s *Store) touch(e *entry, now time.Time, validated bool) {
+	e.mu.Lock()
+	v := e.ver
+	if v == nil || v.id == 0 || now.Sub(e.accessAt) < s.access.every {
+		e.mu.Unlock()
+		return
+	}
+	e.accessAt = now
+	e.mu.Unlock()
+	s.updateAccess(e.name, v.id, now, validated)
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -23,19 +24,15 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 3x ./cache/
 //
-// ECACHE_BENCH_MB sets the file size (default 512). The Link benchmarks put
+// EDDY_BENCH_SIZE sets the file size in bytes, as for the integration
+// benchmarks (default 512 MiB: 536870912). The Link benchmarks put
 // the origin behind a simulated network link (bandwidth shared by all
 // requests, plus a round trip per request): the realistic case for a
 // cluster share, where the local origin's 2-4 GB/s is not.
 
 func benchFile(b *testing.B) (root string, size int64) {
 	b.Helper()
-	size = 512 << 20
-	if v := os.Getenv("ECACHE_BENCH_MB"); v != "" {
-		var mb int64
-		fmt.Sscan(v, &mb)
-		size = mb << 20
-	}
+	size = benchSize(b)
 	root = b.TempDir()
 	f, err := os.Create(filepath.Join(root, "big"))
 	if err != nil {
@@ -44,13 +41,29 @@ func benchFile(b *testing.B) (root string, size int64) {
 	buf := pattern(1<<20, 1)
 	for off := int64(0); off < size; off += int64(len(buf)) {
 		buf[0]++
-		if _, err := f.Write(buf); err != nil {
+		if _, err := f.Write(buf[:min(int64(len(buf)), size-off)]); err != nil {
 			b.Fatal(err)
 		}
 	}
 	f.Sync()
 	f.Close()
 	return root, size
+}
+
+// benchSize is the benchmark file's size: EDDY_BENCH_SIZE in bytes, or
+// 512 MiB. A value that is not a positive byte count fails the benchmark
+// rather than measure another size than the one asked for.
+func benchSize(b *testing.B) int64 {
+	b.Helper()
+	v := os.Getenv("EDDY_BENCH_SIZE")
+	if v == "" {
+		return 512 << 20
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		b.Fatalf("EDDY_BENCH_SIZE=%q: want a size in bytes, e.g. 268435456 for 256 MiB", v)
+	}
+	return n
 }
 
 func dropPages(b *testing.B, dir string) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -218,6 +219,15 @@ func (s *Store) Evict(ctx context.Context, name string) error {
 	return nil
 }
 
+// pinSet is the pins, loaded from the index at open.
+type pinSet struct {
+	mu sync.RWMutex
+	// INVARIANT: names holds the index's pins (p/ keys): Pin adds a name
+	// after its key is committed, Unpin removes names after their keys are
+	// deleted.
+	names map[string]struct{} // GUARDED_BY(mu): pinned files and directory prefixes
+}
+
 // Pin protects a file or everything below a directory from eviction. Pins
 // persist in the index.
 func (s *Store) Pin(ctx context.Context, name string) error {
@@ -231,9 +241,9 @@ func (s *Store) Pin(ctx context.Context, name string) error {
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(pinKey(name), nil) }); err != nil {
 		return fmt.Errorf("cache: pin %s: %w", name, err)
 	}
-	s.pinMu.Lock()
-	s.pins[name] = struct{}{}
-	s.pinMu.Unlock()
+	s.pins.mu.Lock()
+	s.pins.names[name] = struct{}{}
+	s.pins.mu.Unlock()
 	s.notePinChange()
 	return nil
 }
@@ -247,14 +257,14 @@ func (s *Store) Unpin(ctx context.Context, name string) error {
 	if s.db == nil {
 		return nil
 	}
-	s.pinMu.Lock()
+	s.pins.mu.Lock()
 	var gone []string
-	for p := range s.pins {
+	for p := range s.pins.names {
 		if under(p, name) {
 			gone = append(gone, p)
 		}
 	}
-	s.pinMu.Unlock()
+	s.pins.mu.Unlock()
 	err = s.db.Update(func(txn *badger.Txn) error {
 		for _, p := range gone {
 			if err := txn.Delete(pinKey(p)); err != nil {
@@ -266,11 +276,11 @@ func (s *Store) Unpin(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("cache: unpin %s: %w", name, err)
 	}
-	s.pinMu.Lock()
+	s.pins.mu.Lock()
 	for _, p := range gone {
-		delete(s.pins, p)
+		delete(s.pins.names, p)
 	}
-	s.pinMu.Unlock()
+	s.pins.mu.Unlock()
 	s.notePinChange()
 	s.kickEvict()
 	return nil
@@ -278,13 +288,13 @@ func (s *Store) Unpin(ctx context.Context, name string) error {
 
 // isPinned reports whether name or one of its parent directories is pinned.
 func (s *Store) isPinned(name string) bool {
-	s.pinMu.RLock()
-	defer s.pinMu.RUnlock()
-	if len(s.pins) == 0 {
+	s.pins.mu.RLock()
+	defer s.pins.mu.RUnlock()
+	if len(s.pins.names) == 0 {
 		return false
 	}
 	for n := name; ; n = path.Dir(n) {
-		if _, ok := s.pins[n]; ok {
+		if _, ok := s.pins.names[n]; ok {
 			return true
 		}
 		if n == "." || n == "/" || n == "" {
@@ -303,12 +313,12 @@ func (s *Store) notePinChange() {
 // recountPinned counts recorded files covered by a pin (ranges bounded by
 // the pinned subtrees).
 func (s *Store) recountPinned() {
-	s.pinMu.RLock()
+	s.pins.mu.RLock()
 	var tops []string
-	for p := range s.pins {
+	for p := range s.pins.names {
 		top := true
 		for d := path.Dir(p); p != "." && top; d = path.Dir(d) {
-			if _, ok := s.pins[d]; ok {
+			if _, ok := s.pins.names[d]; ok {
 				top = false
 			}
 			if d == "." {
@@ -319,7 +329,7 @@ func (s *Store) recountPinned() {
 			tops = append(tops, p)
 		}
 	}
-	s.pinMu.RUnlock()
+	s.pins.mu.RUnlock()
 	var n int64
 	_ = s.db.View(func(txn *badger.Txn) error {
 		for _, p := range tops {
@@ -351,7 +361,7 @@ func (s *Store) evictLoop() {
 // with a little hysteresis so it does not run for every chunk).
 func (s *Store) overLimit(low bool) bool {
 	s.refreshDisk(true)
-	q := s.quota.Load()
+	q := s.disk.quota.Load()
 	cached := s.c.cachedBytes.Load()
 	minFree := s.cfg.MinFreePercent
 	if low {
@@ -361,7 +371,7 @@ func (s *Store) overLimit(low bool) bool {
 	if cached > q {
 		return true
 	}
-	size := s.fsSize.Load()
+	size := s.disk.fsSize.Load()
 	return cached > 0 && size > 0 && float64(s.c.diskFree.Load())*100/float64(size) < minFree
 }
 

@@ -45,7 +45,7 @@ func TestDiskErrorsFallBackAndRecover(t *testing.T) {
 				t.Fatalf("%d warnings logged, want 1 per condition", n)
 			}
 			failing = false
-			s.backoff.Store(0)
+			s.disk.backoff.Store(0)
 			mustEqual(t, "read after recovery", readAll(t, h, int64(len(data))), data)
 			waitFor(t, "caching resumed", func() bool {
 				if s.CachedBytes("f") == int64(len(data)) {
@@ -53,7 +53,7 @@ func TestDiskErrorsFallBackAndRecover(t *testing.T) {
 				}
 				// A write still failing after the reset armed the backoff
 				// again: the next read caches.
-				s.backoff.Store(0)
+				s.disk.backoff.Store(0)
 				mustEqual(t, "read after recovery", readAll(t, h, int64(len(data))), data)
 				return s.CachedBytes("f") == int64(len(data))
 			})
@@ -124,8 +124,8 @@ func TestTmpfsFull(t *testing.T) {
 		return st.Errors > 0 && st.Degraded
 	})
 	os.Remove(ballast)
-	s.backoff.Store(0)
-	s.freeAt.Store(0)
+	s.disk.backoff.Store(0)
+	s.disk.freeAt.Store(0)
 	h2, _ := mustOpen(t, s, o, "f")
 	mustEqual(t, "read after space returned", readAll(t, h2, int64(len(data))), data)
 	waitFor(t, "cache filled again", func() bool { return s.CachedBytes("f") > 0 })

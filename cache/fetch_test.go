@@ -259,7 +259,7 @@ func TestGroupCommit(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ReadAhead = -1
 	s := openStore(t, o, cfg)
-	s.syncEvery = 300 * time.Millisecond
+	s.commits.every = 300 * time.Millisecond
 	var syncs atomic.Int32
 	s.syncData = func(f *os.File) error {
 		syncs.Add(1)
@@ -294,7 +294,7 @@ func TestPersistBacklogBounded(t *testing.T) {
 		o.put(fmt.Sprintf("f%03d", i), pattern(testChunk/2, uint64(i)))
 	}
 	s, release := stalledStore(t, o)
-	bound := maxSyncPending + maxPersistWaiting + cap(s.bufSem) + cap(s.raq) + cap(s.bgq) + cap(s.fillq) + 8
+	bound := maxSyncPending + maxPersistWaiting + cap(s.bufs.sem) + cap(s.raq) + cap(s.bgq) + cap(s.fills.jobs) + 8
 	buf := make([]byte, testChunk/2)
 	for i := range files {
 		name := fmt.Sprintf("f%03d", i)

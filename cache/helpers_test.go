@@ -36,7 +36,7 @@ func openStore(t *testing.T, o origin.FS, cfg Config) *Store {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	s.accessEvery = 0
+	s.access.every = 0
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }

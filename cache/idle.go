@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"container/list"
 	"errors"
 	"os"
 	"syscall"
@@ -23,6 +24,15 @@ import (
 // A detached version is never kept idle, so an idle file that is evicted
 // is closed when dropName lets go of it: its space is freed then, not when
 // the entry leaves the LRU.
+
+// idleFiles is the LRU list of idle entries.
+type idleFiles struct {
+	// INVARIANT: an entry is on lru exactly when its idleEl is set; it then
+	// has no references, is in Store.open, and holds a current version with
+	// its data file (retainable). Outside Store.mu, lru holds at most max.
+	lru *list.List // GUARDED_BY(Store.mu): most recently used first
+	max int        // Config.IdleFiles resolved (idleLimit); 0: none kept
+}
 
 // defaultIdleFiles caps the default number of idle entries.
 const defaultIdleFiles = 32768
@@ -47,7 +57,7 @@ func idleLimit(cfg int) int {
 // list if it was idle.
 func (s *Store) refLocked(e *entry) {
 	if e.idleEl != nil {
-		s.idle.Remove(e.idleEl)
+		s.idle.lru.Remove(e.idleEl)
 		e.idleEl = nil
 	}
 	e.refs++
@@ -130,8 +140,8 @@ func (e *entry) goIdle(ch chan struct{}) {
 	close(ch)
 	var drop []*entry
 	if keep && !s.closed && e.refs == 0 && s.open[e.name] == e {
-		e.idleEl = s.idle.PushFront(e)
-		drop = s.trimIdleLocked(s.idleMax)
+		e.idleEl = s.idle.lru.PushFront(e)
+		drop = s.trimIdleLocked(s.idle.max)
 	} else if e.refs == 0 {
 		if s.open[e.name] == e {
 			delete(s.open, e.name)
@@ -148,8 +158,8 @@ func (e *entry) goIdle(ch chan struct{}) {
 // of the store (Store.mu held); the caller closes their files.
 func (s *Store) trimIdleLocked(max int) []*entry {
 	var drop []*entry
-	for s.idle.Len() > max {
-		e := s.idle.Remove(s.idle.Back()).(*entry)
+	for s.idle.lru.Len() > max {
+		e := s.idle.lru.Remove(s.idle.lru.Back()).(*entry)
 		e.idleEl = nil
 		delete(s.open, e.name)
 		drop = append(drop, e)
@@ -161,7 +171,7 @@ func (s *Store) trimIdleLocked(max int) []*entry {
 // keep(number idle) and reports how many it closed.
 func (s *Store) closeIdleBeyond(keep func(idle int) int) int {
 	s.mu.Lock()
-	drop := s.trimIdleLocked(keep(s.idle.Len()))
+	drop := s.trimIdleLocked(keep(s.idle.lru.Len()))
 	s.mu.Unlock()
 	for _, e := range drop {
 		e.closeFiles()
@@ -183,7 +193,7 @@ func (s *Store) closeIdle() { s.closeIdleBeyond(func(int) int { return 0 }) }
 func (s *Store) IdleFiles() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.idle.Len()
+	return s.idle.lru.Len()
 }
 
 // outOfFiles reports whether err is the process running out of file

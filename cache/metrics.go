@@ -49,7 +49,7 @@ func newMetrics(m metric.Meter, s *Store) (*metrics, error) {
 		{"eddy.cache.errors", "Cache-side errors (reads fell back to the origin)", "{error}", true, s.c.errors.Load},
 		{"eddy.cache.cached.bytes", "Bytes cached", "By", false, func() int64 { return max(0, s.c.cachedBytes.Load()) }},
 		{"eddy.cache.files", "Files in the cache", "{file}", false, func() int64 { return max(0, s.c.files.Load()) }},
-		{"eddy.cache.quota.bytes", "Cache quota", "By", false, s.quota.Load},
+		{"eddy.cache.quota.bytes", "Cache quota", "By", false, s.disk.quota.Load},
 		{"eddy.cache.disk.free.bytes", "Free bytes on the cache file system", "By", false, s.c.diskFree.Load},
 		{"eddy.cache.idle.files", "Closed files kept open for a quick reopen", "{file}", false, func() int64 { return int64(s.IdleFiles()) }},
 	}

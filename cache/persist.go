@@ -12,9 +12,9 @@ package cache
 //     chunkWritten (readers now read it from the data file), give the
 //     buffer back and take a place in the commit queue (maxSyncPending;
 //     at most maxPersistWaiting steps wait for one without their buffer).
-//  2. syncLoop (one goroutine per store): every syncEvery, or as soon as
-//     syncBatch chunks wait, fdatasync each data file once and commit all
-//     of the batch's checksums in one index transaction per file. Only then
+//  2. syncLoop (one goroutine per store): every commits.every, or as soon
+//     as commits.batch chunks wait, fdatasync each data file once and commit
+//     all of the batch's checksums in one index transaction per file. Only then
 //     are the chunks indexed (invariant 2) and chunkVerified; any page cache
 //     they still have is dropped, so caching does not double the
 //     page-cache pressure of a cold read.
@@ -30,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -48,6 +49,26 @@ const (
 	// the commit queue without holding a buffer.
 	maxPersistWaiting = 512
 )
+
+// groupCommit is the queue of written chunks awaiting their commit, and the
+// channels that drive syncLoop.
+type groupCommit struct {
+	mu    sync.Mutex
+	queue []*fetch  // GUARDED_BY(mu): written chunks awaiting their commit, oldest first
+	since time.Time // GUARDED_BY(mu): when the oldest of queue was queued
+	// INVARIANT: each fetch in queue, or in the batch syncLoop is
+	// committing, holds one token of sem and one reference on its entry;
+	// both are released after its persisted channel is closed. So at most
+	// maxSyncPending chunks are written and not yet committed.
+	sem     chan struct{} // bounds queue plus the batch being committed
+	waitSem chan struct{} // bounds the persist steps waiting for sem without a buffer
+	wake    chan struct{} // something was queued
+	now     chan struct{} // commit without waiting for a fuller batch
+	stop    chan struct{} // closed by Close after the last persist step
+	done    chan struct{} // closed when syncLoop has committed everything and returned
+	every   time.Duration // commit at least this often while chunks wait
+	batch   int           // commit at once when this many chunks wait
+}
 
 func (e *entry) newFetch(v *version, idx int, buf *[]byte) *fetch {
 	return &fetch{v: v, idx: idx, done: make(chan struct{}), s: e.s, buf: buf, e: e, persisted: make(chan struct{})}
@@ -154,20 +175,20 @@ func (e *entry) persist(f *fetch) {
 	// without their buffer; beyond that they keep it, so fetches run out
 	// of buffers and readers are served from the origin until commits
 	// catch up.
-	s.waitSem <- struct{}{}
+	s.commits.waitSem <- struct{}{}
 	f.release()
-	s.syncSem <- struct{}{} // bounded: released by syncLoop after the commit
-	<-s.waitSem
-	s.syncMu.Lock()
-	if len(s.syncQ) == 0 {
-		s.syncSince = time.Now()
+	s.commits.sem <- struct{}{} // bounded: released by syncLoop after the commit
+	<-s.commits.waitSem
+	s.commits.mu.Lock()
+	if len(s.commits.queue) == 0 {
+		s.commits.since = time.Now()
 	}
-	s.syncQ = append(s.syncQ, f)
-	full := len(s.syncQ) >= s.syncBatch || f.urgent
-	s.syncMu.Unlock()
-	signal(s.syncWake)
+	s.commits.queue = append(s.commits.queue, f)
+	full := len(s.commits.queue) >= s.commits.batch || f.urgent
+	s.commits.mu.Unlock()
+	signal(s.commits.wake)
 	if full {
-		signal(s.syncNow)
+		signal(s.commits.now)
 	}
 }
 
@@ -191,24 +212,24 @@ func signal(ch chan struct{}) {
 
 // syncSoon asks syncLoop to commit what is waiting without waiting for a
 // fuller batch.
-func (s *Store) syncSoon() { signal(s.syncNow) }
+func (s *Store) syncSoon() { signal(s.commits.now) }
 
 // syncLoop group-commits written chunks until Close has stopped every
 // persist step and the queue is empty.
 func (s *Store) syncLoop() {
-	defer close(s.syncDone)
+	defer close(s.commits.done)
 	for {
 		select {
-		case <-s.syncWake:
-		case <-s.syncNow:
-		case <-s.syncStop:
+		case <-s.commits.wake:
+		case <-s.commits.now:
+		case <-s.commits.stop:
 		}
-		s.syncMu.Lock()
-		n, since := len(s.syncQ), s.syncSince
-		s.syncMu.Unlock()
+		s.commits.mu.Lock()
+		n, since := len(s.commits.queue), s.commits.since
+		s.commits.mu.Unlock()
 		stopping := false
 		select {
-		case <-s.syncStop:
+		case <-s.commits.stop:
 			stopping = true
 		default:
 		}
@@ -218,23 +239,23 @@ func (s *Store) syncLoop() {
 			}
 			continue
 		}
-		if n < s.syncBatch && !stopping {
-			if d := time.Until(since.Add(s.syncEvery)); d > 0 {
+		if n < s.commits.batch && !stopping {
+			if d := time.Until(since.Add(s.commits.every)); d > 0 {
 				t := time.NewTimer(d)
 				select {
 				case <-t.C:
-				case <-s.syncNow:
-				case <-s.syncStop:
+				case <-s.commits.now:
+				case <-s.commits.stop:
 				}
 				t.Stop()
 			}
 		}
-		s.syncMu.Lock()
-		batch := s.syncQ
-		s.syncQ = nil
-		s.syncMu.Unlock()
+		s.commits.mu.Lock()
+		batch := s.commits.queue
+		s.commits.queue = nil
+		s.commits.mu.Unlock()
 		s.commitBatch(batch)
-		signal(s.syncWake) // more may have arrived meanwhile
+		signal(s.commits.wake) // more may have arrived meanwhile
 	}
 }
 
@@ -262,7 +283,7 @@ func (s *Store) commitBatch(batch []*fetch) {
 		g.e.settle(g.v, g.fs, stored)
 		for _, f := range g.fs {
 			close(f.persisted)
-			<-s.syncSem
+			<-s.commits.sem
 			g.e.unref()
 		}
 	}
@@ -410,7 +431,7 @@ func (s *Store) commitChunks(name string, v *version, fs []*fetch) bool {
 	if added > 0 {
 		s.c.cachedBytes.Add(added)
 		s.inv.note(name, false)
-		if s.c.cachedBytes.Load() > s.quota.Load() {
+		if s.c.cachedBytes.Load() > s.disk.quota.Load() {
 			s.kickEvict()
 		}
 	}

@@ -346,13 +346,13 @@ func idxPos(todo []int, idx int) int {
 // is always older than the log and gets a full listing.
 type inventoryLog struct {
 	mu      sync.Mutex
-	gen     uint64     // guarded by mu: latest generation
-	floor   uint64     // guarded by mu: the log holds every change after floor
-	ring    []invEntry // guarded by mu
-	start   int        // guarded by mu
-	n       int        // guarded by mu
-	cursors map[uint64]invCursor
-	curSeq  uint64
+	gen     uint64               // GUARDED_BY(mu): latest generation
+	floor   uint64               // GUARDED_BY(mu): the log holds every change after floor
+	ring    []invEntry           // GUARDED_BY(mu)
+	start   int                  // GUARDED_BY(mu)
+	n       int                  // GUARDED_BY(mu)
+	cursors map[uint64]invCursor // GUARDED_BY(mu): paged full listings in progress, by token
+	curSeq  uint64               // GUARDED_BY(mu): last cursor token issued
 }
 
 type invEntry struct {

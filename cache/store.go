@@ -1,24 +1,13 @@
 package cache
 
-// Lock order (outer first). A goroutine holding a lock never takes one listed
-// above it:
-//
-//	entry.revalMu   serializes version changes of one open file (revalidate, drop)
-//	Store.mu        the open-entry map and the busy set
-//	entry.mu        one open file's current version and chunk states
-//	version.commitMu  index commits of one version vs its detachment
-//	Store.totMu     index commits that change totals vs the start-up totals snapshot
-//	Store.pinMu, Store.verMu, Store.errMu, Store.invMu  leaf locks
-//
-// No lock is held across origin I/O; badger transactions run under commitMu
-// and totMu only (both are short).
+// The Store: its parts and their locks, opening and closing it, Stats, and
+// the start-up scan of the totals.
 
 import (
 	"container/list"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path"
@@ -34,6 +23,30 @@ import (
 )
 
 // Store is the node's chunk cache. Safe for concurrent use.
+//
+// Lock order (outer first). A goroutine holding a lock never takes one listed
+// above it:
+//
+//	entry.revalMu     serializes version changes of one open file (revalidate, drop)
+//	entry.orgMu       one open file's origin file
+//	handle.mu         one handle's read-ahead and passthrough state
+//	Store.mu          the open-entry table, the idle list and the busy set
+//	entry.mu          one open file's current version and chunk states
+//	version.commitMu  index commits of one version vs its detachment
+//	Store.totMu       index commits that change totals vs the start-up totals snapshot
+//	access.flushMu    one flush of queued access times at a time
+//	version.dfdMu, pins.mu, verified.mu, errs.mu, inv.mu, commits.mu,
+//	fills.mu, access.mu  leaf locks
+//
+// Holding an entry's orgMu, opening the origin file may close idle entries
+// (shedIdle), taking their orgMu: an idle entry has no reader, so nobody
+// holds its orgMu and waits for another's.
+//
+// Store.mu, entry.mu and the leaf locks are never held across origin I/O or
+// an index transaction. revalMu and orgMu are held across the origin calls
+// of their own file (one check, one open at a time); badger transactions
+// run under revalMu, handle.mu (a failed checksum drops its chunk record),
+// commitMu, totMu and access.flushMu, all short.
 type Store struct {
 	cfg     Config
 	org     origin.FS
@@ -46,87 +59,63 @@ type Store struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// persists counts persist steps; Add only under mu while !closed
-	// (beginPersist), so Close's Wait never races an Add.
+	// persists counts persist steps.
+	// INVARIANT: Add only under mu while !closed (beginPersist), so Close's
+	// Wait never races an Add.
 	persists sync.WaitGroup
 
-	// Group commit of written chunks (persist.go).
-	syncMu    sync.Mutex
-	syncQ     []*fetch      // guarded by syncMu: written chunks awaiting their commit
-	syncSince time.Time     // guarded by syncMu: when the oldest of syncQ was queued
-	syncSem   chan struct{} // bounds syncQ plus the batch being committed
-	waitSem   chan struct{} // bounds the persist steps waiting for syncSem without a buffer
-	syncWake  chan struct{} // something was queued
-	syncNow   chan struct{} // commit without waiting for a fuller batch
-	syncStop  chan struct{} // closed by Close after the last persist step
-	syncDone  chan struct{} // closed when syncLoop has committed everything and returned
-	syncEvery time.Duration
-	syncBatch int
+	// The open-entry table (entry.go, idle.go).
+	mu sync.Mutex
+	// open holds the files with open handles (or work in flight), and the
+	// idle ones.
+	// INVARIANT: an entry in open has references, or is going idle
+	// (parking set), or is on the idle list. One with none of these has
+	// been taken out of open, and whoever took it out closes its files.
+	open map[string]*entry // GUARDED_BY(mu)
+	// busy holds the names whose record is being dropped (dropName).
+	// INVARIANT: while a name is in busy, acquiring it waits, so no new
+	// handle or background job gets its entry, and no other drop of it
+	// starts (waitFreeLocked).
+	busy   map[string]chan struct{} // GUARDED_BY(mu)
+	closed bool                     // GUARDED_BY(mu)
+	idle   idleFiles                // GUARDED_BY(mu)
 
-	mu      sync.Mutex
-	open    map[string]*entry // guarded by mu: files with open handles (or work in flight), and idle ones
-	idle    *list.List        // guarded by mu: idle entries (no references), most recently used first
-	idleMax int
-	busy    map[string]chan struct{} // guarded by mu: names whose record is being dropped
-	closed  bool                     // guarded by mu
+	// Totals. cachedBytes and files (counters) change together with the
+	// index commit that changes them, under totMu held shared; scanTotals
+	// takes its snapshot of the index under totMu held exclusive.
+	// INVARIANT: every commit is counted once: in the snapshot, or by the
+	// atomics after it, never both.
+	totMu    sync.RWMutex
+	scanDone atomic.Bool // scanTotals finished: the totals are complete
 
-	totMu     sync.RWMutex // commits that change cachedBytes/files hold it shared; the totals snapshot exclusive
-	scanDone  atomic.Bool
-	fsSize    atomic.Int64
-	quota     atomic.Int64
-	freeAt    atomic.Int64 // unix ns of the last statfs
-	backoff   atomic.Int64 // unix ns until which persisting is paused after a disk error
-	degraded  atomic.Bool
-	pinChange chan struct{}
+	disk     diskState      // the cache disk's figures and health (disk.go)
+	commits  groupCommit    // written chunks awaiting their group commit (persist.go)
+	bufs     chunkBuffers   // chunk buffers (buffers.go)
+	verified verifiedChunks // chunks checked against their checksum (verify.go)
+	pins     pinSet         // pins (evict.go)
+	errs     errorLog       // the last error and the conditions logged (errlog.go)
+	access   accessQueue    // access and validation times not yet written (access.go)
+	fills    fillQueue      // files to complete in the background (fill.go)
 
-	pinMu sync.RWMutex
-	pins  map[string]struct{} // guarded by pinMu: pinned files and directory prefixes
-
-	verMu    sync.Mutex
-	verified map[verKey]struct{} // guarded by verMu: chunks checked against their checksum in this process
-
-	errMu     sync.Mutex
-	lastErr   string          // guarded by errMu
-	lastErrAt time.Time       // guarded by errMu
-	errConds  map[string]bool // guarded by errMu: conditions logged and not yet recovered
-
-	bufSem  chan struct{} // bounds chunk buffers in use
-	bufPool sync.Pool
-	raq     chan raJob
-	bgq     chan raJob // chunks missed by random reads, fetched in the background (dropped when full)
-	fillq   chan raJob // files a sequential reader left incomplete, completed in the background (idx unused)
-	// Files left incomplete beyond fillq's length, by name (fillLater).
-	fillMu    sync.Mutex
-	fillNames []string            // guarded by fillMu: oldest first
-	fillSet   map[string]struct{} // guarded by fillMu
-	fillWake  chan struct{}
+	// Fetch worker queues (workers.go); each job holds a reference on its
+	// entry, dropped when it is done or drained at close.
+	raq chan raJob // chunks ahead of sequential readers (dropped when full)
+	bgq chan raJob // chunks missed by random reads, fetched in the background (dropped when full)
 	// lastDirect and lastPiece (unix ns): when a reader was last served
 	// straight from the origin, and when a background piece last went
 	// (yieldToReaders).
 	lastDirect, lastPiece atomic.Int64
-	evictCh               chan struct{}
+
+	evictCh chan struct{} // wakes evictLoop
 
 	inv inventoryLog
-
-	// Queued access and validation times (access.go).
-	accMu      sync.Mutex
-	accPending map[string]accessReq // guarded by accMu
-	accFlushMu sync.Mutex           // one flush at a time
-	accWake    chan struct{}
 
 	c    counters
 	mets *metrics
 
-	// test hooks and tunables
-	writeData   func(f *os.File, p []byte, off int64) (int, error)
-	syncData    func(f *os.File) error
-	accessEvery time.Duration // persist last access at most this often per file
-	verifyMax   int
-}
-
-type verKey struct {
-	id  uint64
-	idx int
+	// test hooks
+	writeData func(f *os.File, p []byte, off int64) (int, error)
+	syncData  func(f *os.File) error
 }
 
 type counters struct {
@@ -178,49 +167,52 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		cfg:         cfg,
-		org:         org,
-		log:         cfg.Logger.With("component", "cache"),
-		csize:       cfg.ChunkSize,
-		dataDir:     filepath.Join(cfg.Dir, "data"),
-		ctx:         sctx,
-		cancel:      cancel,
-		open:        map[string]*entry{},
-		idle:        list.New(),
-		idleMax:     idleLimit(cfg.IdleFiles),
-		busy:        map[string]chan struct{}{},
-		pins:        map[string]struct{}{},
-		accPending:  map[string]accessReq{},
-		accWake:     make(chan struct{}, 1),
-		verified:    map[verKey]struct{}{},
-		errConds:    map[string]bool{},
-		bufSem:      make(chan struct{}, cfg.FetchWorkers+4),
-		raq:         make(chan raJob, cfg.FetchWorkers*4),
-		bgq:         make(chan raJob, bgQueueLen),
-		fillq:       make(chan raJob, fillQueueLen),
-		fillSet:     map[string]struct{}{},
-		fillWake:    make(chan struct{}, 1),
-		evictCh:     make(chan struct{}, 1),
-		pinChange:   make(chan struct{}, 1),
-		writeData:   func(f *os.File, p []byte, off int64) (int, error) { return f.WriteAt(p, off) },
-		syncData:    func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) },
-		accessEvery: 10 * time.Second,
-		syncSem:     make(chan struct{}, maxSyncPending),
-		waitSem:     make(chan struct{}, maxPersistWaiting),
-		syncWake:    make(chan struct{}, 1),
-		syncNow:     make(chan struct{}, 1),
-		syncStop:    make(chan struct{}),
-		syncDone:    make(chan struct{}),
-		syncEvery:   defaultSyncEvery,
-		syncBatch:   defaultSyncBatch,
-		verifyMax:   1 << 18,
+		cfg:     cfg,
+		org:     org,
+		log:     cfg.Logger.With("component", "cache"),
+		csize:   cfg.ChunkSize,
+		dataDir: filepath.Join(cfg.Dir, "data"),
+		ctx:     sctx,
+		cancel:  cancel,
+		open:    map[string]*entry{},
+		idle:    idleFiles{lru: list.New(), max: idleLimit(cfg.IdleFiles)},
+		busy:    map[string]chan struct{}{},
+		commits: groupCommit{
+			sem:     make(chan struct{}, maxSyncPending),
+			waitSem: make(chan struct{}, maxPersistWaiting),
+			wake:    make(chan struct{}, 1),
+			now:     make(chan struct{}, 1),
+			stop:    make(chan struct{}),
+			done:    make(chan struct{}),
+			every:   defaultSyncEvery,
+			batch:   defaultSyncBatch,
+		},
+		bufs:     chunkBuffers{sem: make(chan struct{}, cfg.FetchWorkers+4)},
+		verified: verifiedChunks{chunks: map[verKey]struct{}{}, max: 1 << 18},
+		pins:     pinSet{names: map[string]struct{}{}},
+		errs:     errorLog{conds: map[string]bool{}},
+		access: accessQueue{
+			pending: map[string]accessReq{},
+			wake:    make(chan struct{}, 1),
+			every:   10 * time.Second,
+		},
+		fills: fillQueue{
+			jobs: make(chan raJob, fillQueueLen),
+			set:  map[string]struct{}{},
+			wake: make(chan struct{}, 1),
+		},
+		raq:       make(chan raJob, cfg.FetchWorkers*4),
+		bgq:       make(chan raJob, bgQueueLen),
+		evictCh:   make(chan struct{}, 1),
+		writeData: func(f *os.File, p []byte, off int64) (int, error) { return f.WriteAt(p, off) },
+		syncData:  func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) },
 	}
 	s.inv.init(4096)
-	s.bufPool.New = func() any { b := make([]byte, s.csize); return &b }
+	s.bufs.pool.New = func() any { b := make([]byte, s.csize); return &b }
 
 	if err := s.openDisk(); err != nil {
 		s.noteError("cache-dir", fmt.Errorf("cache dir %s unusable, serving from the origin: %w", cfg.Dir, err))
-		s.degraded.Store(true)
+		s.disk.degraded.Store(true)
 		s.scanDone.Store(true)
 	}
 	mets, err := newMetrics(cfg.Meter, s)
@@ -283,7 +275,7 @@ func (s *Store) openDisk() error {
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			s.pins[string(it.Item().Key()[len(prefixPin):])] = struct{}{}
+			s.pins.names[string(it.Item().Key()[len(prefixPin):])] = struct{}{}
 		}
 		return nil
 	})
@@ -309,8 +301,8 @@ func (s *Store) Close() error {
 	// No persist step starts once closed is set; the running ones queue
 	// their chunks, which syncLoop commits before it returns.
 	s.persists.Wait()
-	close(s.syncStop)
-	<-s.syncDone
+	close(s.commits.stop)
+	<-s.commits.done
 	s.closeIdle()
 	if s.mets != nil {
 		s.mets.unregister()
@@ -381,175 +373,19 @@ func (s *Store) Stats() Stats {
 		Invalidations:    s.c.invalidations.Load(),
 		ChecksumFailures: s.c.checksumFailures.Load(),
 		Errors:           s.c.errors.Load(),
-		QuotaBytes:       s.quota.Load(),
+		QuotaBytes:       s.disk.quota.Load(),
 		DiskFreeBytes:    s.c.diskFree.Load(),
 		ChunkSize:        s.csize,
 		Degraded:         s.isDegraded(),
 	}
-	s.errMu.Lock()
-	st.LastError, st.LastErrorAt = s.lastErr, s.lastErrAt
-	s.errMu.Unlock()
+	s.errs.mu.Lock()
+	st.LastError, st.LastErrorAt = s.errs.last, s.errs.lastAt
+	s.errs.mu.Unlock()
 	st.IdleFiles = int64(s.IdleFiles())
-	s.fillMu.Lock()
-	st.FillBacklog = int64(len(s.fillq) + len(s.fillNames))
-	s.fillMu.Unlock()
+	s.fills.mu.Lock()
+	st.FillBacklog = int64(len(s.fills.jobs) + len(s.fills.names))
+	s.fills.mu.Unlock()
 	return st
-}
-
-func (s *Store) isDegraded() bool {
-	return s.db == nil || s.degraded.Load() || time.Now().UnixNano() < s.backoff.Load()
-}
-
-// noteError records a cache-side error. Each condition is logged once until
-// it recovers (noteRecovered), however many reads hit it.
-func (s *Store) noteError(cond string, err error) {
-	s.c.errors.Add(1)
-	s.errMu.Lock()
-	s.lastErr = err.Error()
-	s.lastErrAt = time.Now()
-	first := !s.errConds[cond]
-	s.errConds[cond] = true
-	s.errMu.Unlock()
-	if first {
-		s.log.Warn("cache degraded; reads are served from the origin", "condition", cond, "err", err)
-	}
-}
-
-func (s *Store) noteRecovered(cond string) {
-	s.errMu.Lock()
-	was := s.errConds[cond]
-	delete(s.errConds, cond)
-	s.errMu.Unlock()
-	if was {
-		s.log.Info("cache recovered", "condition", cond)
-	}
-}
-
-// diskError classifies a data-disk error and pauses persisting briefly, so
-// a full or failing disk costs one failed write per second, not per read.
-func (s *Store) diskError(op string, err error) {
-	cond := "disk-io"
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		cond = "disk-full"
-		s.kickEvict()
-	}
-	s.degraded.Store(true)
-	s.backoff.Store(time.Now().Add(time.Second).UnixNano())
-	s.noteError(cond, fmt.Errorf("%s: %w", op, err))
-}
-
-func (s *Store) diskOK() {
-	if s.degraded.Load() {
-		s.degraded.Store(false)
-		s.noteRecovered("disk-io")
-		s.noteRecovered("disk-full")
-	}
-}
-
-// refreshDisk re-reads the cache file system's size and free space (at most
-// once a second unless forced) and recomputes the quota.
-func (s *Store) refreshDisk(force bool) {
-	if s.db == nil {
-		return
-	}
-	now := time.Now().UnixNano()
-	if !force && now-s.freeAt.Load() < int64(time.Second) {
-		return
-	}
-	s.freeAt.Store(now)
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(s.dataDir, &st); err != nil {
-		return
-	}
-	size := int64(st.Blocks) * st.Bsize
-	s.fsSize.Store(size)
-	s.c.diskFree.Store(int64(st.Bavail) * st.Bsize)
-	q := s.cfg.MaxBytes
-	if q <= 0 {
-		q = int64(float64(size) * s.cfg.MaxPercent / 100)
-	}
-	s.quota.Store(q)
-}
-
-// reserveBytes is the free space kept for the index itself (badger's
-// memory-mapped files fault on a full disk): chunk writes stop below it.
-func (s *Store) reserveBytes() int64 {
-	return min(16<<20, s.fsSize.Load()/20)
-}
-
-// persistAllowed reports whether a chunk may be written now.
-func (s *Store) persistAllowed(n int64) bool {
-	if s.db == nil || time.Now().UnixNano() < s.backoff.Load() {
-		return false
-	}
-	if n == 0 {
-		return true
-	}
-	// statfs is cheap next to an n-byte write; a stale figure could let the
-	// disk fill under badger's memory-mapped files.
-	s.refreshDisk(true)
-	if s.c.diskFree.Load()-n < s.reserveBytes() {
-		s.diskError("write chunk", fmt.Errorf("cache disk nearly full (%d bytes free): %w", s.c.diskFree.Load(), syscall.ENOSPC))
-		return false
-	}
-	return true
-}
-
-// getBuf returns a chunk buffer; buffers in use are bounded by bufSem.
-func (s *Store) getBuf(ctx context.Context, n int64) (*[]byte, error) {
-	select {
-	case s.bufSem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if n > s.csize {
-		b := make([]byte, n)
-		return &b, nil
-	}
-	b := s.bufPool.Get().(*[]byte)
-	*b = (*b)[:n]
-	return b, nil
-}
-
-// tryGetBuf is getBuf without waiting: nil when all buffers are in use
-// (the caller then reads the origin directly instead of queueing behind
-// disk writes).
-func (s *Store) tryGetBuf(n int64) *[]byte {
-	select {
-	case s.bufSem <- struct{}{}:
-	default:
-		return nil
-	}
-	if n > s.csize {
-		b := make([]byte, n)
-		return &b
-	}
-	b := s.bufPool.Get().(*[]byte)
-	*b = (*b)[:n]
-	return b
-}
-
-func (s *Store) putBuf(b *[]byte) {
-	if int64(cap(*b)) == s.csize {
-		s.bufPool.Put(b)
-	}
-	<-s.bufSem
-}
-
-func (s *Store) isVerified(id uint64, idx int) bool {
-	s.verMu.Lock()
-	defer s.verMu.Unlock()
-	_, ok := s.verified[verKey{id, idx}]
-	return ok
-}
-
-func (s *Store) markVerified(id uint64, idx int) {
-	s.verMu.Lock()
-	defer s.verMu.Unlock()
-	if len(s.verified) >= s.verifyMax {
-		clear(s.verified) // bounded: forgetting only costs a re-check
-	}
-	s.verified[verKey{id, idx}] = struct{}{}
 }
 
 func (s *Store) kickEvict() {
@@ -625,29 +461,4 @@ func cleanName(name string) (string, error) {
 // under reports whether name is dir itself or below it.
 func under(name, dir string) bool {
 	return dir == "." || name == dir || strings.HasPrefix(name, dir+"/")
-}
-
-var errVersionChanged = errors.New("file version changed")
-
-// errOriginChanged: the origin file opened for a version is another version
-// (the path was replaced); the version was dropped and must be revalidated.
-var errOriginChanged = fmt.Errorf("origin file is another version: %w", errVersionChanged)
-
-// readFull reads len(p) bytes at off, treating io.EOF at the end as success.
-func readFull(ctx context.Context, f origin.File, p []byte, off int64) (int, error) {
-	n := 0
-	for n < len(p) {
-		m, err := f.ReadAt(ctx, p[n:], off+int64(n))
-		n += m
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return n, io.EOF
-			}
-			return n, err
-		}
-		if m == 0 {
-			return n, io.ErrUnexpectedEOF
-		}
-	}
-	return n, nil
 }
