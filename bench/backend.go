@@ -330,7 +330,7 @@ type eddyDaemon struct {
 	waitErr error
 }
 
-// daemonArgs is the command line of `eddy daemon` (flags of issue 2 and 3).
+// daemonArgs is the command line of `eddy daemon` (the cache, mount and origin flags).
 func (d *eddyDaemon) daemonArgs() []string {
 	a := []string{d.bin, "daemon", "--origin", d.origin, "--mount", d.mnt, "--socket", d.socket}
 	if d.logLevel != "" {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/cache"
 )
 
@@ -31,7 +32,7 @@ type RunSpec struct {
 	WorkDir   string
 	SharedDir string
 	LogDir    string
-	// ContainerEnv / Image: container tasks (issue 6); empty for process tasks. EnvFile is the
+	// ContainerEnv / Image: container tasks; empty for process tasks. EnvFile is the
 	// environment version the scheduler resolved at submit (share-relative tarball path).
 	ContainerEnv, Image, EnvFile string
 }
@@ -239,7 +240,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		if !registered {
 			var rr RegisterResponse
-			if err := a.cfg.Scheduler.Do(ctx, "POST", "/v1/cluster/register", a.cfg.Node, &rr); err != nil {
+			if err := a.cfg.Scheduler.Do(ctx, "POST", api.RegisterPath, wireNodeRecord(a.cfg.Node), &rr); err != nil {
 				a.log.Warn("register with the scheduler", "err", err)
 				if !sleep(ctx, backoff) {
 					return a.shutdown()
@@ -371,7 +372,7 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var resp HeartbeatResponse
-	if err := a.cfg.Scheduler.Do(hctx, "POST", "/v1/cluster/heartbeat", hb, &resp); err != nil {
+	if err := a.cfg.Scheduler.Do(hctx, "POST", api.HeartbeatPath, wireHeartbeat(hb), &resp); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	if resp.Reregister {

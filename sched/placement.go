@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/eddy-cluster/eddy/units"
 )
 
 // Resources is an amount of compute on a node or asked for by a task.
@@ -53,7 +55,7 @@ const (
 	// to run (wait at most min(locality wait, fetch seconds saved)); rendezvous-hash cache
 	// affinity for cold placements.
 	PolicyEddy Policy = "eddy"
-	// PolicyFloor: the published baseline DESIGN.md names as the floor: warmest fitting node,
+	// PolicyFloor: the published baseline eddy must beat (docs/scheduler.md): warmest fitting node,
 	// fixed delay scheduling, rendezvous hashing for cold placements.
 	PolicyFloor Policy = "floor"
 	// PolicyBlind: the fitting node with the most free cores (KohakuRiver).
@@ -468,20 +470,7 @@ func (c *Cluster) CanEverFit(r *Request) string {
 		return "no node has the requested labels"
 	}
 	return fmt.Sprintf("asks for %.4g cores, %s memory, %d GPUs; the largest matching node has %.4g cores, %s, %d GPUs",
-		r.Res.Cores, FormatBytes(r.Res.MemBytes), r.Res.GPUs, best.Cores, FormatBytes(best.MemBytes), best.GPUs)
-}
-
-// Candidate explains one node considered for a task.
-type Candidate struct {
-	Node         string  `json:"node"`
-	Fits         bool    `json:"fits"`
-	WarmBytes    int64   `json:"warm_bytes"`
-	MissingBytes int64   `json:"missing_bytes"`
-	FetchSeconds float64 `json:"fetch_s"`
-	// EnvImported: the task's container environment is imported on the node (its tarball
-	// then counts as warm); EnvCached: the node caches all of the tarball.
-	EnvImported bool `json:"env_imported,omitempty"`
-	EnvCached   bool `json:"env_cached,omitempty"`
+		r.Res.Cores, units.FormatBytesOneDecimal(r.Res.MemBytes), r.Res.GPUs, best.Cores, units.FormatBytesOneDecimal(best.MemBytes), best.GPUs)
 }
 
 // Decision is the result of Place.
@@ -518,7 +507,7 @@ type Placer struct {
 // its own stall: it shares the origin with every other fetch and adds one more copy to the
 // cluster's caches, which the next tasks of that dataset then spread over. Chosen with the
 // simulator: with a bound of 1x, campus-200 stayed near 93% local with promised inputs; 16x
-// reaches 95% there (README, "Scheduler and placement").
+// reaches 95% there (docs/scheduler.md, "Scheduler and placement").
 const FetchWaitFactor = 16
 
 // DefaultLocalityWait is the live scheduler's delay-scheduling bound.
@@ -759,11 +748,11 @@ func (p *Placer) placeLocal(c *Cluster, now time.Time, r *Request) Decision {
 		}
 		if until := r.FirstChance.Add(wait); wait > 0 && now.Before(until) {
 			return Decision{Wait: true, WaitUntil: until, Reason: fmt.Sprintf(
-				"waiting for %s (warm %s, busy) until %s", ideal.n.Name, FormatBytes(ideal.warm), until.Format(time.RFC3339))}
+				"waiting for %s (warm %s, busy) until %s", ideal.n.Name, units.FormatBytesOneDecimal(ideal.warm), until.Format(time.RFC3339))}
 		}
-		d.Reason = fmt.Sprintf("locality wait over; best free node has %s of %s warm", FormatBytes(bestFit.warm), FormatBytes(bestFit.warm+bestFit.miss))
+		d.Reason = fmt.Sprintf("locality wait over; best free node has %s of %s warm", units.FormatBytesOneDecimal(bestFit.warm), units.FormatBytesOneDecimal(bestFit.warm+bestFit.miss))
 	} else if bestFit.warm > 0 {
-		d.Reason = fmt.Sprintf("warmest fitting node: %s of %s inputs cached", FormatBytes(bestFit.warm), FormatBytes(bestFit.warm+bestFit.miss))
+		d.Reason = fmt.Sprintf("warmest fitting node: %s of %s inputs cached", units.FormatBytesOneDecimal(bestFit.warm), units.FormatBytesOneDecimal(bestFit.warm+bestFit.miss))
 	} else if len(r.Inputs) > 0 {
 		d.Reason = "inputs cold everywhere: cache-affinity (rendezvous) node for " + r.Inputs[max(prim, 0)].Path
 	} else {
@@ -853,20 +842,6 @@ func (p *Placer) explain(c *Cluster, r *Request, chosen *Node, score func(*Node,
 		all = all[:maxN]
 	}
 	return all
-}
-
-// FormatBytes prints a byte count with a binary unit.
-func FormatBytes(b int64) string {
-	const u = 1024
-	if b < u {
-		return fmt.Sprintf("%d B", b)
-	}
-	div, exp := int64(u), 0
-	for n := b / u; n >= u && exp < 5; n /= u {
-		div *= u
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }
 
 // Queued is one task in a scheduling pass.

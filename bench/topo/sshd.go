@@ -226,7 +226,7 @@ type SSHFSMount struct {
 }
 
 // SSHFSCiphers is the cipher the benchmark and tests use: the fastest on
-// these machines (FIELD-NOTES).
+// these machines, which have AES-NI.
 const SSHFSCiphers = "aes128-gcm@openssh.com"
 
 // MountSSHFS mounts s's opts.Remote at opts.Mountpoint with sshfs, from

@@ -13,19 +13,15 @@ import (
 	"time"
 )
 
-// BenchmarkNFSOriginRead reads one file (EDDY_NFS_BENCH_MB, default 256
-// MiB; 1024 for the README figure) sequentially through the NFS origin from
+// BenchmarkNFSOriginRead reads one file (EDDY_BENCH_SIZE bytes, default 256
+// MiB) sequentially through the NFS origin from
 // a real ganesha over an unshaped veth, in 8 MiB ReadAt calls (each split
 // into parallel 1 MiB READs), with 1, 2 and 4 connections.
 //
-//	EDDY_NFS_BENCH_MB=1024 go test -run '^$' -bench NFSOriginRead -benchtime 3x ./origin/nfs
+//	EDDY_BENCH_SIZE=1073741824 go test -run '^$' -bench NFSOriginRead -benchtime 3x ./origin/nfs
 func BenchmarkNFSOriginRead(b *testing.B) {
-	mb, _ := strconv.Atoi(os.Getenv("EDDY_NFS_BENCH_MB"))
-	if mb <= 0 {
-		mb = 256
-	}
+	size := benchSize()
 	s := startServerB(b)
-	size := int64(mb) << 20
 	f, err := os.Create(filepath.Join(s.export, "bench"))
 	if err != nil {
 		b.Fatal(err)
@@ -122,4 +118,13 @@ func BenchmarkNFSOriginLstat(b *testing.B) {
 			b.ReportMetric(float64(el.Microseconds())*float64(callers)/float64(b.N), "us/call")
 		})
 	}
+}
+
+// benchSize is the benchmark file's size: EDDY_BENCH_SIZE in bytes (as for
+// the cache and integration benchmarks), 256 MiB by default.
+func benchSize() int64 {
+	if v, err := strconv.ParseInt(os.Getenv("EDDY_BENCH_SIZE"), 10, 64); err == nil && v > 0 {
+		return v
+	}
+	return 256 << 20
 }

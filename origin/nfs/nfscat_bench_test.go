@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -19,12 +18,8 @@ func BenchmarkNFSCatRead(b *testing.B) {
 	if _, err := exec.LookPath("nfs-cat"); err != nil {
 		b.Skip("nfs-cat (libnfs-utils) not installed")
 	}
-	mb, _ := strconv.Atoi(os.Getenv("EDDY_NFS_BENCH_MB"))
-	if mb <= 0 {
-		mb = 256
-	}
+	size := benchSize()
 	s := startServerB(b)
-	size := int64(mb) << 20
 	f, err := os.Create(filepath.Join(s.export, "bench"))
 	if err != nil {
 		b.Fatal(err)
