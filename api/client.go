@@ -14,22 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/eddy-cluster/eddy/cache"
 )
-
-// Error is a non-2xx answer from the API.
-type Error struct {
-	Status  int
-	Message string
-}
-
-func (e *Error) Error() string {
-	if e.Message == "" {
-		return fmt.Sprintf("api: %s", http.StatusText(e.Status))
-	}
-	return e.Message
-}
 
 // Client talks to one eddy daemon's API, over its unix socket or over TCP
 // (cluster mode) with a bearer token.
@@ -98,8 +83,9 @@ func NewTCP(addr string, opts ...Option) *Client {
 func (c *Client) String() string { return c.where }
 
 // Do sends one call: in (if not nil) is sent as the JSON body, and a 2xx
-// answer's JSON body is decoded into out (if not nil). Other packages use it
-// for their own endpoints.
+// answer's JSON body is decoded into out (if not nil). A non-2xx answer is an
+// *Error. The typed methods are built on it; the node agent calls it with the
+// cluster protocol's paths (RegisterPath, HeartbeatPath).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	resp, err := c.send(ctx, method, path, in)
 	if err != nil {
@@ -169,11 +155,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var eb ErrorBody
-		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
-			return nil, &Error{Status: resp.StatusCode, Message: eb.Error}
-		}
-		return nil, &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
+		return nil, errorFrom(resp.StatusCode, b)
 	}
 	return resp, nil
 }
@@ -186,77 +168,15 @@ func unwrapURL(err error) error {
 	return err
 }
 
-// Health calls GET /v1/health.
-func (c *Client) Health(ctx context.Context) (Health, error) {
-	var h Health
-	err := c.Do(ctx, http.MethodGet, "/v1/health", nil, &h)
-	return h, err
-}
-
-// CacheStats calls GET /v1/cache/stats.
-func (c *Client) CacheStats(ctx context.Context) (CacheStats, error) {
-	var s CacheStats
-	err := c.Do(ctx, http.MethodGet, "/v1/cache/stats", nil, &s)
-	return s, err
-}
-
-// CacheList calls GET /v1/cache/ls for a path (share-relative, or absolute
-// under the mountpoint; "" for everything), resolved against cwd as in
-// PathsRequest.
-func (c *Client) CacheList(ctx context.Context, path, cwd string) ([]cache.FileInfo, error) {
-	q := url.Values{}
-	q.Set("path", path)
-	if cwd != "" {
-		q.Set("cwd", cwd)
-	}
-	var out []cache.FileInfo
-	err := c.Do(ctx, http.MethodGet, "/v1/cache/ls?"+q.Encode(), nil, &out)
-	return out, err
-}
-
-// CacheWarm calls POST /v1/cache/warm and hands every progress line to fn.
-// It returns an error naming the paths that failed, after all were tried.
-func (c *Client) CacheWarm(ctx context.Context, req PathsRequest, fn func(WarmEvent)) error {
-	var failed []string
-	err := c.Stream(ctx, http.MethodPost, "/v1/cache/warm", req, func(line []byte) error {
-		var ev WarmEvent
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return fmt.Errorf("warm: decode progress: %w", err)
+// errorFrom is the *Error of a non-2xx answer: the ErrorBody's text and code, or, from
+// something that is not eddy (a proxy), the body as text and the status's code.
+func errorFrom(status int, body []byte) *Error {
+	var eb ErrorBody
+	if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
+		if eb.Code == "" {
+			eb.Code = CodeOf(status)
 		}
-		if ev.Done && ev.Error != "" {
-			failed = append(failed, fmt.Sprintf("%s: %s", ev.Arg, ev.Error))
-		}
-		if fn != nil {
-			fn(ev)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+		return &Error{Status: status, Code: eb.Code, Message: eb.Error}
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("warm failed: %s", strings.Join(failed, "; "))
-	}
-	return nil
-}
-
-// CachePin, CacheUnpin and CacheEvict call POST /v1/cache/{pin,unpin,evict}.
-func (c *Client) CachePin(ctx context.Context, req PathsRequest) (PathsResponse, error) {
-	return c.paths(ctx, "pin", req)
-}
-
-// CacheUnpin: see CachePin.
-func (c *Client) CacheUnpin(ctx context.Context, req PathsRequest) (PathsResponse, error) {
-	return c.paths(ctx, "unpin", req)
-}
-
-// CacheEvict: see CachePin.
-func (c *Client) CacheEvict(ctx context.Context, req PathsRequest) (PathsResponse, error) {
-	return c.paths(ctx, "evict", req)
-}
-
-func (c *Client) paths(ctx context.Context, op string, req PathsRequest) (PathsResponse, error) {
-	var out PathsResponse
-	err := c.Do(ctx, http.MethodPost, "/v1/cache/"+op, req, &out)
-	return out, err
+	return &Error{Status: status, Code: CodeOf(status), Message: strings.TrimSpace(string(body))}
 }

@@ -25,7 +25,7 @@ import (
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/bench/topo"
 	"github.com/eddy-cluster/eddy/runtime/envs"
-	"github.com/eddy-cluster/eddy/sched"
+	"github.com/eddy-cluster/eddy/units"
 )
 
 // Environment states measured by RunEnv.
@@ -192,7 +192,7 @@ func RunEnv(ctx context.Context, cfg EnvConfig) (rep *EnvReport, err error) {
 			}
 			byState[state].Runs = append(byState[state].Runs, r)
 			prog.Printf("  %-8s run %d/%d: submit to container start %6.2f s (node %6.2f s, image ready %6.2f s, imported %v, %s from the origin)",
-				state, run, cfg.Runs, r.SubmitToStartS, r.NodeStartS, r.ImageS, r.Imported, humanBytes(r.OriginBytes))
+				state, run, cfg.Runs, r.SubmitToStartS, r.NodeStartS, r.ImageS, r.Imported, units.FormatBytesUpToGiB(r.OriginBytes))
 		}
 	}
 	rep.TarballBytes = b.tarballBytes
@@ -261,8 +261,7 @@ func (b *envBench) setUp(ctx context.Context) error {
 	b.cl = api.NewUnix(b.d.socket, api.WithTimeout(time.Minute))
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var ns []sched.NodeStatus
-		if err := b.cl.Do(ctx, "GET", "/v1/nodes", nil, &ns); err == nil && len(ns) == 1 && ns[0].Up {
+		if ns, err := b.cl.Nodes(ctx); err == nil && len(ns) == 1 && ns[0].Up {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -343,7 +342,7 @@ func (b *envBench) measure(ctx context.Context, state string, run int) (EnvRun, 
 		return r, fmt.Errorf("the node imported=%v, want %v (state %s)", r.Imported, want, state)
 	}
 	if state == EnvWarm && r.OriginBytes > b.current.Size/10 {
-		return r, fmt.Errorf("warm run fetched %s from the origin", humanBytes(r.OriginBytes))
+		return r, fmt.Errorf("warm run fetched %s from the origin", units.FormatBytesUpToGiB(r.OriginBytes))
 	}
 	return r, nil
 }
@@ -351,15 +350,15 @@ func (b *envBench) measure(ctx context.Context, state string, run int) (EnvRun, 
 // task submits a container task running `true` in the newest environment version and waits
 // for it to complete.
 func (b *envBench) task(ctx context.Context, what string) (EnvRun, error) {
-	var before api.CacheStats
-	if err := b.cl.Do(ctx, "GET", "/v1/cache/stats", nil, &before); err != nil {
+	before, err := b.cl.CacheStats(ctx)
+	if err != nil {
 		return EnvRun{}, err
 	}
-	spec := sched.TaskSpec{Name: "bench-env " + what, ContainerEnv: envBenchName, Command: []string{"true"},
+	spec := api.TaskSpec{Name: "bench-env " + what, ContainerEnv: envBenchName, Command: []string{"true"},
 		Cores: 1, MemBytes: 256 << 20, Uid: envBenchUID, Gid: envBenchUID}
 	t0 := time.Now()
-	var t sched.Task
-	if err := b.cl.Do(ctx, "POST", "/v1/tasks", spec, &t); err != nil {
+	t, err := b.cl.SubmitTask(ctx, spec)
+	if err != nil {
 		return EnvRun{}, fmt.Errorf("submit: %w", err)
 	}
 	deadline := time.Now().Add(10 * time.Minute)
@@ -372,15 +371,15 @@ func (b *envBench) task(ctx context.Context, what string) (EnvRun, error) {
 			return EnvRun{}, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-		if err := b.cl.Do(ctx, "GET", "/v1/tasks/"+t.ID, nil, &t); err != nil {
+		if t, err = b.cl.Task(ctx, t.ID); err != nil {
 			return EnvRun{}, err
 		}
 	}
-	if t.State != sched.StateCompleted || t.EnvStart == nil || t.Started.IsZero() {
+	if t.State != api.StateCompleted || t.EnvStart == nil || t.Started.IsZero() {
 		return EnvRun{}, fmt.Errorf("task %s: %s (%s); daemon log: %s", t.ID, t.State, t.Error, logProblems(b.d.logPath, 6))
 	}
-	var after api.CacheStats
-	if err := b.cl.Do(ctx, "GET", "/v1/cache/stats", nil, &after); err != nil {
+	after, err := b.cl.CacheStats(ctx)
+	if err != nil {
 		return EnvRun{}, err
 	}
 	b.imported = true
@@ -393,7 +392,7 @@ func (b *envBench) task(ctx context.Context, what string) (EnvRun, error) {
 // through eddy) and removes the older ones.
 func (b *envBench) newVersion(ctx context.Context, run int) error {
 	b.seed++
-	b.prog.Begin(fmt.Sprintf("run %d: writing a new environment version (%s payload)", run, humanBytes(b.cfg.Size)))
+	b.prog.Begin(fmt.Sprintf("run %d: writing a new environment version (%s payload)", run, units.FormatBytesUpToGiB(b.cfg.Size)))
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeEnvImage(ctx, pw, b.work, b.busybox, b.cfg.Size, b.seed, b.prog)) }()
 	v, err := envs.ImportReader(ctx, b.export, envBenchName, pr, time.Now())

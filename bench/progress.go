@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/eddy-cluster/eddy/units"
 )
 
 // Progress shows what the suite is doing on the terminal: a live line with
@@ -112,7 +114,7 @@ func (p *Progress) loop() {
 		if p.label != "" {
 			el := time.Since(p.start).Seconds()
 			b, ops := p.bytes.Load(), p.ops.Load()
-			line := fmt.Sprintf("  %s: %s", p.label, humanBytes(b))
+			line := fmt.Sprintf("  %s: %s", p.label, units.FormatBytesUpToGiB(b))
 			if el > 0 {
 				line += fmt.Sprintf(" %.0f MB/s", float64(b)/1e6/el)
 				if ops > 0 {
@@ -130,16 +132,4 @@ func (p *Progress) loop() {
 		}
 		p.mu.Unlock()
 	}
-}
-
-func humanBytes(b int64) string {
-	switch {
-	case b >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
-	case b >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", b)
 }

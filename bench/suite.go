@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/bench/topo"
+	"github.com/eddy-cluster/eddy/units"
 )
 
 // States (results.json "state"): cold = every cache emptied; warm = the
@@ -324,7 +325,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	}()
 
 	spec := DatasetSpec{BigSize: cfg.Size, SharedSize: cfg.SharedSize, SmallCount: cfg.SmallCount, SmallSize: cfg.SmallSize, PerDir: 100}
-	prog.Printf("bench: generating dataset (%s) in %s", humanBytes(spec.Bytes()), work)
+	prog.Printf("bench: generating dataset (%s) in %s", units.FormatBytesUpToGiB(spec.Bytes()), work)
 	prog.Begin("generate dataset")
 	ds, err := Generate(ctx, filepath.Join(work, "export"), spec, prog)
 	if err != nil {
@@ -461,7 +462,7 @@ func measure(ctx context.Context, prog *Progress, cfg *Config, e *env, link stri
 			}
 			r.SettleSeconds = d.Seconds()
 			if d >= settlePoll*settleStable+settlePoll {
-				prog.Printf("  %s %-12s %-18s background fetches done in %.0fs (%s cached)", at, b.name(), w.Name, d.Seconds(), humanBytes(cached))
+				prog.Printf("  %s %-12s %-18s background fetches done in %.0fs (%s cached)", at, b.name(), w.Name, d.Seconds(), units.FormatBytesUpToGiB(cached))
 			}
 		}
 	}

@@ -11,12 +11,17 @@ import (
 	"github.com/eddy-cluster/eddy/fusefs"
 	"github.com/eddy-cluster/eddy/origin"
 	_ "github.com/eddy-cluster/eddy/origin/nfs" // nfs:// origins
+	"github.com/eddy-cluster/eddy/sched"
 )
 
-// Store is what the daemon needs of the node's cache (*cache.Store).
+// Store is what the daemon needs of the node's cache (*cache.Store): the control API's calls,
+// the FUSE view's, and the agent's (prefetch, pins, inventory). Because the agent's needs are
+// part of it, a cache that stopped serving them fails the build instead of quietly turning
+// prefetch off.
 type Store interface {
 	CacheControl
 	fusefs.Cache
+	sched.NodeCache
 	Close() error
 }
 

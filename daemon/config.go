@@ -3,9 +3,7 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
-	"math"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -64,7 +62,7 @@ type Config struct {
 	MetricsAddr     string
 	MetricsInterval time.Duration // stdout export period
 
-	// Cluster mode (issue 5).
+	// Cluster mode.
 	Scheduler    bool              // this daemon holds the cluster's queue and places tasks
 	Join         string            // scheduler address to join
 	Listen       string            // TCP address of this daemon's cluster API
@@ -77,7 +75,7 @@ type Config struct {
 	Labels       map[string]string // node labels
 	LocalityWait time.Duration     // how long a task may wait for a warm node
 
-	// Container tasks (issue 6): ContainerdSocket uses the node's running containerd;
+	// Container tasks: ContainerdSocket uses the node's running containerd;
 	// ContainerdDir starts a private one with root, state and socket under it. With neither,
 	// a private containerd under "<cache dir>-containerd" is started at the first container
 	// task if containerd is installed (see ContainerdDirFor).
@@ -175,57 +173,6 @@ func ContainerdDirFor(cacheDir, socket, node string) string {
 		return strings.TrimRight(cacheDir, "/") + "-containerd"
 	}
 	return filepath.Join(filepath.Dir(socket), "eddy-containerd-"+node)
-}
-
-// ParseSize parses a byte count: a plain number of bytes or a number with a
-// unit (K, M, G, T, P with optional "i" and "B", all binary: 50G = 50 GiB).
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	if t == "" {
-		return 0, fmt.Errorf("size %q: empty", s)
-	}
-	i := 0
-	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
-		i++
-	}
-	num, unit := t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("size %q: want a number with an optional unit (K, M, G, T)", s)
-	}
-	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
-	mult := map[string]float64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-	m, ok := mult[unit]
-	if !ok {
-		return 0, fmt.Errorf("size %q: unknown unit (want K, M, G, T or P)", s)
-	}
-	b := v * m
-	if b > math.MaxInt64/2 {
-		return 0, fmt.Errorf("size %q: too large", s)
-	}
-	return int64(b), nil
-}
-
-// ParseSizeOrPercent parses "50G" (bytes) or "20%" (percent of the cache
-// filesystem). Exactly one of the results is set (both 0 for "0").
-func ParseSizeOrPercent(s string) (bytes int64, percent float64, err error) {
-	t := strings.TrimSpace(s)
-	if strings.HasSuffix(t, "%") {
-		p, err := ParsePercent(t)
-		return 0, p, err
-	}
-	b, err := ParseSize(t)
-	return b, 0, err
-}
-
-// ParsePercent parses "10%" or "10".
-func ParsePercent(s string) (float64, error) {
-	t := strings.TrimSuffix(strings.TrimSpace(s), "%")
-	p, err := strconv.ParseFloat(t, 64)
-	if err != nil || p < 0 || p > 100 || math.IsNaN(p) {
-		return 0, fmt.Errorf("percentage %q: want a number within 0-100, e.g. 20%%", s)
-	}
-	return p, nil
 }
 
 // ParseLabels parses k=v pairs.

@@ -4,56 +4,6 @@ import (
 	"testing"
 )
 
-func TestParseSize(t *testing.T) {
-	cases := []struct {
-		in      string
-		want    int64
-		wantErr bool
-	}{
-		{"0", 0, false},
-		{"4096", 4096, false},
-		{"64K", 64 << 10, false},
-		{"8M", 8 << 20, false},
-		{"8MiB", 8 << 20, false},
-		{"50G", 50 << 30, false},
-		{"50gb", 50 << 30, false},
-		{"1.5G", 3 << 29, false},
-		{"2T", 2 << 40, false},
-		{"", 0, true},
-		{"10X", 0, true},
-		{"-1G", 0, true},
-		{"G", 0, true},
-		{"99999999P", 0, true},
-	}
-	for _, c := range cases {
-		got, err := ParseSize(c.in)
-		if (err != nil) != c.wantErr || got != c.want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d, err=%v", c.in, got, err, c.want, c.wantErr)
-		}
-	}
-}
-
-func TestParseSizeOrPercent(t *testing.T) {
-	cases := []struct {
-		in      string
-		bytes   int64
-		pct     float64
-		wantErr bool
-	}{
-		{"20%", 0, 20, false},
-		{"50G", 50 << 30, 0, false},
-		{"100%", 0, 100, false},
-		{"101%", 0, 0, true},
-		{"x%", 0, 0, true},
-	}
-	for _, c := range cases {
-		b, p, err := ParseSizeOrPercent(c.in)
-		if (err != nil) != c.wantErr || b != c.bytes || p != c.pct {
-			t.Errorf("ParseSizeOrPercent(%q) = %d, %g, %v", c.in, b, p, err)
-		}
-	}
-}
-
 func TestParseLabels(t *testing.T) {
 	m, err := ParseLabels([]string{"gpu=a100", "zone = b"})
 	if err != nil || m["gpu"] != "a100" || m["zone"] != "b" {

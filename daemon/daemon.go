@@ -173,8 +173,8 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	d.api = newAPIServer(cc, cfg.Mount, d.origin.String(), d.health, log.With("part", "api"))
 	d.api.originHealth = guarded.Health
 	ka := &kernelAccess{root: cfg.Mount}
-	if st, ok := d.cache.(interface{ Cacheable(string) bool }); ok {
-		ka.cacheable = st.Cacheable
+	if d.cache != nil {
+		ka.cacheable = d.cache.Cacheable
 	}
 	d.api.access = ka
 

@@ -78,7 +78,7 @@ func (s *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, errors.New("the daemon cannot tell who is calling (no peer credentials); refused"))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, api.MaxRequestBody)
+	api.LimitBody(w, r) // also bounds what the forwarder sends on to the scheduler
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -88,14 +88,24 @@ func callerOf(r *http.Request) api.Identity {
 	return id
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+// writeError answers status with err in the API's error body (api.WriteError).
+func writeError(w http.ResponseWriter, status int, err error) { api.WriteError(w, status, err) }
+
+// writeFailure answers err with the status and code its cause calls for.
+func writeFailure(w http.ResponseWriter, err error) {
+	api.WriteErrorCode(w, statusOf(err), errorCode(err), err)
 }
 
-func writeError(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, api.ErrorBody{Error: err.Error()})
+// errorCode is the api.ErrorCode of err: a cause the status cannot tell apart by itself, else
+// the status's (api.CodeOf).
+func errorCode(err error) api.ErrorCode {
+	switch {
+	case errors.Is(err, cache.ErrPinned):
+		return api.CodePinned
+	case errors.Is(err, cache.ErrNotCacheable):
+		return api.CodeNotCacheable
+	}
+	return api.CodeOf(statusOf(err))
 }
 
 // statusOf maps an error to an HTTP status.
@@ -146,46 +156,43 @@ func (s *apiServer) resolve(p, cwd string) (string, error) {
 }
 
 func (s *apiServer) handleHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.health())
+	api.WriteJSON(w, http.StatusOK, s.health())
 }
 
 func (s *apiServer) handleStats(w http.ResponseWriter, r *http.Request) {
 	out := api.CacheStats{Origin: s.origin, Mount: s.mount, NoCache: s.cache == nil}
 	if s.cache != nil {
-		out.Stats = s.cache.Stats()
+		out.CacheCounters = wireCounters(s.cache.Stats())
 	}
 	if s.originHealth != nil {
-		h := s.originHealth()
+		h := wireOriginHealth(s.originHealth())
 		out.OriginHealth = &h
 	}
-	writeJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
 func (s *apiServer) handleList(w http.ResponseWriter, r *http.Request) {
 	if s.cache == nil {
-		writeJSON(w, http.StatusOK, []cache.FileInfo{})
+		api.WriteJSON(w, http.StatusOK, []api.FileInfo{})
 		return
 	}
 	name, err := s.resolve(r.URL.Query().Get("path"), r.URL.Query().Get("cwd"))
 	if err != nil {
-		writeError(w, statusOf(err), err)
+		writeFailure(w, err)
 		return
 	}
 	files, err := s.cache.List(r.Context(), name)
 	if err != nil {
-		writeError(w, statusOf(err), fmt.Errorf("list %s: %w", name, err))
+		writeFailure(w, fmt.Errorf("list %s: %w", name, err))
 		return
 	}
 	if id := callerOf(r); !id.Root() {
 		if files, err = s.listable(r.Context(), id, files); err != nil {
-			writeError(w, statusOf(err), fmt.Errorf("list %s: %w", name, err))
+			writeFailure(w, fmt.Errorf("list %s: %w", name, err))
 			return
 		}
 	}
-	if files == nil {
-		files = []cache.FileInfo{}
-	}
-	writeJSON(w, http.StatusOK, files)
+	api.WriteJSON(w, http.StatusOK, wireFiles(files))
 }
 
 // listable keeps the files a non-root caller could see with ls -l in the mount: every directory
@@ -227,15 +234,7 @@ func (s *apiServer) listable(ctx context.Context, id api.Identity, files []cache
 
 func decodePaths(w http.ResponseWriter, r *http.Request) (api.PathsRequest, bool) {
 	var req api.PathsRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", mbe.Limit))
-			return req, false
-		}
-		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
+	if !api.DecodeBody(w, r, &req, "bad request body") {
 		return req, false
 	}
 	if len(req.Paths) == 0 {
@@ -275,12 +274,12 @@ func (s *apiServer) pathsHandler(op string) http.HandlerFunc {
 				err = fn(r.Context(), name)
 			}
 			if err != nil {
-				res.Error = err.Error()
+				res.Error, res.Code = err.Error(), errorCode(err)
 				s.log.Info("cache "+op+" failed", "path", p, "err", err)
 			}
 			resp.Results = append(resp.Results, res)
 		}
-		writeJSON(w, http.StatusOK, resp)
+		api.WriteJSON(w, http.StatusOK, resp)
 	}
 }
 
@@ -332,10 +331,10 @@ func (s *apiServer) handleWarm(w http.ResponseWriter, r *http.Request) {
 				}
 				last = now
 				pmu.Unlock()
-				emit(api.WarmEvent{Arg: p, Name: name, Progress: pr, Elapsed: time.Since(start).Seconds()})
+				emit(api.WarmEvent{Arg: p, Name: name, Progress: wireProgress(pr), Elapsed: time.Since(start).Seconds()})
 			})
 			pmu.Lock()
-			ev.Progress = lastP
+			ev.Progress = wireProgress(lastP)
 			pmu.Unlock()
 		}
 		ev.Done = true

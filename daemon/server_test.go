@@ -69,8 +69,11 @@ func (f *fakeCache) Pin(_ context.Context, name string) error   { f.record("pin"
 func (f *fakeCache) Unpin(_ context.Context, name string) error { f.record("unpin", name); return nil }
 func (f *fakeCache) Evict(_ context.Context, name string) error {
 	f.record("evict", name)
-	if name == "x" {
+	switch name {
+	case "x":
 		return errors.New("boom")
+	case "pinned":
+		return fmt.Errorf("cache: evict %s: %w", name, cache.ErrPinned)
 	}
 	return nil
 }
@@ -188,11 +191,88 @@ func TestAPIBounds(t *testing.T) {
 	ctx := context.Background()
 	big := api.PathsRequest{Paths: []string{strings.Repeat("a", api.MaxRequestBody+10)}}
 	var ae *api.Error
-	if _, err := cl.CachePin(ctx, big); !errors.As(err, &ae) || ae.Status != http.StatusRequestEntityTooLarge {
+	if _, err := cl.CachePin(ctx, big); !errors.As(err, &ae) || ae.Status != http.StatusRequestEntityTooLarge || ae.Code != api.CodeTooLarge {
 		t.Fatalf("oversized body: err = %v, want 413", err)
 	}
-	if _, err := cl.CachePin(ctx, api.PathsRequest{}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+	if _, err := cl.CachePin(ctx, api.PathsRequest{}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Code != api.CodeBadRequest {
 		t.Fatalf("no paths: err = %v, want 400", err)
+	}
+}
+
+// One request-size limit, api.MaxRequestBody, on both servers: over it, the daemon's cache
+// routes, the scheduler's routes behind the daemon and the scheduler on its own all answer 413
+// with an error body that says so.
+func TestRequestSizeLimit(t *testing.T) {
+	s := newAPIServer(&fakeCache{}, "/mnt/share", "/srv", func() api.Health { return api.Health{} }, slog.Default())
+	st, err := sched.NewScheduler(sched.SchedulerConfig{Store: sched.NewMemStore(), ShareRoot: t.TempDir(), LocalityWait: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	mux := http.NewServeMux()
+	st.Routes(mux)
+	for _, p := range []string{"/v1/cluster/", "/v1/tasks", "/v1/tasks/", "/v1/nodes"} {
+		s.mux.Handle(p, mux)
+	}
+	root := api.Identity{Via: "socket"}
+	daemonCl := asFakePeer(t, &root, s)
+	schedSrv := httptest.NewServer(sched.Authorize("tok", mux))
+	t.Cleanup(schedSrv.Close)
+	schedCl := api.NewTCP(schedSrv.URL, api.WithToken("tok"))
+
+	over := strings.Repeat("a", api.MaxRequestBody)
+	ctx := context.Background()
+	for _, c := range []struct {
+		what string
+		call func() error
+	}{
+		{"daemon: cache pin", func() error {
+			_, err := daemonCl.CachePin(ctx, api.PathsRequest{Paths: []string{over}})
+			return err
+		}},
+		{"daemon: submit", func() error {
+			_, err := daemonCl.SubmitTask(ctx, api.TaskSpec{Command: []string{"echo", over}})
+			return err
+		}},
+		{"scheduler: submit", func() error {
+			_, err := schedCl.SubmitTask(ctx, api.TaskSpec{Command: []string{"echo", over}})
+			return err
+		}},
+		{"scheduler: register", func() error {
+			return schedCl.Do(ctx, "POST", api.RegisterPath, api.NodeRecord{Name: over}, nil)
+		}},
+	} {
+		err := c.call()
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Status != http.StatusRequestEntityTooLarge || ae.Code != api.CodeTooLarge ||
+			ae.Message != fmt.Sprintf("request body over %d bytes", api.MaxRequestBody) {
+			t.Errorf("%s: err = %#v, want 413 %q", c.what, err, api.CodeTooLarge)
+		}
+	}
+	// Under the limit the body is read and decoded: with no node registered, the task is refused
+	// as one that can never fit.
+	_, err = schedCl.SubmitTask(ctx, api.TaskSpec{Command: []string{"echo", over[:api.MaxRequestBody/2]}})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Code != api.CodeNeverFits {
+		t.Fatalf("submit under the limit: err = %v, want 422 %q", err, api.CodeNeverFits)
+	}
+}
+
+// Evicting a pinned file fails for that path with api.CodePinned, which the CLI recognizes.
+func TestEvictPinnedHasItsCode(t *testing.T) {
+	cl := startTestAPI(t, &fakeCache{})
+	resp, err := cl.CacheEvict(context.Background(), api.PathsRequest{Paths: []string{"pinned", "x", "ok"}})
+	if err != nil || len(resp.Results) != 3 {
+		t.Fatalf("evict = %+v, %v", resp, err)
+	}
+	if r := resp.Results[0]; r.Code != api.CodePinned || !strings.HasSuffix(r.Error, cache.ErrPinned.Error()) {
+		t.Errorf("pinned: %+v, want code %q", r, api.CodePinned)
+	}
+	if r := resp.Results[1]; r.Code != api.CodeInternal || r.Error != "boom" {
+		t.Errorf("other failure: %+v", r)
+	}
+	if r := resp.Results[2]; r.Code != "" || r.Error != "" {
+		t.Errorf("success: %+v", r)
 	}
 }
 
@@ -350,7 +430,7 @@ func TestAuthorizationByPeer(t *testing.T) {
 		t.Fatalf("user nodes: %v %v", ns, err)
 	}
 	// ls: a user sees what they could list in the mount; root everything.
-	names := func(fs []cache.FileInfo) string {
+	names := func(fs []api.FileInfo) string {
 		var out []string
 		for _, f := range fs {
 			out = append(out, f.Path)
@@ -460,7 +540,7 @@ func TestPeerIdentityFromTheKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newAPIServer(&fakeCache{}, "/mnt/share", "/srv", func() api.Health { return api.Health{} }, slog.Default())
-	s.mux.HandleFunc("GET /test/whoami", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, callerOf(r)) })
+	s.mux.HandleFunc("GET /test/whoami", func(w http.ResponseWriter, r *http.Request) { api.WriteJSON(w, 200, callerOf(r)) })
 	srv := serveHTTP(l, s, slog.Default())
 	t.Cleanup(func() { srv.Close() })
 

@@ -22,7 +22,7 @@ import (
 // of one version) that the kernel then reads and writes without asking the
 // daemon, and the kernel lets an inode have one backing file at a time: while
 // any open of the inode uses passthrough, every open must use it, with that
-// file (fs/fuse/iomode.c). So the daemon keeps the backing file in step with
+// file (iomode.go). So the daemon keeps the backing file in step with
 // the file instead of refusing opens:
 //
 //   - A change on the origin (another node's append or rewrite), seen in a
@@ -44,9 +44,9 @@ import (
 //     entry is invalidated at the first divergence, so the cache never serves
 //     it as that version.
 //
-// INVARIANT: while ptOpens > 0 and back != nil, back holds the content of
-// version ptFP of the file, plus the writes of local passthrough writers not
-// yet pushed (backDirty).
+// INVARIANT: while io.ptOpens > 0 and back != nil, back holds the content
+// of version io.ptFP of the file, plus the writes of local passthrough
+// writers not yet pushed (backDirty).
 
 // backingFile keeps the node's registered backing file for in-step updates.
 type backingFile struct {
@@ -75,6 +75,15 @@ func (n *node) adoptBacking(f *os.File, fp origin.Fingerprint) {
 	n.back = b
 	n.st.watchBacking(n, true)
 }
+
+// backingLock is backMu as the lock an I/O mode admission holds
+// (iomode.go), so the backing file is neither adopted nor dropped while an
+// open is admitted to it.
+type backingLock struct{ n *node }
+
+func (b backingLock) Lock()      { b.n.backMu.Lock() }
+func (b backingLock) Unlock()    { b.n.backMu.Unlock() }
+func (b backingLock) kept() bool { return b.n.back != nil }
 
 // watchBacking adds n to (or removes it from) the nodes whose backing files
 // watchBackings keeps in step: a passthrough reader that only reads (no
@@ -130,10 +139,7 @@ func (st *state) watchBackings(done <-chan struct{}) {
 func (n *node) dropBacking() {
 	n.backMu.Lock()
 	defer n.backMu.Unlock()
-	n.mu.Lock()
-	idle := n.ptOpens == 0
-	n.mu.Unlock()
-	if idle && n.back != nil {
+	if !n.io.passthroughOpen() && n.back != nil {
 		n.back.f.Close()
 		n.back = nil
 		n.st.watchBacking(n, false)
@@ -155,10 +161,7 @@ func (n *node) syncBacking(ctx context.Context, a origin.Attr) {
 	if !a.IsRegular() {
 		return
 	}
-	n.mu.Lock()
-	active := n.ptOpens > 0
-	n.mu.Unlock()
-	if !active {
+	if !n.io.passthroughOpen() {
 		return
 	}
 	n.backMu.Lock()
@@ -178,19 +181,14 @@ func (n *node) syncBacking(ctx context.Context, a origin.Attr) {
 		n.st.log.Warn("fusefs: cannot bring the passthrough backing file up to date; open readers on this node see the old content", "name", n.name(), "err", err)
 		return
 	}
-	n.mu.Lock()
-	n.ptFP, n.ptSet = fp, true
-	n.mu.Unlock()
+	n.io.setBackingVersion(fp)
 	n.st.backingSyncs.Add(1)
 }
 
 // backDirtyLocked reports whether a local passthrough writer changed the
 // backing file since the last push. Requires backMu.
 func (n *node) backDirtyLocked() bool {
-	n.mu.Lock()
-	w := n.ptWriters
-	n.mu.Unlock()
-	if w == 0 || n.back == nil {
+	if !n.io.passthroughWriters() || n.back == nil {
 		return false
 	}
 	var st unix.Stat_t
@@ -294,9 +292,7 @@ func (n *node) pushBacking(ctx context.Context, of origin.File) error {
 	b.pushed = st
 	if a, err := of.Stat(octx); err == nil {
 		b.version = a.Fingerprint()
-		n.mu.Lock()
-		n.ptFP, n.ptSet = b.version, true
-		n.mu.Unlock()
+		n.io.setBackingVersion(b.version)
 	}
 	n.st.backingPushes.Add(1)
 	return nil
@@ -327,10 +323,7 @@ func (n *node) truncateBacking(size int64) {
 // have it open (their writes reach the origin only at flush, so the origin's
 // size is behind); ok is false otherwise.
 func (n *node) backingSize() (int64, bool) {
-	n.mu.Lock()
-	w := n.ptWriters
-	n.mu.Unlock()
-	if w == 0 {
+	if !n.io.passthroughWriters() {
 		return 0, false
 	}
 	n.backMu.Lock()
@@ -343,24 +336,6 @@ func (n *node) backingSize() (int64, bool) {
 		return 0, false
 	}
 	return st.Size, true
-}
-
-// settled reports whether a file has been unchanged long enough to be
-// served by passthrough: a file still changing (a log being written) is
-// read through the daemon, which follows its changes read by read.
-func (st *state) settled(a origin.Attr) bool {
-	d := st.opts.PassthroughSettle
-	if d == 0 {
-		d = DefaultPassthroughSettle
-	}
-	if d < 0 {
-		return true
-	}
-	changed := a.Mtime
-	if a.Ctime.After(changed) {
-		changed = a.Ctime
-	}
-	return time.Since(changed) >= d
 }
 
 // copyRange copies [from, to) of src to the same offsets of dst.

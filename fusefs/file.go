@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -19,11 +18,6 @@ import (
 	"github.com/eddy-cluster/eddy/cache"
 	"github.com/eddy-cluster/eddy/origin"
 )
-
-// openFlagMask keeps the open(2) flags that mean something to the origin
-// file (the kernel adds others, such as FMODE_EXEC, O_LARGEFILE).
-const openFlagMask = syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_TRUNC | syscall.O_EXCL |
-	syscall.O_SYNC | syscall.O_DSYNC | syscall.O_NOATIME
 
 // handle is one open file. Writable handles (and read-only handles of files
 // the cache does not take) read and write the origin file; read-only handles
@@ -117,277 +111,6 @@ func (h *handle) originFileOpen(ctx context.Context) (origin.File, error) {
 	return of, nil
 }
 
-func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	st := n.st
-	name := n.name()
-	oflags := int(flags) & openFlagMask
-	writable := oflags&syscall.O_ACCMODE != syscall.O_RDONLY || oflags&syscall.O_TRUNC != 0
-	octx, cancel := st.octx(ctx)
-	defer cancel()
-	if writable {
-		pt, _, e := n.admit(ctx, openRequest{})
-		if e != 0 {
-			return nil, 0, e
-		}
-		n.mu.Lock()
-		n.writers++
-		n.kernSet = false
-		n.mu.Unlock()
-		st.changed(name)
-		of, err := st.org.Open(octx, name, oflags)
-		if err != nil {
-			n.release(pt, true)
-			n.mu.Lock()
-			n.writers--
-			n.mu.Unlock()
-			return nil, 0, errno(err)
-		}
-		if st.cache != nil && oflags&syscall.O_TRUNC != 0 {
-			st.cache.Invalidate(name)
-		}
-		h := &handle{n: n, name: name, flags: oflags, writable: true, of: of, pt: pt}
-		if pt {
-			// Passthrough readers have the inode open: write through the
-			// same backing file (backing.go), in step with the origin first.
-			if a, err := of.Stat(octx); err == nil {
-				n.syncBacking(ctx, a)
-			}
-			if oflags&syscall.O_TRUNC != 0 {
-				n.truncateBacking(0)
-			}
-			return &ptHandle{handle: h}, 0, 0
-		}
-		return h, 0, 0
-	}
-
-	// Read-only: close-to-open. Ask the origin now, not the kernel's attrs,
-	// unless this open's own lookup just did (vouch.go).
-	a, vouched := st.vouch.take(ctx, n.StableAttr().Ino, st.stashGen())
-	if !vouched || n.writing() {
-		var offline bool
-		var err error
-		a, offline, err = st.lstat(ctx, name, n)
-		if err != nil {
-			return nil, 0, errno(err)
-		}
-		if offline {
-			return n.openOffline(ctx, name)
-		}
-	}
-	fp := a.Fingerprint()
-	n.mu.Lock()
-	keep := n.openFPSet && n.openFP == fp
-	// The first open of an inode whose attributes the kernel got moments
-	// ago from the same version (a lookup) has nothing to invalidate.
-	fresh := !n.openFPSet && n.kernSet && n.kernFP == fp
-	n.openFP, n.openFPSet = fp, true
-	n.mu.Unlock()
-	if !keep && !fresh {
-		// The kernel may hold attrs (size) from before the change. (Its
-		// page cache is dropped at this open: no FOPEN_KEEP_CACHE.)
-		n.NotifyContent(-1, 0)
-	}
-
-	// Open passthrough readers of an older version are brought up to this one.
-	n.syncBacking(ctx, a)
-
-	if st.cache != nil && a.IsRegular() && st.cache.Cacheable(name) {
-		ch, res, err := st.cache.OpenFile(octx, name, a)
-		if err == nil {
-			if res.Changed {
-				keep = false
-			}
-			h := &handle{n: n, name: name, flags: oflags, ch: ch, attr: a}
-			fuseFlags := uint32(readOnlyOpenFlags)
-			if keep {
-				fuseFlags |= fuse.FOPEN_KEEP_CACHE
-			}
-			pf := ch.PassthroughFile()
-			pt, registered, e := n.admit(ctx, openRequest{readOnly: true, fp: fp,
-				complete: pf != nil && st.passthroughOK() && st.settled(a)})
-			if e != 0 {
-				ch.Close()
-				return nil, 0, e
-			}
-			if pt {
-				h.pt = true
-				st.cache.NotePassthroughOpen(a.Size)
-				if registered {
-					n.adoptBacking(pf, fp)
-				}
-				return &ptHandle{handle: h, f: pf}, fuseFlags, 0
-			}
-			n.mu.Lock()
-			if n.cached == nil {
-				n.cached = map[*handle]struct{}{}
-			}
-			n.cached[h] = struct{}{}
-			n.mu.Unlock()
-			return h, fuseFlags, 0
-		}
-		// Never fail a read because of the cache: read the origin.
-		st.log.Debug("fusefs: cache open failed; reading the origin", "name", name, "err", err)
-	}
-	pt, _, e := n.admit(ctx, openRequest{readOnly: true, fp: fp})
-	if e != 0 {
-		return nil, 0, e
-	}
-	of, err := st.org.Open(octx, name, oflags)
-	if err != nil {
-		n.release(pt, false)
-		return nil, 0, errno(err)
-	}
-	fuseFlags := uint32(readOnlyOpenFlags)
-	if keep {
-		fuseFlags |= fuse.FOPEN_KEEP_CACHE
-	}
-	h := &handle{n: n, name: name, flags: oflags, of: of, pt: pt}
-	if pt {
-		// Same content as the registered backing file: the kernel reads it.
-		return &ptHandle{handle: h}, fuseFlags, 0
-	}
-	return h, fuseFlags, 0
-}
-
-// readOnlyOpenFlags: a read-only open has nothing to write back at close,
-// so the kernel skips FLUSH (one request less per open of a small file). A
-// POSIX lock taken through such an open is released when its last
-// descriptor closes (RELEASE closes the origin file holding the lock), not
-// at the close of any other descriptor of the file.
-const readOnlyOpenFlags = fuse.FOPEN_NOFLUSH
-
-// openOffline serves a read-only open from the cache alone while the origin
-// is in trouble.
-func (n *node) openOffline(ctx context.Context, name string) (fs.FileHandle, uint32, syscall.Errno) {
-	if n.st.offline == nil {
-		return nil, 0, syscall.EIO
-	}
-	ch, a, err := n.st.offline.OpenOffline(ctx, name, n.st.opts.OfflineGrace)
-	if err != nil {
-		return nil, 0, syscall.EIO
-	}
-	pt, _, e := n.admit(ctx, openRequest{readOnly: true, fp: a.Fingerprint()})
-	if e != 0 {
-		ch.Close()
-		return nil, 0, e
-	}
-	h := &handle{n: n, name: name, flags: syscall.O_RDONLY, ch: ch, attr: a, pt: pt}
-	if pt {
-		return &ptHandle{handle: h}, readOnlyOpenFlags, 0
-	}
-	return h, readOnlyOpenFlags, 0
-}
-
-// openRequest describes an open for admit.
-type openRequest struct {
-	readOnly bool
-	fp       origin.Fingerprint // content version, for read-only opens
-	complete bool               // a complete, verified local copy can back passthrough
-}
-
-const (
-	// ptSwitchQuiet: the backing file of an inode changes version only after
-	// the inode has had no passthrough handle for this long, because go-fuse
-	// drops its backing-file reference just after our Release returns and
-	// would hand a new open the old backing file in between.
-	ptSwitchQuiet = 200 * time.Millisecond
-	// ptWait bounds how long an open that cannot share the inode's
-	// passthrough mode waits for those handles to close before ETXTBSY.
-	ptWait = 2 * time.Second
-	// ptDrain: the kernel ends a cached-I/O open at close, and RELEASE
-	// reaches us just after; an open that could use passthrough waits this
-	// long for such releases before settling for cached I/O.
-	ptDrain = 20 * time.Millisecond
-)
-
-// admit decides whether an open uses passthrough (true) or cached I/O, so
-// the kernel's per-inode I/O mode rules hold, and counts the handle; release
-// undoes it. registered is true for the open that gives the inode its
-// backing file. While passthrough handles are open, every open joins them:
-// a reader of the backing file's version (syncBacking brought it up to the
-// origin's), and a writer, whose writes then go through the backing file
-// (backing.go). Only an open that can do neither (another version the
-// backing file could not be brought to, or a writer while the backing file
-// is not kept) waits up to ptWait for those handles and then fails with
-// ETXTBSY rather than the kernel's EIO.
-func (n *node) admit(ctx context.Context, r openRequest) (pt, registered bool, _ syscall.Errno) {
-	start := time.Now()
-	deadline := start.Add(ptWait)
-	for {
-		n.backMu.Lock()
-		kept := n.back != nil
-		n.mu.Lock()
-		sameVersion := r.readOnly && n.ptSet && n.ptFP == r.fp
-		switch {
-		case n.ptOpens > 0 && sameVersion:
-			// Served by the registered backing file, whose bytes are this version.
-			n.ptOpens++
-			n.mu.Unlock()
-			n.backMu.Unlock()
-			return true, false, 0
-		case n.ptOpens > 0 && !r.readOnly && kept:
-			n.ptOpens++
-			n.ptWriters++
-			n.mu.Unlock()
-			n.backMu.Unlock()
-			return true, false, 0
-		case n.ptOpens > 0:
-			// Cannot join passthrough and cannot use cached I/O: wait.
-		case r.complete && n.otherOpens == 0 &&
-			(!n.ptSet || sameVersion || time.Since(n.ptIdleAt) >= ptSwitchQuiet):
-			n.ptOpens++
-			n.ptFP, n.ptSet = r.fp, true
-			n.mu.Unlock()
-			n.backMu.Unlock()
-			return true, true, 0
-		case r.complete && n.otherOpens > 0 && time.Since(start) < ptDrain:
-			// Cached-I/O handles may be closing: wait for their release.
-		default:
-			n.otherOpens++
-			n.mu.Unlock()
-			n.backMu.Unlock()
-			return false, false, 0
-		}
-		n.mu.Unlock()
-		n.backMu.Unlock()
-		if time.Now().After(deadline) {
-			n.st.log.Warn("fusefs: open refused while the file is open for passthrough reads of another version",
-				"name", n.name(), "read_only", r.readOnly)
-			return false, false, syscall.ETXTBSY
-		}
-		select {
-		case <-ctx.Done():
-			return false, false, syscall.EINTR
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-}
-
-// release uncounts a handle admitted by admit.
-func (n *node) release(pt, writable bool) {
-	n.mu.Lock()
-	if pt {
-		if writable {
-			n.ptWriters--
-		}
-		idle := false
-		if n.ptOpens--; n.ptOpens <= 0 {
-			n.ptOpens = 0
-			n.ptIdleAt = time.Now()
-			idle = true
-		}
-		n.mu.Unlock()
-		if idle {
-			n.dropBacking()
-		}
-		return
-	}
-	if n.otherOpens--; n.otherOpens < 0 {
-		n.otherOpens = 0
-	}
-	n.mu.Unlock()
-}
-
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	st := n.st
 	full := n.child(name)
@@ -409,10 +132,10 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	ch := n.newChild(ctx, a, out)
 	cn := ch.Operations().(*node)
+	cn.io.countCreated()
 	cn.mu.Lock()
-	cn.otherOpens++ // a new inode: nothing else has it open
 	cn.writers++
-	cn.kernSet = false
+	cn.kernSeen.set = false
 	cn.mu.Unlock()
 	return ch, &handle{n: cn, name: full, flags: oflags, writable: true, of: of}, 0, 0
 }

@@ -38,7 +38,7 @@ type Cache interface {
 }
 
 // OfflineCache is implemented by caches that can serve disconnected reads
-// (issue 3; *cache.Store does). fusefs uses it only when Options.OfflineGrace
+// (*cache.Store does). fusefs uses it only when Options.OfflineGrace
 // > 0 and the origin reports trouble (origin.IsTrouble), never when it
 // reports ENOENT.
 type OfflineCache interface {
@@ -74,8 +74,9 @@ type Options struct {
 	// OriginTimeout bounds each origin call through its context (origins that
 	// honour contexts stop waiting then). 0: no bound.
 	OriginTimeout time.Duration
-	// MaxWrite is the largest READ/WRITE request; default 1016 KiB (1 MiB
-	// breaks splice, see FIELD-NOTES).
+	// MaxWrite is the largest READ/WRITE request; default 1016 KiB: at 1 MiB
+	// a request plus its header no longer fits a pipe (pipe-max-size is
+	// 1 MiB), which breaks splice.
 	MaxWrite int
 	// MaxBackground: outstanding background requests (async reads); default 64.
 	MaxBackground int

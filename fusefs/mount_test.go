@@ -113,7 +113,7 @@ func TestPassthroughWarmFile(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "warm"), content)
 	v, mp := mountT(t, dir, fc, Options{})
 	if !v.Passthrough() {
-		t.Fatal("passthrough not available on this kernel as root; FIELD-NOTES says it is")
+		t.Fatal("passthrough not available: the kernel (6.9 or later) supports it for root")
 	}
 	p := filepath.Join(mp, "warm")
 	// Two concurrent opens of one inode share the backing file.

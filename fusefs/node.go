@@ -18,7 +18,7 @@ import (
 // Its origin name is its path from the root in go-fuse's tree; go-fuse keeps
 // that tree in step with lookups, renames and unlinks.
 //
-// Lock order: node.mu is a leaf lock; no other lock is taken while holding it.
+// Lock order: backMu, then mu, then io's lock (a leaf).
 type node struct {
 	fs.Inode
 	st *state
@@ -28,36 +28,27 @@ type node struct {
 	// used for disconnected lookups of directories within OfflineGrace.
 	last   origin.Attr
 	lastAt time.Time
-	// openFP is the fingerprint seen by the last read-only open (guarded by
-	// mu): an unchanged fingerprint lets the kernel keep its page cache.
-	openFP    origin.Fingerprint
-	openFPSet bool
-	// kernFP is the fingerprint of the attributes last handed to the kernel
-	// for this inode in a LOOKUP or GETATTR reply (guarded by mu); kernSet
-	// is false when the kernel may hold others (never told, or a writable
-	// open here lets it change size and times itself). A read-only open
-	// whose fresh attributes match needs no attribute invalidation, which
-	// would cost a GETATTR round trip to the origin.
-	kernFP  origin.Fingerprint
-	kernSet bool
-	// The kernel keeps one I/O mode per inode (fs/fuse/iomode.c): while an
-	// open of the inode uses passthrough, every open must use passthrough
-	// with the same backing file; while an open uses cached I/O, none may use
-	// passthrough. An open that breaks this fails in the kernel with EIO, so
-	// admit decides each open's mode here. Lock order: node.mu, then nothing.
-	ptOpens    int                // open passthrough handles (guarded by mu)
-	otherOpens int                // open handles using cached I/O (guarded by mu)
-	ptFP       origin.Fingerprint // content version of the backing file (guarded by mu)
-	ptSet      bool               // ptFP is meaningful (guarded by mu)
-	ptIdleAt   time.Time          // when ptOpens last fell to 0 (guarded by mu)
-	writers    int                // open writable handles (guarded by mu)
+	// openSeen is the version seen by the last read-only open (guarded by
+	// mu): an unchanged version lets the kernel keep its page cache.
+	openSeen seenVersion
+	// kernSeen is the version of the attributes last handed to the kernel
+	// for this inode in a LOOKUP or GETATTR reply (guarded by mu); unset
+	// when the kernel may hold others (never told, or a writable open here
+	// lets it change size and times itself). A read-only open whose fresh
+	// attributes match needs no attribute invalidation, which would cost a
+	// GETATTR round trip to the origin.
+	kernSeen seenVersion
+	writers  int // open writable handles (guarded by mu)
 	// aside is the origin name an unlinked open file was renamed to
 	// (unlinked.go), removed at its last close (guarded by mu).
-	aside     string
-	ptWriters int // writable handles among ptOpens (guarded by mu)
+	aside string
 	// cached are the open read-only handles served by a cache version
 	// (guarded by mu): toldKernel marks them moved when the file changes.
 	cached map[*handle]struct{}
+
+	// io counts the open handles by I/O mode and admits new ones
+	// (iomode.go). Lock order: mu, then io's.
+	io ioMode
 
 	// backMu serializes changes to the passthrough backing file (backing.go).
 	// Lock order: backMu, then mu.
@@ -119,7 +110,7 @@ func (n *node) setLast(a origin.Attr) {
 func (n *node) toldKernel(a origin.Attr) {
 	fp := a.Fingerprint()
 	n.mu.Lock()
-	n.kernFP, n.kernSet = fp, n.writers == 0
+	n.kernSeen = seenVersion{fp: fp, set: n.writers == 0}
 	var inPlace bool
 	for h := range n.cached {
 		if h.attr.Fingerprint() != fp && (a.InoVolatile || a.Ino == h.attr.Ino) && !h.moved.Swap(true) {
@@ -237,7 +228,7 @@ func (n *node) newChild(ctx context.Context, a origin.Attr, out *fuse.EntryOut) 
 	}
 	cn := &node{st: n.st}
 	cn.last, cn.lastAt = a, time.Now()
-	cn.kernFP, cn.kernSet = a.Fingerprint(), true
+	cn.kernSeen = seenVersion{fp: a.Fingerprint(), set: true}
 	ch := n.NewInode(ctx, cn, n.st.stable(a))
 	if ex, ok := ch.Operations().(*node); ok && ex != cn {
 		ex.setLast(a)
@@ -327,10 +318,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 // open reader (tail -f) sees another node's appends within AttrTimeout,
 // however long the file was unchanged before.
 func (n *node) attrTimeout(a origin.Attr) time.Duration {
-	n.mu.Lock()
-	open := n.ptOpens+n.otherOpens > 0
-	n.mu.Unlock()
-	if open {
+	if n.io.open() {
 		return 0
 	}
 	return n.st.attrTimeout(a)

@@ -41,7 +41,7 @@ func (n *node) unlinkAside(ctx context.Context, name, full string) bool {
 		return false
 	}
 	cn.mu.Lock()
-	open := cn.ptOpens+cn.otherOpens > 0 && cn.last.Nlink <= 1 && cn.aside == ""
+	open := cn.io.open() && cn.last.Nlink <= 1 && cn.aside == ""
 	cn.mu.Unlock()
 	if !open {
 		return false
@@ -78,7 +78,7 @@ func (n *node) originName(name string) string {
 func (n *node) removeAside() {
 	n.mu.Lock()
 	aside := n.aside
-	if aside == "" || n.ptOpens+n.otherOpens > 0 {
+	if aside == "" || n.io.open() {
 		n.mu.Unlock()
 		return
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -161,17 +160,7 @@ func (c *ctrCluster) waitNodeUp() {
 }
 
 // containerdPID is the PID of the daemon's private containerd (0 when none runs).
-func (c *ctrCluster) containerdPID() int {
-	b, err := os.ReadFile(filepath.Join(c.ctdDir, "containerd.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if pid <= 1 || syscall.Kill(pid, 0) != nil {
-		return 0
-	}
-	return pid
-}
+func (c *ctrCluster) containerdPID() int { return containerdPIDIn(c.ctdDir) }
 
 func (c *ctrCluster) ctr(args ...string) string {
 	c.t.Helper()
@@ -204,13 +193,8 @@ func (c *ctrCluster) afterDaemon() {
 // killLeftovers kills the tasks a failed test left in the private containerd, before the
 // daemon stops (so that the daemon collects them and no shim outlives the test).
 func (c *ctrCluster) killLeftovers() {
-	if c.containerdPID() == 0 {
-		return
-	}
-	sock := runtime.PrivateContainerdSocket(c.ctdDir)
-	out, _ := exec.Command("ctr", "--address", sock, "-n", "eddy", "tasks", "ls", "-q").Output()
-	for _, id := range strings.Fields(string(out)) {
-		exec.Command("ctr", "--address", sock, "-n", "eddy", "tasks", "kill", "-a", "-s", "SIGKILL", id).Run()
+	if c.containerdPID() != 0 {
+		killContainerTasks(runtime.PrivateContainerdSocket(c.ctdDir), "eddy")
 	}
 }
 
@@ -218,130 +202,132 @@ func (c *ctrCluster) killLeftovers() {
 // output in the share, logs, no second import, unknown env rejected at submit, kill, and a
 // container left running across a daemon restart re-adopted and reported.
 func TestContainerEnvThroughDaemon(t *testing.T) {
-	needContainerd(t)
-	c := newCtrCluster(t)
-	v := c.addEnv("busy", time.Now().Add(-time.Hour))
-	c.n.start(c.args()...)
-	c.waitNodeUp()
-	if _, err := os.Stat(c.ctdDir); err == nil {
-		t.Fatalf("private containerd dir %s made before any container task (should start lazily)", c.ctdDir)
-	}
+	forEachContainerd(t, func(t *testing.T, d containerdDaemon) {
+		c := newCtrCluster(t)
+		v := c.addEnv("busy", time.Now().Add(-time.Hour))
+		c.n.start(c.args()...)
+		c.waitNodeUp()
+		if _, err := os.Stat(c.ctdDir); err == nil {
+			t.Fatalf("private containerd dir %s made before any container task (should start lazily)", c.ctdDir)
+		}
 
-	// First task: the node imports the environment, the task writes into /shared and exits 3.
-	script := `echo out-line; echo err-line >&2; echo "$EDDY_TASK_ID $EDDY_SHARED_DIR $(id -u)" > /shared/ecd-out.txt; exit 3`
-	out, errOut, code := c.asUser("submit", "--env", "busy", "--wait", "--", "sh", "-c", script)
-	id := strings.TrimSpace(strings.SplitN(errOut, "\n", 2)[0])
-	if code != 3 || !strings.HasPrefix(id, "t") {
-		t.Fatalf("submit --wait: exit %d, stdout %q, stderr %q\n%s", code, out, errOut, c.n.tail(60))
-	}
-	tk := c.task(id)
-	if tk.State != sched.StateFailed || tk.ExitCode == nil || *tk.ExitCode != 3 || tk.Uid != nobody {
-		t.Fatalf("task %+v", tk)
-	}
-	if tk.EnvFile != v.Rel || tk.EnvSize != v.Size {
-		t.Fatalf("resolved env %q (%d bytes), want %s (%d)", tk.EnvFile, tk.EnvSize, v.Rel, v.Size)
-	}
-	if es := tk.EnvStart; es == nil || !es.Imported || es.File != v.Rel || es.ImportBytes != v.Size {
-		t.Fatalf("first task's env start %+v: want an import of %s", tk.EnvStart, v.Rel)
-	}
-	if tk.Placement == nil || !strings.Contains(tk.Placement.Reason, "to fetch and import") {
-		t.Fatalf("placement %+v", tk.Placement)
-	}
-	b, err := os.ReadFile(c.n.org("shared_data/ecd-out.txt"))
-	if want := id + " /shared 65534\n"; err != nil || string(b) != want {
-		t.Fatalf("output in the share: %q %v, want %q", b, err, want)
-	}
-	if got := c.logOf(id, "stdout"); got != "out-line\n" {
-		t.Errorf("stdout log %q", got)
-	}
-	if got := c.logOf(id, "stderr"); got != "err-line\n" {
-		t.Errorf("stderr log %q", got)
-	}
-	if c.containerdPID() == 0 {
-		t.Fatal("no private containerd running after the first container task")
-	}
-	var ns []sched.NodeStatus
-	if out, err := c.n.eddy("nodes", "--json"); err != nil || json.Unmarshal([]byte(out), &ns) != nil || len(ns) != 1 ||
-		len(ns[0].EnvsImported) != 1 || ns[0].EnvsImported[0] != v.Rel {
-		t.Fatalf("nodes --json: envs imported %+v %v", ns, err)
-	}
+		// First task: the node imports the environment, the task writes into /shared and exits 3.
+		script := `echo out-line; echo err-line >&2; echo "$EDDY_TASK_ID $EDDY_SHARED_DIR $(id -u)" > /shared/ecd-out.txt; exit 3`
+		out, errOut, code := c.asUser("submit", "--env", "busy", "--wait", "--", "sh", "-c", script)
+		id := strings.TrimSpace(strings.SplitN(errOut, "\n", 2)[0])
+		if code != 3 || !strings.HasPrefix(id, "t") {
+			t.Fatalf("submit --wait: exit %d, stdout %q, stderr %q\n%s", code, out, errOut, c.n.tail(60))
+		}
+		tk := c.task(id)
+		if tk.State != sched.StateFailed || tk.ExitCode == nil || *tk.ExitCode != 3 || tk.Uid != nobody {
+			t.Fatalf("task %+v", tk)
+		}
+		if tk.EnvFile != v.Rel || tk.EnvSize != v.Size {
+			t.Fatalf("resolved env %q (%d bytes), want %s (%d)", tk.EnvFile, tk.EnvSize, v.Rel, v.Size)
+		}
+		if es := tk.EnvStart; es == nil || !es.Imported || es.File != v.Rel || es.ImportBytes != v.Size {
+			t.Fatalf("first task's env start %+v: want an import of %s", tk.EnvStart, v.Rel)
+		}
+		if tk.Placement == nil || !strings.Contains(tk.Placement.Reason, "to fetch and import") {
+			t.Fatalf("placement %+v", tk.Placement)
+		}
+		b, err := os.ReadFile(c.n.org("shared_data/ecd-out.txt"))
+		if want := id + " /shared 65534\n"; err != nil || string(b) != want {
+			t.Fatalf("output in the share: %q %v, want %q", b, err, want)
+		}
+		if got := c.logOf(id, "stdout"); got != "out-line\n" {
+			t.Errorf("stdout log %q", got)
+		}
+		if got := c.logOf(id, "stderr"); got != "err-line\n" {
+			t.Errorf("stderr log %q", got)
+		}
+		if c.containerdPID() == 0 {
+			t.Fatal("no private containerd running after the first container task")
+		}
+		assertContainerdBinary(t, c.ctdDir, d.bins(t))
+		var ns []sched.NodeStatus
+		if out, err := c.n.eddy("nodes", "--json"); err != nil || json.Unmarshal([]byte(out), &ns) != nil || len(ns) != 1 ||
+			len(ns[0].EnvsImported) != 1 || ns[0].EnvsImported[0] != v.Rel {
+			t.Fatalf("nodes --json: envs imported %+v %v", ns, err)
+		}
 
-	// Second task, same version: no import, and placement says the image is there.
-	if _, errOut, code = c.asUser("submit", "--env", "busy", "--wait", "--", "sh", "-c", "echo again"); code != 0 {
-		t.Fatalf("second task: exit %d %s", code, errOut)
-	}
-	id2 := strings.TrimSpace(strings.SplitN(errOut, "\n", 2)[0])
-	tk = c.task(id2)
-	if es := tk.EnvStart; tk.State != sched.StateCompleted || es == nil || es.Imported || es.File != v.Rel {
-		t.Fatalf("second task %s, env start %+v: want no import", tk.State, tk.EnvStart)
-	}
-	if !strings.Contains(tk.Placement.Reason, "already imported there") || len(tk.Placement.Candidates) == 0 || !tk.Placement.Candidates[0].EnvImported {
-		t.Fatalf("second placement %+v", tk.Placement)
-	}
-	if out, err := c.n.eddy("tasks", "show", id2); err != nil || !strings.Contains(out, "already imported on the node") {
-		t.Fatalf("tasks show: %v\n%s", err, out)
-	}
-	if got := c.logOf(id2, "stdout"); got != "again\n" {
-		t.Errorf("second stdout %q", got)
-	}
+		// Second task, same version: no import, and placement says the image is there.
+		if _, errOut, code = c.asUser("submit", "--env", "busy", "--wait", "--", "sh", "-c", "echo again"); code != 0 {
+			t.Fatalf("second task: exit %d %s", code, errOut)
+		}
+		id2 := strings.TrimSpace(strings.SplitN(errOut, "\n", 2)[0])
+		tk = c.task(id2)
+		if es := tk.EnvStart; tk.State != sched.StateCompleted || es == nil || es.Imported || es.File != v.Rel {
+			t.Fatalf("second task %s, env start %+v: want no import", tk.State, tk.EnvStart)
+		}
+		if !strings.Contains(tk.Placement.Reason, "already imported there") || len(tk.Placement.Candidates) == 0 || !tk.Placement.Candidates[0].EnvImported {
+			t.Fatalf("second placement %+v", tk.Placement)
+		}
+		if out, err := c.n.eddy("tasks", "show", id2); err != nil || !strings.Contains(out, "already imported on the node") {
+			t.Fatalf("tasks show: %v\n%s", err, out)
+		}
+		if got := c.logOf(id2, "stdout"); got != "again\n" {
+			t.Errorf("second stdout %q", got)
+		}
 
-	// An unknown environment is refused at submit, with the fix.
-	if _, errOut, code = c.asUser("submit", "--env", "nosuchenv", "--", "true"); code == 0 ||
-		!strings.Contains(errOut, `"nosuchenv" not found on the share`) || !strings.Contains(errOut, "eddy env import nosuchenv") {
-		t.Fatalf("unknown env: exit %d: %s", code, errOut)
-	}
+		// An unknown environment is refused at submit, with the fix.
+		if _, errOut, code = c.asUser("submit", "--env", "nosuchenv", "--", "true"); code == 0 ||
+			!strings.Contains(errOut, `"nosuchenv" not found on the share`) || !strings.Contains(errOut, "eddy env import nosuchenv") {
+			t.Fatalf("unknown env: exit %d: %s", code, errOut)
+		}
 
-	// Kill a running container task.
-	out, errOut, code = c.asUser("submit", "--env", "busy", "--", "sh", "-c", "sleep 1000 & echo started; sleep 1001")
-	kid := strings.TrimSpace(out)
-	if code != 0 || kid == "" {
-		t.Fatalf("submit: %d %s", code, errOut)
-	}
-	c.waitTask(kid, 60*time.Second, "running with output", func(tk sched.Task) bool {
-		b, _ := os.ReadFile(c.n.org("logs/" + kid + "/stdout.log"))
-		return tk.State == sched.StateRunning && string(b) == "started\n"
+		// Kill a running container task.
+		out, errOut, code = c.asUser("submit", "--env", "busy", "--", "sh", "-c", "sleep 1000 & echo started; sleep 1001")
+		kid := strings.TrimSpace(out)
+		if code != 0 || kid == "" {
+			t.Fatalf("submit: %d %s", code, errOut)
+		}
+		c.waitTask(kid, 60*time.Second, "running with output", func(tk sched.Task) bool {
+			b, _ := os.ReadFile(c.n.org("logs/" + kid + "/stdout.log"))
+			return tk.State == sched.StateRunning && string(b) == "started\n"
+		})
+		if out, _, code := c.asUser("tasks", "kill", kid); code != 0 || !strings.Contains(out, kid) {
+			t.Fatalf("tasks kill: %d %q", code, out)
+		}
+		tk = c.waitTask(kid, 30*time.Second, "killed", func(tk sched.Task) bool { return tk.State.Terminal() })
+		if tk.State != sched.StateKilled {
+			t.Fatalf("killed task %+v", tk)
+		}
+		waitFor(t, 20*time.Second, func() bool { return c.ctr("containers", "ls", "-q") == "" })
+
+		// A task running across a daemon restart: re-adopted, its end and output reported.
+		out, errOut, code = c.asUser("submit", "--env", "busy", "--", "sh", "-c", "echo before; sleep 6; echo after; exit 4")
+		rid := strings.TrimSpace(out)
+		if code != 0 || rid == "" {
+			t.Fatalf("submit: %d %s", code, errOut)
+		}
+		c.waitTask(rid, 60*time.Second, "running with output", func(tk sched.Task) bool {
+			b, _ := os.ReadFile(c.n.org("logs/" + rid + "/stdout.log"))
+			return tk.State == sched.StateRunning && string(b) == "before\n"
+		})
+		pid := c.containerdPID()
+		c.n.stop()
+		if syscall.Kill(pid, 0) == nil {
+			t.Fatalf("daemon stopped, its private containerd (pid %d) still runs", pid)
+		}
+		c.n.start(c.args()...)
+		tk = c.waitTask(rid, 60*time.Second, "to end after the restart", func(tk sched.Task) bool { return tk.State.Terminal() })
+		if tk.State != sched.StateFailed || tk.ExitCode == nil || *tk.ExitCode != 4 || tk.Attempts != 1 {
+			t.Fatalf("task across the restart: %+v", tk)
+		}
+		if got := c.logOf(rid, "stdout"); got != "before\nafter\n" {
+			t.Errorf("stdout across the restart %q", got)
+		}
+		if b, _ := os.ReadFile(c.n.LogFile); !bytes.Contains(b, []byte("container re-adopted")) {
+			t.Error("daemon log does not mention the re-adoption")
+		}
+		waitFor(t, 20*time.Second, func() bool { return c.ctr("containers", "ls", "-q") == "" && c.ctr("tasks", "ls", "-q") == "" })
+		pid = c.containerdPID()
+		c.n.stop()
+		if pid == 0 || syscall.Kill(pid, 0) == nil {
+			t.Fatalf("private containerd %d: not running before, or still running after the daemon stopped", pid)
+		}
 	})
-	if out, _, code := c.asUser("tasks", "kill", kid); code != 0 || !strings.Contains(out, kid) {
-		t.Fatalf("tasks kill: %d %q", code, out)
-	}
-	tk = c.waitTask(kid, 30*time.Second, "killed", func(tk sched.Task) bool { return tk.State.Terminal() })
-	if tk.State != sched.StateKilled {
-		t.Fatalf("killed task %+v", tk)
-	}
-	waitFor(t, 20*time.Second, func() bool { return c.ctr("containers", "ls", "-q") == "" })
-
-	// A task running across a daemon restart: re-adopted, its end and output reported.
-	out, errOut, code = c.asUser("submit", "--env", "busy", "--", "sh", "-c", "echo before; sleep 6; echo after; exit 4")
-	rid := strings.TrimSpace(out)
-	if code != 0 || rid == "" {
-		t.Fatalf("submit: %d %s", code, errOut)
-	}
-	c.waitTask(rid, 60*time.Second, "running with output", func(tk sched.Task) bool {
-		b, _ := os.ReadFile(c.n.org("logs/" + rid + "/stdout.log"))
-		return tk.State == sched.StateRunning && string(b) == "before\n"
-	})
-	pid := c.containerdPID()
-	c.n.stop()
-	if syscall.Kill(pid, 0) == nil {
-		t.Fatalf("daemon stopped, its private containerd (pid %d) still runs", pid)
-	}
-	c.n.start(c.args()...)
-	tk = c.waitTask(rid, 60*time.Second, "to end after the restart", func(tk sched.Task) bool { return tk.State.Terminal() })
-	if tk.State != sched.StateFailed || tk.ExitCode == nil || *tk.ExitCode != 4 || tk.Attempts != 1 {
-		t.Fatalf("task across the restart: %+v", tk)
-	}
-	if got := c.logOf(rid, "stdout"); got != "before\nafter\n" {
-		t.Errorf("stdout across the restart %q", got)
-	}
-	if b, _ := os.ReadFile(c.n.LogFile); !bytes.Contains(b, []byte("container re-adopted")) {
-		t.Error("daemon log does not mention the re-adoption")
-	}
-	waitFor(t, 20*time.Second, func() bool { return c.ctr("containers", "ls", "-q") == "" && c.ctr("tasks", "ls", "-q") == "" })
-	pid = c.containerdPID()
-	c.n.stop()
-	if pid == 0 || syscall.Kill(pid, 0) == nil {
-		t.Fatalf("private containerd %d: not running before, or still running after the daemon stopped", pid)
-	}
 }
 
 // Without containerd installed the daemon starts, process tasks run, and a container task

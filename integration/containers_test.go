@@ -119,11 +119,12 @@ type ctrEnv struct {
 	dir   string // containerd's private dir
 }
 
-// ertContainerd starts a private containerd (root, state and socket under a temp dir) and a
-// Runtime on a temp share with a shared_data dir.
-func ertContainerd(t testing.TB) *ctrEnv {
+// ertContainerd starts a Runtime on a temp share with a shared_data dir, and with it a private
+// containerd of daemon d (root, state and socket under a temp dir), stopped by the Runtime's
+// Close and, should that fail, by its PID when t ends.
+func ertContainerd(t testing.TB, d containerdDaemon) *ctrEnv {
 	t.Helper()
-	needContainerd(t)
+	bins := useContainerd(t, d)
 	dir, err := os.MkdirTemp("", "ert-ctd-")
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +134,7 @@ func ertContainerd(t testing.TB) *ctrEnv {
 			t.Logf("remove %s: %v", dir, err)
 		}
 	})
+	stopContainerdAtEnd(t, dir)
 	share := ertDir(t)
 	data := filepath.Join(share, "shared_data")
 	if err := os.Mkdir(data, 0o777); err != nil {
@@ -141,25 +143,21 @@ func ertContainerd(t testing.TB) *ctrEnv {
 	os.Chmod(data, 0o777)
 	e := &ctrEnv{share: share, data: data, dir: dir}
 	e.cfg = runtime.Config{ShareRoot: share, ContainerdDir: dir,
-		ContainerdNamespace: fmt.Sprintf("eddy-test-ert-%d", os.Getpid())}
+		ContainerdNamespace: fmt.Sprintf("eddy-test-ert-%d-%s", os.Getpid(), d.name)}
 	// runc keeps per-namespace state under /run/containerd/runc even with a private root.
 	t.Cleanup(func() { os.Remove(filepath.Join("/run/containerd/runc", e.cfg.ContainerdNamespace)) })
 	e.rt = ertRuntime(t, e.cfg)
 	e.cfg = e.rt.Config() // with the cgroup parent ertRuntime picked
-	return e
-}
-
-// needContainerd skips t unless it runs as root with containerd, runc and the shim installed.
-func needContainerd(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("container tests need root")
-	}
-	for _, bin := range []string{"containerd", "runc", "containerd-shim-runc-v2", "ctr"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (scripts/deps.sh containers): %v", bin, err)
+	assertContainerdBinary(t, dir, bins)
+	// Runs before the Runtime's Close: what a failed test left running goes.
+	t.Cleanup(func() {
+		if t.Failed() {
+			killContainerTasks(runtime.PrivateContainerdSocket(dir), e.cfg.ContainerdNamespace)
+			b, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
+			t.Logf("--- %s containerd.log (tail) ---\n%s", d.name, tailLines(string(b), 40))
 		}
-	}
+	})
+	return e
 }
 
 // ctr runs the ctr CLI against the private containerd.
@@ -172,9 +170,12 @@ func (e *ctrEnv) ctr(t testing.TB, args ...string) string {
 func ctrAt(t testing.TB, sock, ns string, args ...string) string {
 	t.Helper()
 	full := append([]string{"--address", sock, "-n", ns}, args...)
-	out, err := exec.Command("ctr", full...).CombinedOutput()
+	var stderr bytes.Buffer
+	cmd := exec.Command("ctr", full...)
+	cmd.Stderr = &stderr // warnings (ctr 2.x: cgroup v1 deprecation) are not output
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ctr %v: %v: %s", args, err, out)
+		t.Fatalf("ctr %v: %v: %s%s", args, err, out, stderr.Bytes())
 	}
 	return strings.TrimSpace(string(out))
 }
@@ -225,123 +226,127 @@ func startWait(t *testing.T, rt *runtime.Runtime, spec runtime.Spec) (runtime.Re
 }
 
 func TestContainerEnvRunAndReuse(t *testing.T) {
-	e := ertContainerd(t)
-	e.importEnv(t, "busy", false, time.Now().Add(-time.Hour))
+	forEachContainerd(t, func(t *testing.T, d containerdDaemon) {
+		e := ertContainerd(t, d)
+		e.importEnv(t, "busy", false, time.Now().Add(-time.Hour))
 
-	spec := e.spec("ert-c1", "sh", "-c", `echo hello-from-container; echo to-err >&2
-echo "$EDDY_TASK_ID $EDDY_SHARED_DIR $FOO $CUDA_VISIBLE_DEVICES" > /shared/out.txt; id -u >> /shared/out.txt; id -G >> /shared/out.txt
-pwd >> /shared/out.txt; exit 42`)
-	spec.Env = []string{"FOO=bar"}
-	spec.GPUs = []string{"1"}
-	spec.MemBytes = 64 << 20
-	spec.Cores = 1
-	spec.WorkDir = "/work"
-	res, coldStart := startWait(t, e.rt, spec)
-	if res.ExitCode != 42 || res.OOMKilled || res.Err != "" {
-		t.Fatalf("result %+v", res)
-	}
-	if out := readLog(t, spec.LogDir, "stdout.log"); out != "hello-from-container\n" {
-		t.Errorf("stdout %q", out)
-	}
-	if out := readLog(t, spec.LogDir, "stderr.log"); out != "to-err\n" {
-		t.Errorf("stderr %q", out)
-	}
-	b, err := os.ReadFile(filepath.Join(e.data, "out.txt"))
-	if err != nil {
-		t.Fatalf("the container did not write into /shared: %v", err)
-	}
-	if want := "ert-c1 /shared bar 1\n65534\n65534\n/work\n"; string(b) != want {
-		t.Errorf("out.txt %q, want %q", b, want)
-	}
-	st := e.rt.ContainerStats()
-	if st.Imports != 1 || st.ImportSkips != 0 {
-		t.Fatalf("after first task: %+v", st)
-	}
-	images := e.ctr(t, "images", "ls", "-q")
+		spec := e.spec("ert-c1", "sh", "-c", `echo hello-from-container; echo to-err >&2
+	echo "$EDDY_TASK_ID $EDDY_SHARED_DIR $FOO $CUDA_VISIBLE_DEVICES" > /shared/out.txt; id -u >> /shared/out.txt; id -G >> /shared/out.txt
+	pwd >> /shared/out.txt; exit 42`)
+		spec.Env = []string{"FOO=bar"}
+		spec.GPUs = []string{"1"}
+		spec.MemBytes = 64 << 20
+		spec.Cores = 1
+		spec.WorkDir = "/work"
+		res, coldStart := startWait(t, e.rt, spec)
+		if res.ExitCode != 42 || res.OOMKilled || res.Err != "" {
+			t.Fatalf("result %+v", res)
+		}
+		if out := readLog(t, spec.LogDir, "stdout.log"); out != "hello-from-container\n" {
+			t.Errorf("stdout %q", out)
+		}
+		if out := readLog(t, spec.LogDir, "stderr.log"); out != "to-err\n" {
+			t.Errorf("stderr %q", out)
+		}
+		b, err := os.ReadFile(filepath.Join(e.data, "out.txt"))
+		if err != nil {
+			t.Fatalf("the container did not write into /shared: %v", err)
+		}
+		if want := "ert-c1 /shared bar 1\n65534\n65534\n/work\n"; string(b) != want {
+			t.Errorf("out.txt %q, want %q", b, want)
+		}
+		st := e.rt.ContainerStats()
+		if st.Imports != 1 || st.ImportSkips != 0 {
+			t.Fatalf("after first task: %+v", st)
+		}
+		images := e.ctr(t, "images", "ls", "-q")
 
-	// Second task, same version: no import; output of many lines arrives complete.
-	spec2 := e.spec("ert-c2", "sh", "-c", `i=0; while [ $i -lt 3000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done`)
-	res, warmStart := startWait(t, e.rt, spec2)
-	if res.ExitCode != 0 {
-		t.Fatalf("result %+v", res)
-	}
-	out, errOut := readLog(t, spec2.LogDir, "stdout.log"), readLog(t, spec2.LogDir, "stderr.log")
-	if strings.Count(out, "\n") != 3000 || !strings.HasSuffix(out, "out2999\n") || strings.Count(errOut, "\n") != 3000 || !strings.HasSuffix(errOut, "err2999\n") {
-		t.Errorf("lost output: %d stdout lines, %d stderr lines", strings.Count(out, "\n"), strings.Count(errOut, "\n"))
-	}
-	st = e.rt.ContainerStats()
-	if st.Imports != 1 || st.ImportSkips != 1 {
-		t.Fatalf("second task re-imported: %+v", st)
-	}
-	if got, err := e.rt.ImportedEnvs(context.Background()); err != nil || len(got) != 1 || !strings.HasPrefix(got[0], "containers/busy/busy_") {
-		t.Errorf("ImportedEnvs %v %v", got, err)
-	}
-	if again := e.ctr(t, "images", "ls", "-q"); again != images {
-		t.Errorf("images changed without a new version: %q -> %q", images, again)
-	}
-	t.Logf("start-to-container-start: needs import (local file, %d bytes) %v; already imported %v", st.ImportBytes, coldStart, warmStart)
+		// Second task, same version: no import; output of many lines arrives complete.
+		spec2 := e.spec("ert-c2", "sh", "-c", `i=0; while [ $i -lt 3000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done`)
+		res, warmStart := startWait(t, e.rt, spec2)
+		if res.ExitCode != 0 {
+			t.Fatalf("result %+v", res)
+		}
+		out, errOut := readLog(t, spec2.LogDir, "stdout.log"), readLog(t, spec2.LogDir, "stderr.log")
+		if strings.Count(out, "\n") != 3000 || !strings.HasSuffix(out, "out2999\n") || strings.Count(errOut, "\n") != 3000 || !strings.HasSuffix(errOut, "err2999\n") {
+			t.Errorf("lost output: %d stdout lines, %d stderr lines", strings.Count(out, "\n"), strings.Count(errOut, "\n"))
+		}
+		st = e.rt.ContainerStats()
+		if st.Imports != 1 || st.ImportSkips != 1 {
+			t.Fatalf("second task re-imported: %+v", st)
+		}
+		if got, err := e.rt.ImportedEnvs(context.Background()); err != nil || len(got) != 1 || !strings.HasPrefix(got[0], "containers/busy/busy_") {
+			t.Errorf("ImportedEnvs %v %v", got, err)
+		}
+		if again := e.ctr(t, "images", "ls", "-q"); again != images {
+			t.Errorf("images changed without a new version: %q -> %q", images, again)
+		}
+		t.Logf("start-to-container-start: needs import (local file, %d bytes) %v; already imported %v", st.ImportBytes, coldStart, warmStart)
 
-	// A new version (gzipped this time) is imported once and replaces the old image.
-	v2 := e.importEnv(t, "busy", true, time.Now())
-	res, _ = startWait(t, e.rt, e.spec("ert-c3", "true"))
-	if st = e.rt.ContainerStats(); res.ExitCode != 0 || st.Imports != 2 {
-		t.Fatalf("new version: %+v %+v", res, st)
-	}
-	if imgs := e.ctr(t, "images", "ls", "-q"); !strings.Contains(imgs, fmt.Sprintf(":%d", v2.Timestamp)) {
-		t.Errorf("images %q lack version %d", imgs, v2.Timestamp)
-	}
-	e.assertClean(t)
+		// A new version (gzipped this time) is imported once and replaces the old image.
+		v2 := e.importEnv(t, "busy", true, time.Now())
+		res, _ = startWait(t, e.rt, e.spec("ert-c3", "true"))
+		if st = e.rt.ContainerStats(); res.ExitCode != 0 || st.Imports != 2 {
+			t.Fatalf("new version: %+v %+v", res, st)
+		}
+		if imgs := e.ctr(t, "images", "ls", "-q"); !strings.Contains(imgs, fmt.Sprintf(":%d", v2.Timestamp)) {
+			t.Errorf("images %q lack version %d", imgs, v2.Timestamp)
+		}
+		e.assertClean(t)
+	})
 }
 
 func TestContainerKillOOMAndErrors(t *testing.T) {
-	e := ertContainerd(t)
-	e.importEnv(t, "busy", false, time.Now())
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	forEachContainerd(t, func(t *testing.T, d containerdDaemon) {
+		e := ertContainerd(t, d)
+		e.importEnv(t, "busy", false, time.Now())
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
 
-	// Kill: the task and everything in it stop, and nothing is left behind.
-	spec := e.spec("ert-ck", "sh", "-c", "sleep 1000 & echo started; sleep 1001")
-	run, err := e.rt.Start(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, func() bool {
-		b, _ := os.ReadFile(filepath.Join(spec.LogDir, "stdout.log"))
-		return string(b) == "started\n"
+		// Kill: the task and everything in it stop, and nothing is left behind.
+		spec := e.spec("ert-ck", "sh", "-c", "sleep 1000 & echo started; sleep 1001")
+		run, err := e.rt.Start(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, func() bool {
+			b, _ := os.ReadFile(filepath.Join(spec.LogDir, "stdout.log"))
+			return string(b) == "started\n"
+		})
+		if err := run.Kill(ctx); err != nil {
+			t.Fatalf("kill: %v", err)
+		}
+		res, err := run.Wait(ctx)
+		if err != nil || res.ExitCode != 137 || res.Signal != "SIGKILL" || res.OOMKilled {
+			t.Fatalf("killed: %+v %v", res, err)
+		}
+
+		// Memory limit: OOM-killed and reported as such.
+		spec = e.spec("ert-coom", "tail", "/dev/zero")
+		spec.MemBytes = 32 << 20
+		res, _ = startWait(t, e.rt, spec)
+		if !res.OOMKilled || res.ExitCode != 137 {
+			t.Fatalf("oom: %+v", res)
+		}
+
+		// Errors: unknown environment, registry image that cannot be pulled, root refused.
+		_, err = e.rt.Start(ctx, runtime.Spec{ID: "ert-cx", Command: []string{"true"}, Uid: nobody, Gid: nobody,
+			LogDir: filepath.Join(e.share, "logs", "x"), Container: &runtime.Container{Env: "nope", DataDir: e.data}})
+		if !errors.Is(err, runtime.ErrEnvNotFound) {
+			t.Errorf("missing env: %v", err)
+		}
+		_, err = e.rt.Start(ctx, runtime.Spec{ID: "ert-cy", Command: []string{"true"}, Uid: nobody, Gid: nobody,
+			LogDir: filepath.Join(e.share, "logs", "y"), Container: &runtime.Container{Image: "127.0.0.1:1/ert/none:latest", DataDir: e.data}})
+		if err == nil || !strings.Contains(err.Error(), "pull") {
+			t.Errorf("unpullable image: %v", err)
+		}
+		root := e.spec("ert-cz", "true")
+		root.Uid = 0
+		if _, err := e.rt.Start(ctx, root); !errors.Is(err, runtime.ErrRootRefused) {
+			t.Errorf("root: %v", err)
+		}
+		e.assertClean(t)
 	})
-	if err := run.Kill(ctx); err != nil {
-		t.Fatalf("kill: %v", err)
-	}
-	res, err := run.Wait(ctx)
-	if err != nil || res.ExitCode != 137 || res.Signal != "SIGKILL" || res.OOMKilled {
-		t.Fatalf("killed: %+v %v", res, err)
-	}
-
-	// Memory limit: OOM-killed and reported as such.
-	spec = e.spec("ert-coom", "tail", "/dev/zero")
-	spec.MemBytes = 32 << 20
-	res, _ = startWait(t, e.rt, spec)
-	if !res.OOMKilled || res.ExitCode != 137 {
-		t.Fatalf("oom: %+v", res)
-	}
-
-	// Errors: unknown environment, registry image that cannot be pulled, root refused.
-	_, err = e.rt.Start(ctx, runtime.Spec{ID: "ert-cx", Command: []string{"true"}, Uid: nobody, Gid: nobody,
-		LogDir: filepath.Join(e.share, "logs", "x"), Container: &runtime.Container{Env: "nope", DataDir: e.data}})
-	if !errors.Is(err, runtime.ErrEnvNotFound) {
-		t.Errorf("missing env: %v", err)
-	}
-	_, err = e.rt.Start(ctx, runtime.Spec{ID: "ert-cy", Command: []string{"true"}, Uid: nobody, Gid: nobody,
-		LogDir: filepath.Join(e.share, "logs", "y"), Container: &runtime.Container{Image: "127.0.0.1:1/ert/none:latest", DataDir: e.data}})
-	if err == nil || !strings.Contains(err.Error(), "pull") {
-		t.Errorf("unpullable image: %v", err)
-	}
-	root := e.spec("ert-cz", "true")
-	root.Uid = 0
-	if _, err := e.rt.Start(ctx, root); !errors.Is(err, runtime.ErrRootRefused) {
-		t.Errorf("root: %v", err)
-	}
-	e.assertClean(t)
 }
 
 func waitFor(t *testing.T, d time.Duration, cond func() bool) {
@@ -356,101 +361,110 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 }
 
 func TestContainerReadoptAfterRestart(t *testing.T) {
-	e := ertContainerd(t)
-	e.importEnv(t, "busy", false, time.Now())
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	long := e.spec("ert-clong", "sh", "-c", "echo before; sleep 1000")
-	long.GPUs = []string{"1", "3"} // no such devices here: only the reservation is at stake
-	if _, err := e.rt.Start(ctx, long); err != nil {
-		t.Fatal(err)
-	}
-	// The short task prints, then ends while the daemon is away: its output
-	// must be in the log before the daemon goes, its exit status recovered after.
-	short := e.spec("ert-cshort", "sh", "-c", "echo done; sleep 0.3; exit 3")
-	if _, err := e.rt.Start(ctx, short); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, func() bool {
-		b, _ := os.ReadFile(filepath.Join(long.LogDir, "stdout.log"))
-		c, _ := os.ReadFile(filepath.Join(short.LogDir, "stdout.log"))
-		return string(b) == "before\n" && string(c) == "done\n"
+	forEachContainerd(t, func(t *testing.T, d containerdDaemon) {
+		e := ertContainerd(t, d)
+		e.importEnv(t, "busy", false, time.Now())
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		long := e.spec("ert-clong", "sh", "-c", "echo before; sleep 1000")
+		long.GPUs = []string{"1", "3"} // no such devices here: only the reservation is at stake
+		if _, err := e.rt.Start(ctx, long); err != nil {
+			t.Fatal(err)
+		}
+		// The short task prints, then ends while the daemon is away: its output
+		// must be in the log before the daemon goes, its exit status recovered after.
+		short := e.spec("ert-cshort", "sh", "-c", "echo done; sleep 0.3; exit 3")
+		if _, err := e.rt.Start(ctx, short); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, func() bool {
+			b, _ := os.ReadFile(filepath.Join(long.LogDir, "stdout.log"))
+			c, _ := os.ReadFile(filepath.Join(short.LogDir, "stdout.log"))
+			return string(b) == "before\n" && string(c) == "done\n"
+		})
+		// The daemon goes away (its private containerd too); the short task ends meanwhile.
+		if err := e.rt.Close(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(600 * time.Millisecond)
+		cfg := e.cfg
+		rt2, err := runtime.New(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.rt = rt2
+		t.Cleanup(func() { rt2.Close() })
+		adopted := rt2.Adopted()
+		if len(adopted) != 2 || adopted["ert-clong"] == nil || adopted["ert-cshort"] == nil {
+			t.Fatalf("adopted %v", adopted)
+		}
+		if _, ok := rt2.Running("ert-clong"); !ok {
+			t.Error("adopted container not listed as running")
+		}
+		// The GPUs the container holds come back with it, so the agent reserves
+		// them again instead of handing them to the next task.
+		gpus := map[string][]string{}
+		for _, a := range rt2.Adoptees() {
+			gpus[a.ID] = a.GPUs
+		}
+		if got := gpus["ert-clong"]; !slices.Equal(got, []string{"1", "3"}) || len(gpus["ert-cshort"]) != 0 {
+			t.Errorf("adoptees' GPUs %v, want ert-clong [1 3] and none for ert-cshort", gpus)
+		}
+		res, err := adopted["ert-cshort"].Wait(ctx)
+		if d.keepsExitedTasks && (err != nil || res.ExitCode != 3) {
+			t.Fatalf("finished while away: %+v %v", res, err)
+		}
+		if !d.keepsExitedTasks && (err != nil || !res.Unknown || res.ExitCode != -1) {
+			// The daemon reaped the short task's shim, exit status and all, when it
+			// started: the task is still accounted for, as ended with an unknown status.
+			t.Fatalf("%s: a container that ended while containerd was down: %+v %v, want an unknown exit status", d.name, res, err)
+		}
+		if err := adopted["ert-clong"].Kill(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := adopted["ert-clong"].Wait(ctx); err != nil || res.ExitCode != 137 {
+			t.Fatalf("adopted kill: %+v %v", res, err)
+		}
+		if out := readLog(t, short.LogDir, "stdout.log"); out != "done\n" {
+			t.Errorf("short stdout %q", out)
+		}
+		e.assertClean(t)
 	})
-	// The daemon goes away (its private containerd too); the short task ends meanwhile.
-	if err := e.rt.Close(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(600 * time.Millisecond)
-	cfg := e.cfg
-	rt2, err := runtime.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.rt = rt2
-	t.Cleanup(func() { rt2.Close() })
-	adopted := rt2.Adopted()
-	if len(adopted) != 2 || adopted["ert-clong"] == nil || adopted["ert-cshort"] == nil {
-		t.Fatalf("adopted %v", adopted)
-	}
-	if _, ok := rt2.Running("ert-clong"); !ok {
-		t.Error("adopted container not listed as running")
-	}
-	// The GPUs the container holds come back with it, so the agent reserves
-	// them again instead of handing them to the next task.
-	gpus := map[string][]string{}
-	for _, a := range rt2.Adoptees() {
-		gpus[a.ID] = a.GPUs
-	}
-	if got := gpus["ert-clong"]; !slices.Equal(got, []string{"1", "3"}) || len(gpus["ert-cshort"]) != 0 {
-		t.Errorf("adoptees' GPUs %v, want ert-clong [1 3] and none for ert-cshort", gpus)
-	}
-	res, err := adopted["ert-cshort"].Wait(ctx)
-	if err != nil || res.ExitCode != 3 {
-		t.Fatalf("finished while away: %+v %v", res, err)
-	}
-	if err := adopted["ert-clong"].Kill(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if res, err := adopted["ert-clong"].Wait(ctx); err != nil || res.ExitCode != 137 {
-		t.Fatalf("adopted kill: %+v %v", res, err)
-	}
-	if out := readLog(t, short.LogDir, "stdout.log"); out != "done\n" {
-		t.Errorf("short stdout %q", out)
-	}
-	e.assertClean(t)
 }
 
 func TestContainerPruneKeepsInUse(t *testing.T) {
-	e := ertContainerd(t)
-	old := time.Now().Add(-48 * time.Hour)
-	v1 := e.importEnv(t, "busy", false, old)
-	v2 := e.importEnv(t, "busy", false, old.Add(time.Hour))
-	v3 := e.importEnv(t, "busy", false, old.Add(2*time.Hour))
-	for _, v := range []envs.Version{v1, v2, v3} {
-		mt := time.Unix(v.Timestamp, 0)
-		os.Chtimes(v.Path, mt, mt)
-	}
-	// v1 is what a queued task was submitted with; v3 is the newest; v2 goes.
-	queued := map[string]bool{v1.Path: true}
-	rep, err := envs.Prune(context.Background(), e.share, envs.PruneOptions{Keep: 1, Grace: time.Hour,
-		InUse: func(p string) bool { return queued[p] || e.rt.EnvInUse(p) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Removed) != 1 || rep.Removed[0].Path != v2.Path {
-		t.Fatalf("removed %+v", rep.Removed)
-	}
-	for _, v := range []envs.Version{v1, v3} {
-		if _, err := os.Stat(v.Path); err != nil {
-			t.Errorf("%s removed", v.Rel)
+	forEachContainerd(t, func(t *testing.T, d containerdDaemon) {
+		e := ertContainerd(t, d)
+		old := time.Now().Add(-48 * time.Hour)
+		v1 := e.importEnv(t, "busy", false, old)
+		v2 := e.importEnv(t, "busy", false, old.Add(time.Hour))
+		v3 := e.importEnv(t, "busy", false, old.Add(2*time.Hour))
+		for _, v := range []envs.Version{v1, v2, v3} {
+			mt := time.Unix(v.Timestamp, 0)
+			os.Chtimes(v.Path, mt, mt)
 		}
-	}
-	// The newest version still runs.
-	res, _ := startWait(t, e.rt, e.spec("ert-cp", "sh", "-c", "exit 5"))
-	if res.ExitCode != 5 {
-		t.Fatalf("%+v", res)
-	}
-	e.assertClean(t)
+		// v1 is what a queued task was submitted with; v3 is the newest; v2 goes.
+		queued := map[string]bool{v1.Path: true}
+		rep, err := envs.Prune(context.Background(), e.share, envs.PruneOptions{Keep: 1, Grace: time.Hour,
+			InUse: func(p string) bool { return queued[p] || e.rt.EnvInUse(p) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Removed) != 1 || rep.Removed[0].Path != v2.Path {
+			t.Fatalf("removed %+v", rep.Removed)
+		}
+		for _, v := range []envs.Version{v1, v3} {
+			if _, err := os.Stat(v.Path); err != nil {
+				t.Errorf("%s removed", v.Rel)
+			}
+		}
+		// The newest version still runs.
+		res, _ := startWait(t, e.rt, e.spec("ert-cp", "sh", "-c", "exit 5"))
+		if res.ExitCode != 5 {
+			t.Fatalf("%+v", res)
+		}
+		e.assertClean(t)
+	})
 }
 
 // BenchmarkContainerStart measures Start (image ready + container created + task started) for
@@ -461,37 +475,41 @@ func BenchmarkContainerStart(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("ERT_BENCH_MB")); err == nil && v > 0 {
 		mb = v
 	}
-	e := ertContainerd(b)
-	img := busyboxImageSized(b, false, mb<<20)
-	ctx := context.Background()
-	run := func(b *testing.B, id string) {
-		spec := e.spec(id, "true")
-		b.StartTimer()
-		r, err := e.rt.Start(ctx, spec)
-		b.StopTimer()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if res, err := r.Wait(ctx); err != nil || res.ExitCode != 0 {
-			b.Fatalf("%+v %v", res, err)
-		}
-	}
-	n := 0
-	b.Run(fmt.Sprintf("import-%dMiB", mb), func(b *testing.B) {
-		b.StopTimer()
-		for i := 0; i < b.N; i++ {
-			if _, err := envs.ImportReader(ctx, e.share, "busy", bytes.NewReader(img), time.Now()); err != nil {
-				b.Fatal(err)
+	for _, d := range containerdDaemons {
+		b.Run(d.name, func(b *testing.B) {
+			e := ertContainerd(b, d)
+			img := busyboxImageSized(b, false, mb<<20)
+			ctx := context.Background()
+			run := func(b *testing.B, id string) {
+				spec := e.spec(id, "true")
+				b.StartTimer()
+				r, err := e.rt.Start(ctx, spec)
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res, err := r.Wait(ctx); err != nil || res.ExitCode != 0 {
+					b.Fatalf("%+v %v", res, err)
+				}
 			}
-			n++
-			run(b, fmt.Sprintf("ert-bi%d", n))
-		}
-	})
-	b.Run("imported", func(b *testing.B) {
-		b.StopTimer()
-		for i := 0; i < b.N; i++ {
-			n++
-			run(b, fmt.Sprintf("ert-bw%d", n))
-		}
-	})
+			n := 0
+			b.Run(fmt.Sprintf("import-%dMiB", mb), func(b *testing.B) {
+				b.StopTimer()
+				for i := 0; i < b.N; i++ {
+					if _, err := envs.ImportReader(ctx, e.share, "busy", bytes.NewReader(img), time.Now()); err != nil {
+						b.Fatal(err)
+					}
+					n++
+					run(b, fmt.Sprintf("ert-bi%d", n))
+				}
+			})
+			b.Run("imported", func(b *testing.B) {
+				b.StopTimer()
+				for i := 0; i < b.N; i++ {
+					n++
+					run(b, fmt.Sprintf("ert-bw%d", n))
+				}
+			})
+		})
+	}
 }

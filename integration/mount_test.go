@@ -243,7 +243,7 @@ func TestMountCacheFullReadsSucceed(t *testing.T) {
 	s := n.stats()
 	t.Logf("cache full: errors=%d last_error=%q degraded=%v cached=%d evictions=%d", s.Errors, s.LastError, s.Degraded, s.CachedBytes, s.Evictions)
 	if s.Errors == 0 && s.LastError == "" {
-		t.Fatalf("a full cache disk left no trace in stats: %+v", s.Stats)
+		t.Fatalf("a full cache disk left no trace in stats: %+v", s.CacheCounters)
 	}
 }
 
@@ -272,7 +272,7 @@ func TestMountPassthroughForWarmFiles(t *testing.T) {
 	}
 	s := n.stats()
 	if s.PassthroughOpens == 0 {
-		t.Fatalf("passthrough_opens = 0 after reading a warm file: %+v", s.Stats)
+		t.Fatalf("passthrough_opens = 0 after reading a warm file: %+v", s.CacheCounters)
 	}
 	if s.PassthroughBytes < size {
 		t.Fatalf("passthrough_bytes = %d after a passthrough read of %d bytes", s.PassthroughBytes, size)
@@ -529,7 +529,7 @@ func TestMountIdleFiles(t *testing.T) {
 	waitUntil(t, "every file cached and idle", 30*time.Second, func() bool {
 		s := n.stats()
 		return s.CachedBytes >= files*size && s.FillBacklog == 0 && s.IdleFiles >= files
-	}, func() string { return fmt.Sprintf("%+v\n%s", n.stats().Stats, n.tail(40)) })
+	}, func() string { return fmt.Sprintf("%+v\n%s", n.stats().CacheCounters, n.tail(40)) })
 	dataFDs := func() map[string]bool {
 		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", n.pid()))
 		if err != nil {

@@ -17,12 +17,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd"
 	apievents "github.com/containerd/containerd/api/events"
-	"github.com/containerd/containerd/cio"
-	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/oci"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sync/singleflight"
@@ -419,7 +419,7 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 	}
 	dataDir := spec.Container.DataDir
 	if dataDir == "" && c.r.cfg.ShareRoot != "" {
-		dataDir = filepath.Join(c.r.cfg.ShareRoot, "shared_data")
+		dataDir = filepath.Join(c.r.cfg.ShareRoot, SharedDataDir)
 	}
 	var mounts []specs.Mount
 	if dataDir != "" {
@@ -642,12 +642,7 @@ func (t *containerTask) Kill(ctx context.Context) error {
 	if err := t.task.Kill(kctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("runtime: kill %s: %w", t.id, err)
 	}
-	select {
-	case <-t.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("runtime: kill %s: %w", t.id, ctx.Err())
-	}
+	return t.waitKilled(ctx)
 }
 
 // reconcile finds eddy's containers left by an earlier daemon: running ones are re-adopted
@@ -679,8 +674,14 @@ func (c *containerRuntime) reconcile(ctx context.Context) error {
 		}
 		task, err := ctr.Task(ctx, attach)
 		if err != nil {
-			c.r.log.Info("removing container without a task", "task", id, "container", ctr.ID())
+			c.r.log.Info("removing container without a task", "task", id, "container", ctr.ID(), "err", err)
 			t.cleanup(ctx)
+			if errdefs.IsNotFound(err) {
+				// containerd 2.x deletes, when it starts, the task of a container that ended
+				// while it was down, exit status and all: the task is accounted for as ended
+				// with an unknown status, as a process task whose reaper kept no record.
+				c.adoptEnded(ctx, t)
+			}
 			continue
 		}
 		t.task = task
@@ -720,6 +721,20 @@ func (c *containerRuntime) reconcile(ctx context.Context) error {
 		}()
 	}
 	return nil
+}
+
+// adoptEnded lists t, whose container ended while no containerd ran and left no exit status,
+// among the adopted tasks, ended with an unknown exit status.
+func (c *containerRuntime) adoptEnded(ctx context.Context, t *containerTask) {
+	if info, err := t.ctr.Info(ctx); err == nil {
+		t.res.Started = info.CreatedAt
+	}
+	t.finish(Result{ExitCode: -1, Finished: time.Now(), Unknown: true,
+		Err: "exit status unknown: the container ended while containerd was down and containerd kept no record"})
+	c.adopted.Add(1)
+	c.mu.Lock()
+	c.adoptees[t.id] = t
+	c.mu.Unlock()
 }
 
 // ImportedEnvs lists the environment tarballs (paths relative to the share, as in

@@ -213,12 +213,7 @@ func (t *processTask) Kill(ctx context.Context) error {
 	if err := t.cg.killAll(); err != nil && !t.ended() {
 		return fmt.Errorf("runtime: kill %s: %w", t.id, err)
 	}
-	select {
-	case <-t.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("runtime: kill %s: %w", t.id, ctx.Err())
-	}
+	return t.waitKilled(ctx)
 }
 
 // adoptState takes over the task recorded in the state directory entry id (see reaper.go).
@@ -498,10 +493,5 @@ func (t *orphanTask) Kill(ctx context.Context) error {
 	if err := t.cg.killAll(); err != nil {
 		return fmt.Errorf("runtime: kill %s: %w", t.id, err)
 	}
-	select {
-	case <-t.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("runtime: kill %s: %w", t.id, ctx.Err())
-	}
+	return t.waitKilled(ctx)
 }

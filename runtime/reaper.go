@@ -105,9 +105,9 @@ func refOf(cg taskCgroup) cgroupRef {
 func (c cgroupRef) open() taskCgroup {
 	switch {
 	case c.Mode == "v2" && len(c.Dirs) == 1:
-		return &v2Cgroup{dir: c.Dirs[0]}
+		return openV2Dir(c.Dirs[0])
 	case c.Mode == "v1":
-		return &v1Cgroup{dirs: c.Dirs, mem: c.Mem}
+		return openV1Dir(c.Mem)
 	}
 	return plainStart{}
 }

@@ -488,6 +488,17 @@ func (t *taskEnd) publish(res Result) {
 	close(t.done)
 }
 
+// waitKilled is how every Kill ends, once the kill is sent: nil when the task has ended, an
+// error when ctx is done first (the task may still end: its Result is published then).
+func (t *taskEnd) waitKilled(ctx context.Context) error {
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("runtime: kill %s: %w", t.id, ctx.Err())
+	}
+}
+
 // Wait returns the task's Result once it has ended.
 func (t *taskEnd) Wait(ctx context.Context) (Result, error) {
 	select {

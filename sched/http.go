@@ -16,20 +16,11 @@ import (
 	"github.com/eddy-cluster/eddy/api"
 )
 
-// Caller sends one JSON call to a daemon's API (api.Client implements it).
+// Caller sends one JSON call to a daemon's API (api.Client implements it): the agent's calls
+// to the scheduler (api.RegisterPath, api.HeartbeatPath).
 type Caller interface {
 	Do(ctx context.Context, method, path string, in, out any) error
 }
-
-// LogChunk is a piece of a task's log file (GET /v1/tasks/{id}/logs?stream=&offset=).
-type LogChunk struct {
-	Data   []byte `json:"data"`
-	Offset int64  `json:"offset"` // offset after Data: ask from here next
-	State  State  `json:"state"`  // the task's state, so a follower knows when to stop
-}
-
-// MaxLogChunk bounds one logs answer.
-const MaxLogChunk = 1 << 20
 
 // Authorize wraps h so that every call must carry "Authorization: Bearer TOKEN" (compared in
 // constant time). An empty token refuses everything.
@@ -43,7 +34,7 @@ func Authorize(token string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
-			writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong cluster token"))
+			api.WriteError(w, http.StatusUnauthorized, errors.New("missing or wrong cluster token"))
 			return
 		}
 		id := api.Identity{Via: "token"} // root
@@ -53,7 +44,7 @@ func Authorize(token string, h http.Handler) http.Handler {
 				err = fmt.Errorf("%d %s headers; want one", len(vs), api.IdentityHeader)
 			}
 			if err != nil {
-				writeErr(w, http.StatusBadRequest, fmt.Errorf("%s: %v", api.IdentityHeader, err))
+				api.WriteError(w, http.StatusBadRequest, fmt.Errorf("%s: %v", api.IdentityHeader, err))
 				return
 			}
 			fid.Via = "forwarded"
@@ -69,7 +60,7 @@ func Authorize(token string, h http.Handler) http.Handler {
 func caller(w http.ResponseWriter, r *http.Request) (id api.Identity, ok bool) {
 	id, ok = api.IdentityFrom(r.Context())
 	if !ok {
-		writeErr(w, http.StatusForbidden, errors.New("the server cannot tell who is calling; refused"))
+		api.WriteError(w, http.StatusForbidden, errors.New("the server cannot tell who is calling; refused"))
 	}
 	return id, ok
 }
@@ -78,7 +69,7 @@ func caller(w http.ResponseWriter, r *http.Request) (id api.Identity, ok bool) {
 func rootOnly(w http.ResponseWriter, r *http.Request, what string) bool {
 	id, ok := caller(w, r)
 	if ok && !id.Root() {
-		writeErr(w, http.StatusForbidden, fmt.Errorf("%s: %w: only root or a cluster daemon may (you are uid %d)", what, ErrForbidden, id.Uid))
+		api.WriteError(w, http.StatusForbidden, fmt.Errorf("%s: %w: only root or a cluster daemon may (you are uid %d)", what, ErrForbidden, id.Uid))
 		return false
 	}
 	return ok
@@ -139,26 +130,26 @@ type taskClaims struct {
 // heartbeat) are root's; everyone may submit (as themselves), list, show and see nodes; a task's
 // kill and logs are its owner's and root's.
 func (s *Scheduler) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/cluster/register", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+api.RegisterPath, func(w http.ResponseWriter, r *http.Request) {
 		if !rootOnly(w, r, "register") {
 			return
 		}
-		var rec NodeRecord
-		if !decode(w, r, &rec) {
+		var rec api.NodeRecord
+		if !api.DecodeBody(w, r, &rec, malformed) {
 			return
 		}
-		resp, err := s.Register(r.Context(), rec)
+		resp, err := s.Register(r.Context(), nodeRecordFrom(rec))
 		reply(w, resp, err)
 	})
-	mux.HandleFunc("POST /v1/cluster/heartbeat", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+api.HeartbeatPath, func(w http.ResponseWriter, r *http.Request) {
 		if !rootOnly(w, r, "heartbeat") {
 			return
 		}
-		var hb HeartbeatRequest
-		if !decode(w, r, &hb) {
+		var hb api.HeartbeatRequest
+		if !api.DecodeBody(w, r, &hb, malformed) {
 			return
 		}
-		resp, err := s.Heartbeat(r.Context(), hb)
+		resp, err := s.Heartbeat(r.Context(), heartbeatFrom(hb))
 		reply(w, resp, err)
 	})
 	mux.HandleFunc("POST /v1/tasks", func(w http.ResponseWriter, r *http.Request) {
@@ -166,9 +157,8 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		if !ok {
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<20))
-		if err != nil {
-			writeErr(w, http.StatusBadRequest, fmt.Errorf("malformed request body: %v", err))
+		body, ok := api.ReadBody(w, r, malformed)
+		if !ok {
 			return
 		}
 		var spec TaskSpec
@@ -176,7 +166,7 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&spec); err != nil {
-			writeErr(w, http.StatusBadRequest, fmt.Errorf("malformed request body: %v", err))
+			api.WriteError(w, http.StatusBadRequest, fmt.Errorf("%s: %v", malformed, err))
 			return
 		}
 		_ = json.Unmarshal(body, &claims) // decoded above: cannot fail
@@ -186,7 +176,7 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		}
 		t, err := s.Submit(r.Context(), spec)
 		if err == nil {
-			writeJSON(w, http.StatusCreated, t)
+			api.WriteJSON(w, http.StatusCreated, t)
 			return
 		}
 		reply(w, nil, err)
@@ -201,7 +191,7 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		for _, t := range ts {
 			redactEnv(t, c)
 		}
-		writeJSON(w, http.StatusOK, ts)
+		api.WriteJSON(w, http.StatusOK, ts)
 	})
 	mux.HandleFunc("GET /v1/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
 		c, ok := caller(w, r)
@@ -246,7 +236,7 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 			off, err = 0, nil
 		}
 		if err != nil || off < 0 {
-			writeErr(w, http.StatusBadRequest, fmt.Errorf("offset must be a non-negative integer"))
+			api.WriteError(w, http.StatusBadRequest, fmt.Errorf("offset must be a non-negative integer"))
 			return
 		}
 		chunk, err := s.ReadLog(r.PathValue("id"), stream, off, MaxLogChunk)
@@ -256,7 +246,12 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		if _, ok := caller(w, r); !ok {
 			return
 		}
-		writeJSON(w, http.StatusOK, s.Nodes())
+		ns := s.Nodes()
+		out := make([]api.NodeStatus, len(ns))
+		for i, n := range ns {
+			out[i] = wireNodeStatus(n)
+		}
+		api.WriteJSON(w, http.StatusOK, out)
 	})
 }
 
@@ -285,16 +280,10 @@ func (s *Scheduler) ReadLog(id, stream string, offset int64, max int) (LogChunk,
 	return c, nil
 }
 
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeErr(w, http.StatusBadRequest, fmt.Errorf("malformed request body: %v", err))
-		return false
-	}
-	return true
-}
+// malformed begins the 400 answer to a request body that cannot be read or decoded.
+const malformed = "malformed request body"
 
+// reply answers v, or err with the status and code of the sentinel it wraps.
 func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		status := http.StatusInternalServerError
@@ -302,7 +291,8 @@ func reply(w http.ResponseWriter, v any, err error) {
 		case errors.Is(err, ErrBadRequest):
 			status = http.StatusBadRequest
 		case errors.Is(err, ErrNeverFits):
-			status = http.StatusUnprocessableEntity
+			api.WriteErrorCode(w, http.StatusUnprocessableEntity, api.CodeNeverFits, err)
+			return
 		case errors.Is(err, ErrNotFound):
 			status = http.StatusNotFound
 		case errors.Is(err, ErrConflict):
@@ -310,18 +300,8 @@ func reply(w http.ResponseWriter, v any, err error) {
 		case errors.Is(err, ErrForbidden):
 			status = http.StatusForbidden
 		}
-		writeErr(w, status, err)
+		api.WriteError(w, status, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeErr(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, map[string]string{"error": err.Error()})
+	api.WriteJSON(w, http.StatusOK, v)
 }

@@ -18,29 +18,9 @@ import (
 	"github.com/eddy-cluster/eddy/runtime/envs"
 )
 
-// Wire types of the node <-> scheduler protocol (JSON over the cluster API).
-
-// RegisterResponse answers a node's registration.
-type RegisterResponse struct {
-	HeartbeatMs    int64  `json:"heartbeat_ms"`
-	InventorySince uint64 `json:"inventory_since"` // generation to send the next inventory delta from (0: full)
-}
-
-// TaskReport is a node's view of one of its tasks.
-type TaskReport struct {
-	ID        string    `json:"id"`
-	State     State     `json:"state"` // assigned, running or an end state
-	ExitCode  *int      `json:"exit_code,omitempty"`
-	OOMKilled bool      `json:"oom_killed,omitempty"`
-	Signal    string    `json:"signal,omitempty"`
-	Error     string    `json:"error,omitempty"`
-	Started   time.Time `json:"started,omitzero"`
-	Finished  time.Time `json:"finished,omitzero"`
-	EnvStart  *EnvStart `json:"env_start,omitempty"`
-}
-
-// HeartbeatRequest is a node's periodic report. Inventory is a bounded delta from
-// InventoryBase (the generation the scheduler asked for).
+// HeartbeatRequest is a node's periodic report (api.HeartbeatRequest with the cache's own
+// InventoryDelta). Inventory is a bounded delta from InventoryBase (the generation the
+// scheduler asked for).
 type HeartbeatRequest struct {
 	Node          string                `json:"node"`
 	Tasks         []TaskReport          `json:"tasks,omitempty"`
@@ -51,16 +31,7 @@ type HeartbeatRequest struct {
 	EnvsImported []string `json:"envs_imported"`
 }
 
-// HeartbeatResponse tells the node what to do.
-type HeartbeatResponse struct {
-	Assign         []*Task  `json:"assign,omitempty"` // tasks to start (re-sent until the node reports them)
-	Kill           []string `json:"kill,omitempty"`
-	Ack            []string `json:"ack,omitempty"` // end reports recorded: stop sending them
-	InventorySince uint64   `json:"inventory_since"`
-	Reregister     bool     `json:"reregister,omitempty"` // unknown node: register again
-}
-
-// NodeStatus is `eddy nodes`' view of a node.
+// NodeStatus is `eddy nodes`' view of a node (api.NodeStatus with the scheduler's Resources).
 type NodeStatus struct {
 	NodeRecord
 	Up          bool      `json:"up"`
@@ -178,7 +149,7 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 			s.queue = append(s.queue, t)
 		case StateAssigned, StateRunning:
 			if ns := s.nodes[t.NodeName]; ns != nil {
-				s.cl.Assign(ns.cn, t.Resources())
+				s.cl.Assign(ns.cn, taskResources(t))
 				s.cl.Promise(ns.cn, s.request(t).Inputs)
 			}
 		}
@@ -255,7 +226,7 @@ func (s *Scheduler) persistLocked(t *Task) {
 }
 
 func (s *Scheduler) request(t *Task) *Request {
-	r := &Request{Res: t.Resources(), Node: t.Node, Labels: t.Labels, FirstChance: t.FirstChance}
+	r := &Request{Res: taskResources(t), Node: t.Node, Labels: t.Labels, FirstChance: t.FirstChance}
 	for i, in := range t.Inputs {
 		size := s.sizes[in]
 		if i < len(t.InputBytes) {
@@ -328,7 +299,7 @@ func (s *Scheduler) checkNodesLocked() {
 // loseLocked ends t as lost and requeues it while it has retries left.
 func (s *Scheduler) loseLocked(t *Task, why string) {
 	if ns := s.nodes[t.NodeName]; ns != nil {
-		s.cl.Release(ns.cn, t.Resources())
+		s.cl.Release(ns.cn, taskResources(t))
 		s.cl.Unpromise(ns.cn, s.request(t).Inputs)
 	}
 	if !t.KillAsked && t.Attempts <= t.Retries {
@@ -363,7 +334,7 @@ func (s *Scheduler) Register(ctx context.Context, rec NodeRecord) (RegisterRespo
 	used := Resources{}
 	for _, t := range s.tasks {
 		if t.NodeName == rec.Name && (t.State == StateAssigned || t.State == StateRunning) {
-			used = used.Add(t.Resources())
+			used = used.Add(taskResources(t))
 		}
 	}
 	ns.cn = s.cl.AddNode(Node{Name: rec.Name, Total: rec.Total, Free: rec.Total.Sub(used), Labels: rec.Labels, Up: true, LinkBps: rec.LinkBps})
@@ -514,7 +485,7 @@ func (s *Scheduler) reconcileLocked(ns *nodeState, r TaskReport) (kill, ack bool
 			s.queue = slices.DeleteFunc(s.queue, func(q *Task) bool { return q == t })
 		}
 		s.log.Info("task runs on its node after all", "task", t.ID, "node", node, "was", t.State)
-		s.cl.Assign(ns.cn, t.Resources())
+		s.cl.Assign(ns.cn, taskResources(t))
 		s.cl.Promise(ns.cn, s.request(t).Inputs)
 		t.State, t.Error, t.Finished = StateRunning, "", time.Time{}
 		if !r.Started.IsZero() {
@@ -535,7 +506,7 @@ func (s *Scheduler) reconcileLocked(ns *nodeState, r TaskReport) (kill, ack bool
 
 func (s *Scheduler) endLocked(t *Task, r TaskReport) {
 	if ns := s.nodes[t.NodeName]; ns != nil && (t.State == StateAssigned || t.State == StateRunning) {
-		s.cl.Release(ns.cn, t.Resources())
+		s.cl.Release(ns.cn, taskResources(t))
 		s.cl.Unpromise(ns.cn, s.request(t).Inputs)
 	}
 	t.State, t.ExitCode, t.OOMKilled, t.Signal, t.Error = r.State, r.ExitCode, r.OOMKilled, r.Signal, r.Error

@@ -9,7 +9,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// NodeRecord is what the scheduler keeps about a node across restarts.
+// NodeRecord is what the scheduler keeps about a node across restarts (api.NodeRecord with the
+// scheduler's Resources).
 type NodeRecord struct {
 	Name    string            `json:"name"`
 	Address string            `json:"address"`

@@ -13,7 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/eddy-cluster/eddy/bench"
-	"github.com/eddy-cluster/eddy/daemon"
+	"github.com/eddy-cluster/eddy/units"
 )
 
 // benchSubcommands holds the builders of `eddy bench` subcommands added by
@@ -85,7 +85,7 @@ func runBench(c *cli.Context) error {
 	}
 	cfg.Latencies = lat
 	if s := c.String("size"); s != "" {
-		n, err := daemon.ParseSize(s)
+		n, err := units.ParseSize(s)
 		if err != nil {
 			return fmt.Errorf("bench: --size: %w", err)
 		}

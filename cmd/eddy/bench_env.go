@@ -10,7 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/eddy-cluster/eddy/bench"
-	"github.com/eddy-cluster/eddy/daemon"
+	"github.com/eddy-cluster/eddy/units"
 )
 
 func init() { benchSubcommands = append(benchSubcommands, benchEnvCommand) }
@@ -40,7 +40,7 @@ func runBenchEnv(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("bench env: unexpected argument %q", c.Args().First())
 	}
-	size, err := daemon.ParseSize(c.String("size"))
+	size, err := units.ParseSize(c.String("size"))
 	if err != nil {
 		return fmt.Errorf("bench env: --size: %w", err)
 	}
@@ -66,7 +66,7 @@ func runBenchEnv(c *cli.Context) error {
 			}
 		} else {
 			fmt.Printf("environment tarball %s (payload %s), link %s, %d runs per state, medians:\n",
-				humanBytes(rep.TarballBytes), humanBytes(rep.PayloadBytes), rep.Link, rep.Runs)
+				units.FormatBytes(rep.TarballBytes), units.FormatBytes(rep.PayloadBytes), rep.Link, rep.Runs)
 			t := newTable(os.Stdout, "STATE", "SUBMIT TO START s", "NODE START s", "IMAGE READY s", "RUNS (submit to start s)")
 			for _, r := range rep.Results {
 				runs := ""

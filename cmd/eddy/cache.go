@@ -11,7 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/eddy-cluster/eddy/api"
-	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/units"
 )
 
 func init() { register(cacheCommand) }
@@ -111,13 +111,13 @@ func printStats(w io.Writer, s api.CacheStats) error {
 		state = "no cache (--no-cache): every read goes to the origin"
 	}
 	t.row("state", state)
-	t.row("hit bytes", fmt.Sprintf("%s (%d chunk reads)", humanBytes(s.HitBytes), s.Hits))
-	t.row("miss bytes", fmt.Sprintf("%s (%d chunk fetches; %s read for random readers, not stored)", humanBytes(s.MissBytes), s.Misses, humanBytes(s.DirectBytes)))
+	t.row("hit bytes", fmt.Sprintf("%s (%d chunk reads)", units.FormatBytes(s.HitBytes), s.Hits))
+	t.row("miss bytes", fmt.Sprintf("%s (%d chunk fetches; %s read for random readers, not stored)", units.FormatBytes(s.MissBytes), s.Misses, units.FormatBytes(s.DirectBytes)))
 	t.row("hit ratio", ratio)
-	t.row("cached bytes", fmt.Sprintf("%s of %s quota", humanBytes(s.CachedBytes), humanBytes(s.QuotaBytes)))
+	t.row("cached bytes", fmt.Sprintf("%s of %s quota", units.FormatBytes(s.CachedBytes), units.FormatBytes(s.QuotaBytes)))
 	t.row("files", fmt.Sprintf("%d (%d pinned)", s.Files, s.PinnedFiles))
-	t.row("evictions", fmt.Sprintf("%d (%s)", s.Evictions, humanBytes(s.EvictedBytes)))
-	t.row("passthrough opens", fmt.Sprintf("%d (files of %s, read by the kernel from the cache)", s.PassthroughOpens, humanBytes(s.PassthroughBytes)))
+	t.row("evictions", fmt.Sprintf("%d (%s)", s.Evictions, units.FormatBytes(s.EvictedBytes)))
+	t.row("passthrough opens", fmt.Sprintf("%d (files of %s, read by the kernel from the cache)", s.PassthroughOpens, units.FormatBytes(s.PassthroughBytes)))
 	t.row("idle files", fmt.Sprintf("%d (closed, kept open for a quick reopen)", s.IdleFiles))
 	t.row("fill backlog", fmt.Sprintf("%d files to complete in the background", s.FillBacklog))
 	t.row("revalidations", fmt.Sprintf("%d (%d invalidated)", s.Revalidations, s.Invalidations))
@@ -127,8 +127,8 @@ func printStats(w io.Writer, s api.CacheStats) error {
 		errs += fmt.Sprintf(" (last %s: %s)", humanAgo(s.LastErrorAt), s.LastError)
 	}
 	t.row("errors", errs)
-	t.row("disk free", humanBytes(s.DiskFreeBytes))
-	t.row("chunk size", humanBytes(s.ChunkSize))
+	t.row("disk free", units.FormatBytes(s.DiskFreeBytes))
+	t.row("chunk size", units.FormatBytes(s.ChunkSize))
 	return t.flush()
 }
 
@@ -146,7 +146,7 @@ func cacheLs(c *cli.Context) error {
 	}
 	if wantJSON(c) {
 		if files == nil {
-			files = []cache.FileInfo{}
+			files = []api.FileInfo{}
 		}
 		return printJSON(os.Stdout, files)
 	}
@@ -157,7 +157,7 @@ func cacheLs(c *cli.Context) error {
 		if f.Pinned {
 			pinned = "yes"
 		}
-		t.row(f.Path, humanBytes(f.Size), humanBytes(f.CachedBytes), fmt.Sprintf("%.0f", f.Percent), pinned, humanAgo(f.LastAccess))
+		t.row(f.Path, units.FormatBytes(f.Size), units.FormatBytes(f.CachedBytes), fmt.Sprintf("%.0f", f.Percent), pinned, humanAgo(f.LastAccess))
 		size += f.Size
 		cached += f.CachedBytes
 	}
@@ -166,7 +166,7 @@ func cacheLs(c *cli.Context) error {
 		if size > 0 {
 			pct = 100 * float64(cached) / float64(size)
 		}
-		t.row(fmt.Sprintf("(%d files)", len(files)), humanBytes(size), humanBytes(cached), fmt.Sprintf("%.0f", pct), "", "")
+		t.row(fmt.Sprintf("(%d files)", len(files)), units.FormatBytes(size), units.FormatBytes(cached), fmt.Sprintf("%.0f", pct), "", "")
 	}
 	return t.flush()
 }
@@ -213,7 +213,7 @@ func (b *progressBar) update(ev api.WarmEvent) {
 			return
 		}
 		fmt.Fprintf(b.w, "%s: %d files, %s cached (%s fetched in %s, %s)\n", ev.Arg, ev.Files,
-			humanBytes(ev.BytesDone), humanBytes(ev.BytesFetch), humanDuration(time.Duration(ev.Elapsed*float64(time.Second))), humanRate(rate))
+			units.FormatBytes(ev.BytesDone), units.FormatBytes(ev.BytesFetch), humanDuration(time.Duration(ev.Elapsed*float64(time.Second))), humanRate(rate))
 		return
 	}
 	if !b.tty || time.Since(b.last) < 100*time.Millisecond {
@@ -243,7 +243,7 @@ func (b *progressBar) update(ev api.WarmEvent) {
 	}
 	line := fmt.Sprintf("[%s%s] %3.0f%% %s/%s %s ETA %s %d/%d files %s",
 		strings.Repeat("#", n), strings.Repeat(".", width-n), 100*frac,
-		humanBytes(ev.BytesDone), humanBytes(ev.Bytes), humanRate(rate), eta, ev.FilesDone, ev.Files, name)
+		units.FormatBytes(ev.BytesDone), units.FormatBytes(ev.Bytes), humanRate(rate), eta, ev.FilesDone, ev.Files, name)
 	pad := ""
 	if len(line) < b.lastLine {
 		pad = strings.Repeat(" ", b.lastLine-len(line))
@@ -294,7 +294,7 @@ func cachePathsAction(op string) cli.ActionFunc {
 		for _, r := range resp.Results {
 			if r.Error != "" {
 				msg := r.Error
-				if op == "evict" && strings.HasSuffix(msg, cache.ErrPinned.Error()) {
+				if op == "evict" && r.Code == api.CodePinned {
 					msg = fmt.Sprintf("not evicted: %s is pinned; unpin it first (eddy cache unpin %s)", r.Path, r.Path)
 				}
 				failed = append(failed, fmt.Sprintf("%s: %s", r.Path, msg))

@@ -17,6 +17,7 @@ import (
 	"github.com/eddy-cluster/eddy/cache"
 	"github.com/eddy-cluster/eddy/daemon"
 	"github.com/eddy-cluster/eddy/fusefs"
+	"github.com/eddy-cluster/eddy/units"
 )
 
 func init() { register(daemonCommand) }
@@ -200,16 +201,16 @@ func daemonConfig(c *cli.Context) (daemon.Config, error) {
 		Version:           version,
 	}
 	var err error
-	if cfg.CacheBytes, cfg.CachePercent, err = daemon.ParseSizeOrPercent(c.String("cache-size")); err != nil {
+	if cfg.CacheBytes, cfg.CachePercent, err = units.ParseSizeOrPercent(c.String("cache-size")); err != nil {
 		return cfg, fmt.Errorf("--cache-size: %w", err)
 	}
 	if cfg.CacheBytes == 0 && cfg.CachePercent == 0 {
 		cfg.NoCache = true // a cache of size 0 is no cache
 	}
-	if cfg.MinFreePercent, err = daemon.ParsePercent(c.String("min-free")); err != nil {
+	if cfg.MinFreePercent, err = units.ParsePercent(c.String("min-free")); err != nil {
 		return cfg, fmt.Errorf("--min-free: %w", err)
 	}
-	if cfg.ChunkSize, err = daemon.ParseSize(c.String("chunk-size")); err != nil {
+	if cfg.ChunkSize, err = units.ParseSize(c.String("chunk-size")); err != nil {
 		return cfg, fmt.Errorf("--chunk-size: %w", err)
 	}
 	if cfg.Labels, err = daemon.ParseLabels(c.StringSlice("label")); err != nil {

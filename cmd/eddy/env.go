@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/eddy-cluster/eddy/runtime/envs"
+	"github.com/eddy-cluster/eddy/units"
 )
 
 func init() { register(envCommand) }
@@ -111,7 +112,7 @@ func envLs(c *cli.Context) error {
 			if i > 0 {
 				name = ""
 			}
-			t.row(name, strconv.FormatInt(v.Timestamp, 10), humanAgo(v.ModTime), humanBytes(v.Size), v.Source, v.Rel)
+			t.row(name, strconv.FormatInt(v.Timestamp, 10), humanAgo(v.ModTime), units.FormatBytes(v.Size), v.Source, v.Rel)
 		}
 	}
 	return t.flush()
@@ -135,7 +136,7 @@ func envImport(c *cli.Context) error {
 		return printJSON(c.App.Writer, v)
 	}
 	took := time.Since(start)
-	fmt.Fprintf(c.App.Writer, "imported %s as %s (%s in %s)\n", filepath.Base(file), v.Rel, humanBytes(v.Size), humanDuration(took))
+	fmt.Fprintf(c.App.Writer, "imported %s as %s (%s in %s)\n", filepath.Base(file), v.Rel, units.FormatBytes(v.Size), humanDuration(took))
 	return nil
 }
 
@@ -169,11 +170,11 @@ func envPrune(c *cli.Context) error {
 		verb = "would remove"
 	}
 	for _, v := range rep.Removed {
-		fmt.Fprintf(c.App.Writer, "%s %s (%s)\n", verb, v.Rel, humanBytes(v.Size))
+		fmt.Fprintf(c.App.Writer, "%s %s (%s)\n", verb, v.Rel, units.FormatBytes(v.Size))
 	}
 	for _, k := range rep.Kept {
 		fmt.Fprintf(c.App.Writer, "kept %s: %s\n", k.Rel, k.Reason)
 	}
-	fmt.Fprintf(c.App.Writer, "%s %d versions, %s\n", verb, len(rep.Removed), humanBytes(rep.Freed))
+	fmt.Fprintf(c.App.Writer, "%s %d versions, %s\n", verb, len(rep.Removed), units.FormatBytes(rep.Freed))
 	return nil
 }

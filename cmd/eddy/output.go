@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/eddy-cluster/eddy/api"
+	"github.com/eddy-cluster/eddy/units"
 )
 
 const defaultSocket = api.DefaultSocket
@@ -86,31 +87,12 @@ func (t *table) row(cols ...any) {
 // flush prints the table.
 func (t *table) flush() error { return t.tw.Flush() }
 
-// humanBytes renders a byte count with binary units ("1.5 GiB").
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit && n > -unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v := float64(n)
-	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	i := -1
-	for (v >= unit || v <= -unit) && i < len(units)-1 {
-		v /= unit
-		i++
-	}
-	if v >= 100 || v <= -100 {
-		return fmt.Sprintf("%.0f %s", v, units[i])
-	}
-	return fmt.Sprintf("%.1f %s", v, units[i])
-}
-
 // humanRate renders bytes per second.
 func humanRate(bytesPerSec float64) string {
 	if bytesPerSec <= 0 {
 		return "-"
 	}
-	return humanBytes(int64(bytesPerSec)) + "/s"
+	return units.FormatBytes(int64(bytesPerSec)) + "/s"
 }
 
 // humanDuration renders a duration compactly ("3s", "2m05s", "1h02m").

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -17,7 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/eddy-cluster/eddy/api"
-	"github.com/eddy-cluster/eddy/sched"
+	"github.com/eddy-cluster/eddy/units"
 )
 
 func init() {
@@ -35,8 +34,8 @@ func tasksEnvInUse(c *cli.Context) (func(path string) bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ts []sched.Task
-	if err := cl.Do(c.Context, "GET", "/v1/tasks?limit=0", nil, &ts); err != nil {
+	ts, err := cl.Tasks(c.Context, 0)
+	if err != nil {
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
 			return func(string) bool { return false }, nil
@@ -81,41 +80,14 @@ func submitCommand() *cli.Command {
 	}
 }
 
-// parseMem reads 512M, 8G, 1.5T, or a byte count.
-func parseMem(s string) (int64, error) {
-	s = strings.TrimSpace(strings.ToUpper(s))
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
-	mult := int64(1)
-	if s != "" {
-		switch s[len(s)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			s = s[:len(s)-1]
-		}
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("--mem %q: want a size such as 512M or 8G", s)
-	}
-	return int64(v * float64(mult)), nil
-}
-
 func runSubmit(c *cli.Context) error {
 	args := c.Args().Slice()
 	if len(args) == 0 && c.String("image") == "" {
 		return errors.New("submit: no command: put it after --, e.g. eddy submit --cores 2 -- python train.py")
 	}
-	mem, err := parseMem(c.String("mem"))
+	mem, err := units.ParseSize(c.String("mem"))
 	if err != nil {
-		return fmt.Errorf("submit: %w", err)
+		return fmt.Errorf("submit: --mem %q: want a size such as 512M or 8G", c.String("mem"))
 	}
 	if c.Float64("cores") <= 0 {
 		return errors.New("submit: --cores must be positive")
@@ -127,7 +99,7 @@ func runSubmit(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("submit: %w", err)
 	}
-	spec := sched.TaskSpec{Name: c.String("name"), Command: args, Cores: c.Float64("cores"), MemBytes: mem, GPUs: c.Int("gpus"),
+	spec := api.TaskSpec{Name: c.String("name"), Command: args, Cores: c.Float64("cores"), MemBytes: mem, GPUs: c.Int("gpus"),
 		Inputs: c.StringSlice("input"), Node: c.String("node"), Retries: c.Int("retries"), Priority: c.Int("priority"),
 		Uid: uid, Gid: gid, WorkDir: c.String("workdir"), Image: c.String("image")}
 	if wd, err := os.Getwd(); err == nil {
@@ -162,8 +134,8 @@ func runSubmit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var t sched.Task
-	if err := cl.Do(c.Context, "POST", "/v1/tasks", spec, &t); err != nil {
+	t, err := cl.SubmitTask(c.Context, spec)
+	if err != nil {
 		return fmt.Errorf("submit: %w", err)
 	}
 	if !c.Bool("wait") {
@@ -190,7 +162,7 @@ func runSubmit(c *cli.Context) error {
 	switch {
 	case end.ExitCode != nil && *end.ExitCode != 0:
 		return cli.Exit("", *end.ExitCode)
-	case end.State != sched.StateCompleted:
+	case end.State != api.StateCompleted:
 		return cli.Exit("", 1)
 	}
 	return nil
@@ -241,10 +213,10 @@ func taskUser(uidArg, gidArg string) (uid, gid uint32, err error) {
 	return uint32(n), uint32(g), nil
 }
 
-func waitTask(ctx context.Context, cl *api.Client, id string) (*sched.Task, error) {
+func waitTask(ctx context.Context, cl *api.Client, id string) (*api.Task, error) {
 	for {
-		var t sched.Task
-		if err := cl.Do(ctx, "GET", "/v1/tasks/"+url.PathEscape(id), nil, &t); err != nil {
+		t, err := cl.Task(ctx, id)
+		if err != nil {
 			return nil, err
 		}
 		if t.State.Terminal() {
@@ -275,8 +247,8 @@ func tasksCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var ts []sched.Task
-					if err := cl.Do(c.Context, "GET", "/v1/tasks?limit="+strconv.Itoa(c.Int("limit")), nil, &ts); err != nil {
+					ts, err := cl.Tasks(c.Context, c.Int("limit"))
+					if err != nil {
 						return fmt.Errorf("tasks ls: %w", err)
 					}
 					if wantJSON(c) {
@@ -305,8 +277,8 @@ func tasksCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var t sched.Task
-					if err := cl.Do(c.Context, "GET", "/v1/tasks/"+url.PathEscape(id), nil, &t); err != nil {
+					t, err := cl.Task(c.Context, id)
+					if err != nil {
 						return fmt.Errorf("tasks show: %w", err)
 					}
 					if wantJSON(c) {
@@ -324,8 +296,8 @@ func tasksCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var t sched.Task
-					if err := cl.Do(c.Context, "POST", "/v1/tasks/"+url.PathEscape(id)+"/kill", nil, &t); err != nil {
+					t, err := cl.KillTask(c.Context, id)
+					if err != nil {
 						return fmt.Errorf("tasks kill: %w", err)
 					}
 					if wantJSON(c) {
@@ -361,9 +333,8 @@ func tasksCommand() *cli.Command {
 func followLog(ctx context.Context, cl *api.Client, id, stream string, follow bool, w io.Writer) error {
 	var off int64
 	for {
-		var ch sched.LogChunk
-		q := fmt.Sprintf("/v1/tasks/%s/logs?stream=%s&offset=%d", url.PathEscape(id), stream, off)
-		if err := cl.Do(ctx, "GET", q, nil, &ch); err != nil {
+		ch, err := cl.TaskLog(ctx, id, stream, off)
+		if err != nil {
 			return fmt.Errorf("tasks logs: %w", err)
 		}
 		if len(ch.Data) > 0 {
@@ -371,7 +342,7 @@ func followLog(ctx context.Context, cl *api.Client, id, stream string, follow bo
 				return err
 			}
 			off = ch.Offset
-			if len(ch.Data) == sched.MaxLogChunk {
+			if len(ch.Data) == api.MaxLogChunk {
 				continue // more right away
 			}
 		}
@@ -386,7 +357,7 @@ func followLog(ctx context.Context, cl *api.Client, id, stream string, follow bo
 	}
 }
 
-func printTask(w io.Writer, t *sched.Task) error {
+func printTask(w io.Writer, t *api.Task) error {
 	tb := newTable(w, "FIELD", "VALUE")
 	exit := "-"
 	if t.ExitCode != nil {
@@ -407,12 +378,12 @@ func printTask(w io.Writer, t *sched.Task) error {
 		tb.row("error", t.Error)
 	}
 	tb.row("command", strings.Join(t.Command, " "))
-	tb.row("resources", fmt.Sprintf("%.4g cores, %s, %d GPUs", t.Cores, humanBytes(t.MemBytes), t.GPUs))
+	tb.row("resources", fmt.Sprintf("%.4g cores, %s, %d GPUs", t.Cores, units.FormatBytes(t.MemBytes), t.GPUs))
 	tb.row("inputs", strings.Join(t.Inputs, ", "))
 	if t.ContainerEnv != "" {
 		env := t.ContainerEnv
 		if t.EnvFile != "" {
-			env += fmt.Sprintf(" (%s, %s)", t.EnvFile, humanBytes(t.EnvSize))
+			env += fmt.Sprintf(" (%s, %s)", t.EnvFile, units.FormatBytes(t.EnvSize))
 		}
 		tb.row("environment", env)
 	}
@@ -422,7 +393,7 @@ func printTask(w io.Writer, t *sched.Task) error {
 	if es := t.EnvStart; es != nil {
 		how := "already imported on the node"
 		if es.Imported {
-			how = fmt.Sprintf("imported on the node (%s read)", humanBytes(es.ImportBytes))
+			how = fmt.Sprintf("imported on the node (%s read)", units.FormatBytes(es.ImportBytes))
 		}
 		tb.row("env start", fmt.Sprintf("%s; image ready in %.2f s, container started in %.2f s", how, es.ImageS, es.StartS))
 	}
@@ -449,7 +420,7 @@ func printTask(w io.Writer, t *sched.Task) error {
 			case cd.EnvCached:
 				env = ", environment cached"
 			}
-			tb.row("  "+cd.Node, fmt.Sprintf("%s warm, %s to fetch (~%.0f s)%s, %s", humanBytes(cd.WarmBytes), humanBytes(cd.MissingBytes), cd.FetchSeconds, env, fit))
+			tb.row("  "+cd.Node, fmt.Sprintf("%s warm, %s to fetch (~%.0f s)%s, %s", units.FormatBytes(cd.WarmBytes), units.FormatBytes(cd.MissingBytes), cd.FetchSeconds, env, fit))
 		}
 	}
 	return tb.flush()
@@ -465,8 +436,8 @@ func nodesCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var ns []sched.NodeStatus
-			if err := cl.Do(c.Context, "GET", "/v1/nodes", nil, &ns); err != nil {
+			ns, err := cl.Nodes(c.Context)
+			if err != nil {
 				return fmt.Errorf("nodes: %w", err)
 			}
 			if wantJSON(c) {
@@ -479,7 +450,7 @@ func nodesCommand() *cli.Command {
 					labels = append(labels, k+"="+v)
 				}
 				t.row(n.Name, n.Address, n.Up, fmt.Sprintf("%.4g/%.4g", n.Free.Cores, n.Total.Cores),
-					fmt.Sprintf("%s/%s", humanBytes(n.Free.MemBytes), humanBytes(n.Total.MemBytes)),
+					fmt.Sprintf("%s/%s", units.FormatBytes(n.Free.MemBytes), units.FormatBytes(n.Total.MemBytes)),
 					fmt.Sprintf("%d/%d", n.Free.GPUs, n.Total.GPUs), n.Running, n.CachedFiles, humanAgo(n.LastSeen), strings.Join(labels, ","))
 			}
 			return t.flush()
