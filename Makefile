@@ -9,7 +9,8 @@ DEMO_DIR ?= /tmp/eddy-demo
 all: build
 
 deps:
-	@scripts/deps.sh fuse nfs ssh containers bench
+	@scripts/deps.sh fuse nfs ssh containers bench browser s3
+	@scripts/versitygw.sh
 
 build:
 	$(GO) build -o $(BIN) ./cmd/eddy

@@ -11,6 +11,7 @@ import (
 	"github.com/eddy-cluster/eddy/fusefs"
 	"github.com/eddy-cluster/eddy/origin"
 	_ "github.com/eddy-cluster/eddy/origin/nfs" // nfs:// origins
+	_ "github.com/eddy-cluster/eddy/origin/s3"  // s3:// origins
 	"github.com/eddy-cluster/eddy/sched"
 )
 

@@ -82,6 +82,13 @@ type Config struct {
 	ContainerdSocket string
 	ContainerdDir    string
 
+	// The status page (package ui): UIListen is its TCP address ("" off); it logs in with the
+	// cluster token, or with the read-only viewer token in UIViewerTokenFile; it samples the
+	// API for its charts every UISampleInterval (0: the page's default).
+	UIListen          string
+	UIViewerTokenFile string
+	UISampleInterval  time.Duration
+
 	// ShutdownTimeout bounds the unmount at SIGINT/SIGTERM.
 	ShutdownTimeout time.Duration
 

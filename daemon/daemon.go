@@ -205,6 +205,9 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err := d.startCluster(ctx); err != nil {
 		return nil, err
 	}
+	if err := d.startUI(); err != nil {
+		return nil, err
+	}
 	mountedOK = true
 	mode := "cached"
 	if cfg.NoCache {

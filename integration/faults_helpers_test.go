@@ -386,9 +386,16 @@ func fltDescribe(blocks []string, versions [][]string) string {
 // (chunks are persisted behind the reader, so a read's end is not yet that).
 func (n *fnode) waitCached(t *testing.T, name string, size int64) {
 	t.Helper()
+	waitFullyCached(t, n.cli, name, size)
+}
+
+// waitFullyCached waits until `eddy cache ls`, run by cli, shows all size
+// bytes of name cached.
+func waitFullyCached(t *testing.T, cli func(args ...string) (string, error), name string, size int64) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, err := n.cli("cache", "ls", "--json", name)
+		out, err := cli("cache", "ls", "--json", name)
 		var files []struct {
 			Path        string `json:"path"`
 			CachedBytes int64  `json:"cached_bytes"`

@@ -31,16 +31,37 @@ type Opener func(ctx context.Context, u *url.URL, opts OpenOptions) (FS, error)
 
 var (
 	schemesMu sync.Mutex
-	schemes   = map[string]Opener{} // guarded by schemesMu
+	schemes   = map[string]Opener{} // GUARDED_BY(schemesMu)
+	rootOK    = map[string]bool{}   // GUARDED_BY(schemesMu): schemes whose URLs may omit the path
 )
+
+// SchemeOption adjusts how URLs of one scheme are checked.
+type SchemeOption struct{ wholeHost bool }
+
+// WholeHostOK lets a URL of the scheme name its host alone (s3://BUCKET: the
+// whole bucket), where other schemes need an export path.
+var WholeHostOK = SchemeOption{wholeHost: true}
 
 // RegisterScheme makes Open accept URLs of scheme (lower case). Origin
 // packages call it from init, so package origin imports none of them; the
-// daemon blank-imports the ones it ships (origin/nfs).
-func RegisterScheme(scheme string, open Opener) {
+// daemon blank-imports the ones it ships (origin/nfs, origin/s3).
+func RegisterScheme(scheme string, open Opener, opts ...SchemeOption) {
 	schemesMu.Lock()
 	defer schemesMu.Unlock()
-	schemes[strings.ToLower(scheme)] = open
+	scheme = strings.ToLower(scheme)
+	schemes[scheme] = open
+	for _, o := range opts {
+		if o.wholeHost {
+			rootOK[scheme] = true
+		}
+	}
+}
+
+// wholeHostOK reports whether scheme's URLs may omit the path.
+func wholeHostOK(scheme string) bool {
+	schemesMu.Lock()
+	defer schemesMu.Unlock()
+	return rootOK[scheme]
 }
 
 // Schemes lists the registered URL schemes.
@@ -91,7 +112,7 @@ func ParseURL(spec string) (*url.URL, error) {
 		return nil, fmt.Errorf("origin %q: fragments are not allowed", spec)
 	case u.Hostname() == "":
 		return nil, fmt.Errorf("origin %q: no server host", spec)
-	case u.Path == "" || u.Path == "/":
+	case (u.Path == "" || u.Path == "/") && !wholeHostOK(u.Scheme):
 		return nil, fmt.Errorf("origin %q: no export path", spec)
 	case strings.IndexByte(u.Path, 0) >= 0:
 		return nil, fmt.Errorf("origin %q: NUL byte in path", spec)
@@ -113,6 +134,9 @@ func ParseURL(spec string) (*url.URL, error) {
 		}
 	}
 	for _, el := range strings.Split(strings.Trim(u.Path, "/"), "/") {
+		if el == "" && strings.Trim(u.Path, "/") == "" {
+			break // the whole host (WholeHostOK)
+		}
 		if el == "." || el == ".." || el == "" {
 			return nil, fmt.Errorf("origin %q: export path %q is not clean", spec, u.Path)
 		}

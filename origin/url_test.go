@@ -12,6 +12,9 @@ func TestOpenSpecs(t *testing.T) {
 	RegisterScheme("enftest", func(ctx context.Context, u *url.URL, opts OpenOptions) (FS, error) {
 		return NewPath(dir)
 	})
+	RegisterScheme("wholetest", func(ctx context.Context, u *url.URL, opts OpenOptions) (FS, error) {
+		return NewPath(dir)
+	}, WholeHostOK)
 	cases := []struct {
 		spec    string
 		wantErr string // substring; "" = success
@@ -25,6 +28,10 @@ func TestOpenSpecs(t *testing.T) {
 		{"enftest://", "no server host"},
 		{"enftest://host", "no export path"},
 		{"enftest://host/", "no export path"},
+		{"wholetest://bucket", ""},
+		{"wholetest://bucket/", ""},
+		{"wholetest://bucket/prefix", ""},
+		{"wholetest://bucket/a/../b", "not clean"},
 		{"enftest://user@host/x", "user info"},
 		{"enftest://host/x#frag", "fragment"},
 		{"enftest://host/a/../b", "not clean"},

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages eddy needs, idempotently, with apt-get.
-# Usage: scripts/deps.sh [GROUP...]   groups: fuse nfs ssh containers bench all (default: fuse)
+# Usage: scripts/deps.sh [GROUP...]   groups: fuse nfs ssh containers bench browser s3 all (default: fuse)
 set -euo pipefail
 
 declare -A GROUP=(
@@ -9,15 +9,19 @@ declare -A GROUP=(
   [ssh]="openssh-server openssh-client sshfs"
   [containers]="containerd runc busybox-static"
   [bench]="fio"
+  # Headless Debian chromium for the status page's browser tests (driven with chromedp).
+  [browser]="chromium fonts-dejavu-core"
+  # The S3 tests' system needs; their server, versitygw, is built by scripts/versitygw.sh.
+  [s3]="attr ca-certificates"
 )
 
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(fuse)
-if [[ " ${groups[*]} " == *" all "* ]]; then groups=(fuse nfs ssh containers bench); fi
+if [[ " ${groups[*]} " == *" all "* ]]; then groups=(fuse nfs ssh containers bench browser s3); fi
 
 want=()
 for g in "${groups[@]}"; do
-  [ -n "${GROUP[$g]+x}" ] || { echo "deps.sh: unknown group '$g' (fuse nfs ssh containers bench all)" >&2; exit 2; }
+  [ -n "${GROUP[$g]+x}" ] || { echo "deps.sh: unknown group '$g' (fuse nfs ssh containers bench browser s3 all)" >&2; exit 2; }
   for p in ${GROUP[$g]}; do want+=("$p"); done
 done
 

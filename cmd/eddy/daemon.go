@@ -75,6 +75,10 @@ func daemonFlags() []cli.Flag {
 		str("node-name", "", "cluster: this node's name (default: the hostname)"),
 		slice("label", "cluster: node label `k=v` (repeatable)"),
 		dur("locality-wait", daemon.DefaultLocalityWait, "cluster: how long a task may wait for a node with its inputs cached"),
+		// The status page.
+		str("ui-listen", "", "serve the status page for people on `ADDR` (host:port; off by default; a loopback address such as 127.0.0.1:7070 is advised, reached over an SSH tunnel); log in with the cluster token"),
+		str("ui-viewer-token-file", "", "status page: a read-only viewer token in `FILE` (viewers see everything and act on nothing)"),
+		dur("ui-sample-interval", 10*time.Second, "status page: sample the cluster for its charts this often"),
 		str("containerd-socket", "", "containers: use the node's running containerd at this socket `PATH` (e.g. /run/containerd/containerd.sock)"),
 		str("containerd-dir", "", "containers: start a private containerd with root, state and socket under `DIR` "+
 			"(default: <cache-dir>-containerd, started at the first container task when containerd is installed)"),
@@ -198,6 +202,9 @@ func daemonConfig(c *cli.Context) (daemon.Config, error) {
 		LocalityWait:      c.Duration("locality-wait"),
 		ContainerdSocket:  c.String("containerd-socket"),
 		ContainerdDir:     c.String("containerd-dir"),
+		UIListen:          c.String("ui-listen"),
+		UIViewerTokenFile: c.String("ui-viewer-token-file"),
+		UISampleInterval:  c.Duration("ui-sample-interval"),
 		Version:           version,
 	}
 	var err error
