@@ -27,6 +27,8 @@ type CacheStats struct {
 	NoCache bool   `json:"no_cache,omitempty"` // the daemon runs with --no-cache
 	// OriginHealth: whether the origin answers, since when, its last error.
 	OriginHealth *OriginHealth `json:"origin_health,omitempty"`
+	// Share: how full the share is (statfs of the origin), with the nearly-full warning.
+	Share *ShareSpace `json:"share,omitempty"`
 }
 
 // CacheCounters are the node cache's counters. The daemon converts the cache's own Stats into

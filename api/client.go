@@ -13,13 +13,18 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // Client talks to one eddy daemon's API, over its unix socket or over TCP
 // (cluster mode) with a bearer token.
 type Client struct {
-	base  string // "http://eddy" for unix sockets, "http(s)://host:port" for TCP
+	base string // "http://eddy" for unix sockets, "http(s)://host:port" for TCP
+	// bases: the addresses of a scheduler group's members (NewTCP with a comma-separated list),
+	// tried in turn (see sendAny); nil for one address.
+	bases []string
+	cur   atomic.Int32 // index in bases of the member that answered last
 	token string
 	hc    *http.Client
 	where string // for error messages
@@ -36,6 +41,11 @@ func WithTLS(cfg *tls.Config) Option {
 	return func(c *Client) {
 		if strings.HasPrefix(c.base, "http://") && c.where != "" && !strings.HasPrefix(c.where, "unix:") {
 			c.base = "https://" + strings.TrimPrefix(c.base, "http://")
+		}
+		for i, b := range c.bases {
+			if strings.HasPrefix(b, "http://") {
+				c.bases[i] = "https://" + strings.TrimPrefix(b, "http://")
+			}
 		}
 		if t, ok := c.hc.Transport.(*http.Transport); ok {
 			t.TLSClientConfig = cfg
@@ -65,14 +75,27 @@ func NewUnix(socket string, opts ...Option) *Client {
 }
 
 // NewTCP returns a client for a daemon's TCP address ("host:port", or a full
-// "http://" / "https://" URL).
+// "http://" / "https://" URL), or for a scheduler group: several addresses, comma-separated,
+// tried in turn until one answers (a follower forwards to the leader; see sendAny).
 func NewTCP(addr string, opts ...Option) *Client {
-	base := addr
-	if !strings.Contains(addr, "://") {
-		base = "http://" + addr
+	var bases []string
+	for _, a := range strings.Split(addr, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if !strings.Contains(a, "://") {
+			a = "http://" + a
+		}
+		bases = append(bases, strings.TrimRight(a, "/"))
 	}
-	base = strings.TrimRight(base, "/")
-	c := &Client{base: base, hc: &http.Client{Transport: &http.Transport{MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second}}, where: addr}
+	base := ""
+	if len(bases) > 0 {
+		base = bases[0]
+	}
+	if len(bases) < 2 {
+		bases = nil
+	}
+	c := &Client{base: base, bases: bases, hc: &http.Client{Transport: &http.Transport{MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second}}, where: addr}
 	for _, o := range opts {
 		o(c)
 	}
@@ -127,20 +150,34 @@ func (c *Client) Stream(ctx context.Context, method, path string, in any, fn fun
 }
 
 func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return nil, fmt.Errorf("%s %s: encode request: %w", method, path, err)
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if c.bases != nil {
+		return c.sendAny(ctx, method, path, body)
+	}
+	return c.sendTo(ctx, c.base, method, path, body, "")
+}
+
+func (c *Client) sendTo(ctx context.Context, base, method, path string, body []byte, idemKey string) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	if in != nil {
+	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if idemKey != "" {
+		req.Header.Set(IdempotencyHeader, idemKey)
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)

@@ -46,6 +46,10 @@ type TaskSpec struct {
 	// ContainerEnv or Image run the task in a container.
 	ContainerEnv string `json:"container_env,omitempty"`
 	Image        string `json:"image,omitempty"`
+	// KeepJobDir: `eddy gc` never removes the task's job directory on the share
+	// (jobs/<task-id>); without it the directory goes once the job retention has passed
+	// after the task ended.
+	KeepJobDir bool `json:"keep_job_dir,omitempty"`
 }
 
 // Task is one submitted task and its history.

@@ -69,5 +69,6 @@ func mountFS(ctx context.Context, dir string, org origin.FS, st Store, d *Daemon
 		OfflineGrace:      d.cfg.OfflineGrace,
 		OriginTimeout:     d.cfg.OriginTimeout,
 		Logger:            d.log.With("part", "fusefs"),
+		Quota:             d.quotaHook(),
 	})
 }

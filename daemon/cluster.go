@@ -19,8 +19,11 @@ import (
 //   - --listen: serve the whole control API on TCP, every call carrying the cluster token.
 //   - --scheduler: hold the queue (badger, in <cache dir>-scheduler) and serve the cluster API;
 //     this node also runs tasks (its agent joins its own listener).
-//   - --join ADDR: run tasks for the scheduler at ADDR; the task and node commands on the local
-//     socket are forwarded there.
+//   - --join ADDR[,ADDR...]: run tasks for the scheduler at ADDR (or for the scheduler group
+//     whose members' API addresses are listed); the task and node commands on the local socket
+//     are forwarded there.
+//   - --scheduler-peers and --raft-listen: the scheduler is a member of a replicated group
+//     (raft, in "<cache dir>-raft"); without them it is a group of one.
 //
 // Every member runs tasks through package runtime: container tasks with the node's containerd
 // (--containerd-socket), a private one (--containerd-dir), or by default a private one under
@@ -91,6 +94,12 @@ func newClusterMember(c Config, log *slog.Logger) (*clusterMember, error) {
 	if c.Scheduler && c.Listen == "" {
 		return nil, errors.New("--scheduler needs --listen (the address nodes join)")
 	}
+	if !c.Scheduler && (c.SchedulerPeers != "" || c.RaftListen != "") {
+		return nil, errors.New("--scheduler-peers and --raft-listen go with --scheduler")
+	}
+	if c.SchedulerPeers != "" && c.RaftListen == "" {
+		return nil, errors.New("--scheduler-peers needs --raft-listen (this member's raft address)")
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together")
 	}
@@ -102,7 +111,7 @@ func newClusterMember(c Config, log *slog.Logger) (*clusterMember, error) {
 	if m.clientTLS, err = clientTLS(c, log); err != nil {
 		return nil, err
 	}
-	if m.serveTLS || strings.HasPrefix(c.Join, "https://") {
+	if m.serveTLS || strings.Contains(c.Join, "https://") {
 		m.callOpts = append(m.callOpts, api.WithTLS(m.clientTLS))
 	}
 	if m.serveTLS {

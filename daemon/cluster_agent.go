@@ -20,6 +20,7 @@ func (d *Daemon) startTaskRuntime(ctx context.Context, m *clusterMember) (*runti
 		// Default: a private containerd, started at the first container task when installed.
 		rcfg.ContainerdDir, rcfg.ContainerdLazy = ContainerdDirFor(c.CacheDir, c.Socket, m.name), true
 	}
+	c.taskScopes(&rcfg, m.besideCache("scratch"))
 	rt, err := runtime.New(ctx, rcfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: runtime: %w", err)

@@ -74,6 +74,11 @@ type Config struct {
 	NodeName     string            // this node's name (default: hostname)
 	Labels       map[string]string // node labels
 	LocalityWait time.Duration     // how long a task may wait for a warm node
+	// The scheduler group (raft): SchedulerPeers ("name=host:port,...", raft addresses) forms a
+	// group of several schedulers; RaftListen is this member's raft transport address. Neither:
+	// a group of one, this scheduler alone.
+	SchedulerPeers string
+	RaftListen     string
 
 	// Container tasks: ContainerdSocket uses the node's running containerd;
 	// ContainerdDir starts a private one with root, state and socket under it. With neither,
@@ -82,12 +87,32 @@ type Config struct {
 	ContainerdSocket string
 	ContainerdDir    string
 
+	// Tasks' scopes (see runtime.Layout and docs/housekeeping.md): the share's directory names
+	// (empty: shared_data, users, jobs), the mode of new per-user directories (0: 0700), where
+	// container tasks see them (empty: /shared, /user, /job, /scratch), and the node-local
+	// directory of tasks' scratch directories (empty: "<cache dir>-scratch").
+	SharedDataDir, UsersDir, JobsDir               string
+	UserDirMode                                    uint32
+	SharedMount, UserMount, JobMount, ScratchMount string
+	ScratchDir                                     string
+	// AllowRootTasks lets tasks run as uid 0 on this node; the scheduler refuses root's tasks
+	// at submit unless its daemon has it too.
+	AllowRootTasks bool
+
 	// The status page (package ui): UIListen is its TCP address ("" off); it logs in with the
 	// cluster token, or with the read-only viewer token in UIViewerTokenFile; it samples the
 	// API for its charts every UISampleInterval (0: the page's default).
 	UIListen          string
 	UIViewerTokenFile string
 	UISampleInterval  time.Duration
+
+	// Housekeeping (server_housekeeping.go): QuotaWalkInterval is how often quota usage is
+	// recounted by a walk of the origin (0: DefaultQuotaWalkInterval); ShareFullPercent is the
+	// used-space percentage of the share at which it is reported nearly full (0:
+	// DefaultShareFullPercent); UsageWorkers is the walks' parallelism (0: usage's default).
+	QuotaWalkInterval time.Duration
+	ShareFullPercent  float64
+	UsageWorkers      int
 
 	// ShutdownTimeout bounds the unmount at SIGINT/SIGTERM.
 	ShutdownTimeout time.Duration

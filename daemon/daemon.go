@@ -25,6 +25,7 @@ type Daemon struct {
 	cache   Store   // nil with --no-cache
 	mnt     Mounted // the FUSE server
 	api     *apiServer
+	house   *housekeeping // verify, du, quotas, share space (server_housekeeping.go)
 	started time.Time
 	// mounted is closed when the FUSE server has stopped (unmounted).
 	mounted chan struct{}
@@ -177,6 +178,7 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		ka.cacheable = d.cache.Cacheable
 	}
 	d.api.access = ka
+	d.startHousekeeping(ctx)
 
 	mnt, err := mountFS(ctx, cfg.Mount, d.origin, d.cache, d)
 	if err != nil {

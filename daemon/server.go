@@ -47,10 +47,12 @@ type apiServer struct {
 	originHealth func() origin.OriginHealth
 	// access decides what non-root local callers may warm and see in ls; nil: they may do
 	// neither (ls shows them nothing).
-	access  Access
-	log     *slog.Logger
-	mux     *http.ServeMux
-	started time.Time
+	access Access
+	// shareSpace, when set, is how full the share is (server_housekeeping.go).
+	shareSpace func() *api.ShareSpace
+	log        *slog.Logger
+	mux        *http.ServeMux
+	started    time.Time
 }
 
 func newAPIServer(c CacheControl, mount, originName string, health func() api.Health, log *slog.Logger) *apiServer {
@@ -167,6 +169,9 @@ func (s *apiServer) handleStats(w http.ResponseWriter, r *http.Request) {
 	if s.originHealth != nil {
 		h := wireOriginHealth(s.originHealth())
 		out.OriginHealth = &h
+	}
+	if s.shareSpace != nil {
+		out.Share = s.shareSpace()
 	}
 	api.WriteJSON(w, http.StatusOK, out)
 }

@@ -118,6 +118,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	octx, cancel := st.octx(ctx)
 	defer cancel()
 	defer st.changed(full) // a new name, or a truncated existing file
+	if e := n.quotaCreate(ctx, full); e != 0 {
+		return nil, nil, 0, e
+	}
 	of, err := st.org.Create(octx, full, oflags, mode&07777, caller(ctx))
 	if err != nil {
 		return nil, nil, 0, errno(err)
@@ -220,6 +223,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	of := h.originFile()
 	if of == nil || !h.writable {
 		return 0, syscall.EBADF
+	}
+	if e := h.quotaWrite(ctx, off, len(data)); e != 0 {
+		return 0, e
 	}
 	octx, cancel := h.n.st.octx(ctx)
 	defer cancel()
@@ -331,6 +337,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	}
 	h.n.release(h.pt, h.writable)
 	h.n.removeAside()
+	h.quotaRelease()
 	return e
 }
 
@@ -439,6 +446,9 @@ func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uin
 	fd, ok := of.(origin.Fder)
 	if of == nil || !ok {
 		return syscall.EOPNOTSUPP
+	}
+	if e := h.quotaAllocate(ctx, off, size, mode); e != 0 {
+		return e
 	}
 	if err := unix.Fallocate(fd.Fd(), mode, int64(off), int64(size)); err != nil {
 		return fs.ToErrno(err)

@@ -96,6 +96,8 @@ type Options struct {
 	Debug bool
 	// Logger: default slog.Default().
 	Logger *slog.Logger
+	// Quota, when set, is consulted before writes make files grow (quota.go).
+	Quota Quota
 }
 
 // Defaults.

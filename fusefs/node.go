@@ -357,6 +357,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if sz, ok := in.GetSize(); ok {
 		s := int64(sz)
 		h := asHandle(f)
+		if e := n.quotaTruncate(octx, f, name, s); e != 0 {
+			return e
+		}
 		var err error
 		if of := h.originFile(); of != nil && h.writable {
 			err = of.Truncate(octx, s)
@@ -478,6 +481,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
 	defer n.st.changed(full)
+	defer n.quotaUnlink(octx, full)()
 	if n.unlinkAside(octx, name, full) {
 		return 0
 	}

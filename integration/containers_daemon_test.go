@@ -213,7 +213,7 @@ func TestContainerEnvThroughDaemon(t *testing.T) {
 
 		// First task: the node imports the environment, the task writes into /shared and exits 3.
 		script := `echo out-line; echo err-line >&2; echo "$EDDY_TASK_ID $EDDY_SHARED_DIR $(id -u)" > /shared/ecd-out.txt; exit 3`
-		out, errOut, code := c.asUser("submit", "--env", "busy", "--wait", "--", "sh", "-c", script)
+		out, errOut, code := c.asUser("submit", "--container", "busy", "--wait", "--", "sh", "-c", script)
 		id := strings.TrimSpace(strings.SplitN(errOut, "\n", 2)[0])
 		if code != 3 || !strings.HasPrefix(id, "t") {
 			t.Fatalf("submit --wait: exit %d, stdout %q, stderr %q\n%s", code, out, errOut, c.n.tail(60))
@@ -252,7 +252,7 @@ func TestContainerEnvThroughDaemon(t *testing.T) {
 		}
 
 		// Second task, same version: no import, and placement says the image is there.
-		if _, errOut, code = c.asUser("submit", "--env", "busy", "--wait", "--", "sh", "-c", "echo again"); code != 0 {
+		if _, errOut, code = c.asUser("submit", "--container", "busy", "--wait", "--", "sh", "-c", "echo again"); code != 0 {
 			t.Fatalf("second task: exit %d %s", code, errOut)
 		}
 		id2 := strings.TrimSpace(strings.SplitN(errOut, "\n", 2)[0])
@@ -271,15 +271,16 @@ func TestContainerEnvThroughDaemon(t *testing.T) {
 		}
 
 		// An unknown environment is refused at submit, with the fix.
-		if _, errOut, code = c.asUser("submit", "--env", "nosuchenv", "--", "true"); code == 0 ||
+		if _, errOut, code = c.asUser("submit", "--container", "nosuchenv", "--", "true"); code == 0 ||
 			!strings.Contains(errOut, `"nosuchenv" not found on the share`) || !strings.Contains(errOut, "eddy env import nosuchenv") {
 			t.Fatalf("unknown env: exit %d: %s", code, errOut)
 		}
 
 		// Kill a running container task.
+		// (Through the old spelling of --container, still taken with a warning.)
 		out, errOut, code = c.asUser("submit", "--env", "busy", "--", "sh", "-c", "sleep 1000 & echo started; sleep 1001")
 		kid := strings.TrimSpace(out)
-		if code != 0 || kid == "" {
+		if code != 0 || kid == "" || !strings.Contains(errOut, "deprecated: use --container busy") {
 			t.Fatalf("submit: %d %s", code, errOut)
 		}
 		c.waitTask(kid, 60*time.Second, "running with output", func(tk sched.Task) bool {
@@ -339,7 +340,7 @@ func TestContainerdMissingThroughDaemon(t *testing.T) {
 	t.Setenv("PATH", empty) // the daemon finds no containerd (tasks get their own PATH)
 	c.n.start(c.args()...)
 	c.waitNodeUp()
-	_, errOut, code := c.asUser("submit", "--env", "busy", "--wait", "--", "true")
+	_, errOut, code := c.asUser("submit", "--container", "busy", "--wait", "--", "true")
 	id := strings.TrimSpace(strings.SplitN(errOut, "\n", 2)[0])
 	tk := c.task(id)
 	if code == 0 || tk.State != sched.StateFailed || !strings.Contains(tk.Error, "containerd is not installed") ||

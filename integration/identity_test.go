@@ -178,11 +178,10 @@ func TestTaskIdentityFromTheSocket(t *testing.T) {
 	wait("both sleeping tasks killed", 30*time.Second, func() bool {
 		return get(mine).State == sched.StateKilled && get(rootTask).State == sched.StateKilled
 	})
-	// Root's own task still runs as root nowhere: the runtime refuses uid 0.
-	rt := submitID(nodes[1].eddy("submit", "--json", "--mem", "64M", "--", "true"))
-	wait("root's task to end", 30*time.Second, func() bool { return get(rt).State.Terminal() })
-	if tk := get(rt); tk.State != sched.StateFailed || !strings.Contains(tk.Error, "uid 0") {
-		t.Fatalf("root's own task: %s %q; want failed, refused as uid 0", tk.State, tk.Error)
+	// Root's own task runs as root nowhere: refused at submit, saying what to do instead.
+	if out, err := nodes[1].eddy("submit", "--json", "--mem", "64M", "--", "true"); err == nil ||
+		!strings.Contains(err.Error(), "submit with --uid USER") || !strings.Contains(err.Error(), "--allow-root-tasks") {
+		t.Fatalf("root's own task: %v %s; want refused at submit", err, out)
 	}
 
 	// The cache: evict, pin are root's; warm what uid 1000 may read.

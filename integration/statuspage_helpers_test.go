@@ -144,7 +144,7 @@ func (b *spBrowser) waitJS(ctx context.Context, what string, d time.Duration, ex
 func (b *spBrowser) shot(ctx context.Context, name string) string {
 	c, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(c, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(c, chromedp.FullScreenshot(100)) // 100: PNG (below it, JPEG)
 	if err != nil {
 		b.t.Logf("screenshot %s: %v", name, err)
 		return ""

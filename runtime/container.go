@@ -393,7 +393,7 @@ var _ StartInfoer = (*containerTask)(nil)
 // StartInfo says how the task's image was made ready (zero for re-adopted tasks).
 func (t *containerTask) StartInfo() StartInfo { return t.info }
 
-func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error) {
+func (c *containerRuntime) start(ctx context.Context, spec Spec, sc Scopes) (Running, error) {
 	op := fmt.Sprintf("runtime: start container %s", spec.ID)
 	ctx = namespaces.WithNamespace(ctx, c.ns)
 	t0 := time.Now()
@@ -413,13 +413,16 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 	tImage := time.Since(t0)
 	info.ImageReady = tImage
 
+	lay := c.r.cfg.Layout
 	mountAt := spec.Container.SharedMount
 	if mountAt == "" {
-		mountAt = "/shared"
+		mountAt = lay.SharedMount
 	}
 	dataDir := spec.Container.DataDir
-	if dataDir == "" && c.r.cfg.ShareRoot != "" {
-		dataDir = filepath.Join(c.r.cfg.ShareRoot, SharedDataDir)
+	if sc.Shared != "" && (dataDir == "" || filepath.Clean(dataDir) == filepath.Join(c.r.cfg.ShareRoot, SharedDataDir)) {
+		// The share's shared data directory by its default name (as the daemon names it):
+		// the Layout may rename it.
+		dataDir = sc.Shared
 	}
 	var mounts []specs.Mount
 	if dataDir != "" {
@@ -429,13 +432,25 @@ func (c *containerRuntime) start(ctx context.Context, spec Spec) (Running, error
 		mounts = append(mounts, specs.Mount{Type: "bind", Source: dataDir, Destination: mountAt,
 			Options: []string{"rbind", "rw"}})
 	}
+	inside := Scopes{Shared: mountAt}
+	for _, b := range []struct {
+		host, at string
+		env      *string
+	}{{sc.User, lay.UserMount, &inside.User}, {sc.Job, lay.JobMount, &inside.Job}, {sc.Scratch, lay.ScratchMount, &inside.Scratch}} {
+		if b.host == "" || b.at == "" {
+			continue
+		}
+		mounts = append(mounts, specs.Mount{Type: "bind", Source: b.host, Destination: b.at,
+			Options: []string{"rbind", "rw"}})
+		*b.env = b.at
+	}
 	workDir, err := containerWorkDir(spec.WorkDir, c.r.cfg.ShareRoot, dataDir, mountAt)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	cid := containerID(spec.ID)
 	cgroup := filepath.Join("/", c.r.cfg.CgroupParent, cid)
-	env := taskEnv(spec, mountAt, false)
+	env := taskEnv(spec, inside, false)
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(img),
 		oci.WithEnv(env),

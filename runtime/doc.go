@@ -18,11 +18,18 @@
 // named in the spec (resolved by the scheduler at submit), else the newest; they import it into
 // containerd once per version (image eddy.env/<source>/<env>:<ts>, labelled with
 // the file's size and mtime; concurrent starts share one import), unpack it, and run it with
-// the share's data directory bind-mounted, the same limits, env, user and logs. Output is
+// the task's scopes bind-mounted, the same limits, env, user and logs. Output is
 // streamed to the log files and task.Delete waits for the copy, so no line is lost. Finished
 // tasks' containers and snapshots are deleted; at New, containers labelled with a task ID are
 // re-adopted (running) or collected (finished), and process tasks of an earlier daemon are
 // adopted from the state directory, running or ended (see Adopted, Forget).
+//
+// Every task gets its scopes (see Scopes and Layout): the share's shared data directory, its
+// user's directory and its job directory on the share, and a scratch directory on this node's
+// disk that is removed when the task ends (a sweep removes those of tasks that ended while no
+// runtime watched them). Process tasks find them in EDDY_SHARED_DIR (the share), EDDY_USER_DIR,
+// EDDY_JOB_DIR and EDDY_SCRATCH; container tasks see them bind-mounted at /shared, /user, /job
+// and /scratch (Layout's mount points).
 //
 // containerd is the node's (ContainerdSocket) or a private one started under ContainerdDir and
 // stopped by Close; with ContainerdLazy it is connected to or started at the first container

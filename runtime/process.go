@@ -33,7 +33,7 @@ type processTask struct {
 	log    *slog.Logger
 }
 
-func (r *Runtime) startProcess(ctx context.Context, spec Spec) (Running, error) {
+func (r *Runtime) startProcess(ctx context.Context, spec Spec, sc Scopes) (Running, error) {
 	op := fmt.Sprintf("runtime: start process %s", spec.ID)
 	cred, err := r.credential(spec)
 	if err != nil {
@@ -46,7 +46,7 @@ func (r *Runtime) startProcess(ctx context.Context, spec Spec) (Running, error) 
 	defer stdout.Close()
 	defer stderr.Close()
 
-	env := taskEnv(spec, spec.SharedDir, true)
+	env := taskEnv(spec, Scopes{Shared: spec.SharedDir, User: sc.User, Job: sc.Job, Scratch: sc.Scratch}, true)
 	path, err := lookPath(spec.Command[0], env)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
@@ -335,8 +335,9 @@ func traversableDir(dir string) error {
 }
 
 // taskEnv builds the task's environment from scratch (never the daemon's own, which may hold
-// the cluster token): PATH and the user's HOME/USER, then spec.Env, then eddy's variables.
-func taskEnv(spec Spec, sharedDir string, withBase bool) []string {
+// the cluster token): PATH and the user's HOME/USER, then spec.Env, then eddy's variables,
+// among them the scopes of sc as the task sees them.
+func taskEnv(spec Spec, sc Scopes, withBase bool) []string {
 	var keys []string
 	vals := map[string]string{}
 	set := func(k, v string) {
@@ -362,8 +363,10 @@ func taskEnv(spec Spec, sharedDir string, withBase bool) []string {
 		}
 	}
 	set("EDDY_TASK_ID", spec.ID)
-	if sharedDir != "" {
-		set("EDDY_SHARED_DIR", sharedDir)
+	for _, v := range [...]struct{ k, v string }{{EnvSharedDir, sc.Shared}, {EnvUserDir, sc.User}, {EnvJobDir, sc.Job}, {EnvScratch, sc.Scratch}} {
+		if v.v != "" {
+			set(v.k, v.v)
+		}
 	}
 	// An empty list hides every GPU from a task that asked for none.
 	set("CUDA_VISIBLE_DEVICES", strings.Join(spec.GPUs, ","))

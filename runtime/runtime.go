@@ -97,7 +97,8 @@ type Running interface {
 
 // Sentinel errors callers branch on.
 var (
-	ErrRootRefused   = errors.New("refusing to run a task as uid 0 (root): AllowRoot is off")
+	ErrRootRefused = errors.New("refusing to run a task as uid 0 (root): tasks run as a user (submit with --uid USER); " +
+		"root's tasks run only on nodes whose daemon allows them (--allow-root-tasks)")
 	ErrNoContainerd  = errors.New("containerd is not available for container tasks")
 	ErrNoCgroups     = errors.New("no usable cgroup controllers for cpu/memory limits")
 	ErrEnvNotFound   = errors.New("environment not found on the share")
@@ -134,7 +135,15 @@ type Config struct {
 	StateDir string
 	// AllowRoot permits tasks with Uid 0.
 	AllowRoot bool
-	Logger    *slog.Logger
+	// Layout names the task scopes' directories on the share (under ShareRoot), their modes
+	// and their mount points in containers (see Scopes); zero fields take the defaults.
+	Layout Layout
+	// ScratchDir is the node-local directory under which each task gets its scratch
+	// directory, <ScratchDir>/<task-id>, removed when the task ends. It must be on the node's
+	// own disk, outside the share and outside StateDir. Default:
+	// <os.TempDir()>/eddy-scratch/<CgroupParent with / as _>.
+	ScratchDir string
+	Logger     *slog.Logger
 }
 
 // Option adjusts a Runtime.
@@ -155,6 +164,7 @@ type Runtime struct {
 	lease bool
 
 	closeOnce sync.Once
+	stop      chan struct{} // closed by Close: stops the scratch sweeper
 
 	ctrMu     sync.Mutex                       // serializes connecting to containerd, and Close
 	ctrClosed bool                             // guarded by ctrMu
@@ -180,9 +190,14 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
 		cfg.Snapshotter = "overlayfs"
 	}
 	if cfg.StateDir == "" {
-		cfg.StateDir = filepath.Join(os.TempDir(), "eddy-tasks", strings.ReplaceAll(cfg.CgroupParent, "/", "_"))
+		cfg.StateDir = filepath.Join(os.TempDir(), "eddy-tasks", sanitizeParent(cfg.CgroupParent))
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger, lease: true, running: map[string]Running{}, orphans: map[string]Running{}}
+	if cfg.ScratchDir == "" {
+		cfg.ScratchDir = defaultScratchDir(cfg.CgroupParent)
+	}
+	cfg.Layout = cfg.Layout.WithDefaults()
+	r := &Runtime{cfg: cfg, log: cfg.Logger, lease: true, running: map[string]Running{}, orphans: map[string]Running{},
+		stop: make(chan struct{})}
 	for _, o := range opts {
 		o(r)
 	}
@@ -207,8 +222,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Runtime, error) {
 			r.log.Warn("containerd not started; container tasks will try again", "err", err)
 		}
 	}
+	go r.scratchSweeper(r.stop)
 	return r, nil
 }
+
+func sanitizeParent(p string) string { return strings.ReplaceAll(p, "/", "_") }
 
 func (r *Runtime) containersConfigured() bool {
 	return r.cfg.ContainerdSocket != "" || r.cfg.ContainerdDir != ""
@@ -250,6 +268,8 @@ func (r *Runtime) containers(ctx context.Context) (*containerRuntime, error) {
 func (r *Runtime) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
+		close(r.stop)
+		os.Remove(r.cfg.ScratchDir) // only when empty: no task has a scratch directory
 		r.ctrMu.Lock()
 		defer r.ctrMu.Unlock()
 		r.ctrClosed = true
@@ -283,15 +303,22 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (Running, error) {
 		run Running
 		err error
 	)
-	if spec.Container != nil {
+	sc, err := r.prepareScopes(spec)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("runtime: start %s: %w", spec.ID, err)
+	case spec.Container != nil:
 		var c *containerRuntime
 		if c, err = r.containers(ctx); err != nil {
 			err = fmt.Errorf("runtime: start %s: %w", spec.ID, err)
 		} else {
-			run, err = c.start(ctx, spec)
+			run, err = c.start(ctx, spec, sc)
 		}
-	} else {
-		run, err = r.startProcess(ctx, spec)
+	default:
+		run, err = r.startProcess(ctx, spec, sc)
+	}
+	if err != nil {
+		r.removeScratch(spec.ID)
 	}
 	r.mu.Lock()
 	if err != nil {
@@ -305,6 +332,7 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (Running, error) {
 	}
 	go func() {
 		_, _ = run.Wait(context.Background())
+		r.removeScratch(spec.ID)
 		r.mu.Lock()
 		if r.running[spec.ID] == run {
 			delete(r.running, spec.ID)

@@ -9,7 +9,7 @@ import (
 
 func TestTaskEnv(t *testing.T) {
 	spec := Spec{ID: "t1", Uid: 65534, Env: []string{"FOO=1", "PATH=/opt/bin", "EDDY_TASK_ID=spoof", "BAD", "=x"}, GPUs: []string{"0", "3"}}
-	env := taskEnv(spec, "/mnt/share", true)
+	env := taskEnv(spec, Scopes{Shared: "/mnt/share"}, true)
 	got := map[string]string{}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
@@ -27,7 +27,7 @@ func TestTaskEnv(t *testing.T) {
 	if _, ok := got["BAD"]; ok {
 		t.Error("malformed entry kept")
 	}
-	if env := taskEnv(Spec{ID: "t2"}, "", false); len(env) != 2 || env[1] != "CUDA_VISIBLE_DEVICES=" {
+	if env := taskEnv(Spec{ID: "t2"}, Scopes{}, false); len(env) != 2 || env[1] != "CUDA_VISIBLE_DEVICES=" {
 		t.Errorf("container env %q", env)
 	}
 }

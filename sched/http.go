@@ -174,7 +174,7 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 			reply(w, nil, err)
 			return
 		}
-		t, err := s.Submit(r.Context(), spec)
+		t, err := s.SubmitKey(r.Context(), spec, r.Header.Get(api.IdempotencyHeader))
 		if err == nil {
 			api.WriteJSON(w, http.StatusCreated, t)
 			return
@@ -253,6 +253,7 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		}
 		api.WriteJSON(w, http.StatusOK, out)
 	})
+	s.raftRoutes(mux)
 }
 
 // ReadLog reads up to max bytes of a task's log from offset, without reading what comes before.
@@ -299,6 +300,9 @@ func reply(w http.ResponseWriter, v any, err error) {
 			status = http.StatusConflict
 		case errors.Is(err, ErrForbidden):
 			status = http.StatusForbidden
+		case errors.Is(err, ErrNotLeader):
+			api.WriteErrorCode(w, http.StatusServiceUnavailable, api.CodeNotLeader, err)
+			return
 		}
 		api.WriteError(w, status, err)
 		return

@@ -59,6 +59,17 @@ type SchedulerConfig struct {
 	ShareRoot string
 	Logger    *slog.Logger
 	Now       func() time.Time // default time.Now
+	// RefuseRootTasks: submits of tasks that would run as uid 0 are refused (see
+	// checkSubmit); the daemon sets it unless its nodes allow root's tasks.
+	RefuseRootTasks bool
+	// Replica, when set, replicates the state through raft: the scheduler acts (places, answers
+	// writes) only while its member leads the group, from the replicated state; Store must be
+	// the store of the Replica's FSM. Without it the same commands are applied to Store directly.
+	Replica *Replica
+	// ApplyTimeout bounds a command's commit through the Replica (default 10 s).
+	ApplyTimeout time.Duration
+	// Forward is how a follower reaches the other members' APIs (LeaderRouter, status).
+	Forward ForwardConfig
 }
 
 type nodeState struct {
@@ -85,6 +96,15 @@ type Scheduler struct {
 	sizes map[string]int64      // guarded by mu; file sizes seen in inventories
 	done  bool                  // guarded by mu
 
+	fsm *FSM
+	rep *Replica // nil: not replicated
+	// leading: the state above is the replicated state's and this scheduler acts on it (always
+	// without a Replica). Cleared when leadership is lost or a commit fails: the state is then
+	// dropped, and rebuilt from the FSM when this member leads again.
+	leading bool      // guarded by mu
+	readyAt time.Time // guarded by mu; no placement before (a new leader hears its nodes first)
+	regain  chan struct{}
+
 	wake chan struct{}
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -97,6 +117,8 @@ var (
 	ErrNeverFits  = errors.New("task can never fit")
 	ErrConflict   = errors.New("conflict")
 	ErrForbidden  = errors.New("not allowed")
+	// ErrNotLeader: this scheduler does not lead its group (now); the call goes to the leader.
+	ErrNotLeader = errors.New("not the scheduler group's leader")
 )
 
 // NewScheduler loads the state from the store and starts the placement loop.
@@ -122,24 +144,48 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Scheduler{cfg: cfg, log: cfg.Logger, cl: NewCluster(), nodes: map[string]*nodeState{}, tasks: map[string]*Task{},
-		sizes: map[string]int64{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
-	s.pl = &Placer{Policy: cfg.Policy, LocalityWait: cfg.LocalityWait, Explain: true}
-	recs, err := cfg.Store.Nodes()
-	if err != nil {
-		return nil, fmt.Errorf("new scheduler: %w", err)
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = 10 * time.Second
 	}
-	now := cfg.Now()
+	s := &Scheduler{cfg: cfg, log: cfg.Logger, cl: NewCluster(), nodes: map[string]*nodeState{}, tasks: map[string]*Task{},
+		sizes: map[string]int64{}, wake: make(chan struct{}, 1), stop: make(chan struct{}), regain: make(chan struct{}, 1)}
+	s.pl = &Placer{Policy: cfg.Policy, LocalityWait: cfg.LocalityWait, Explain: true}
+	if cfg.Replica != nil {
+		s.rep, s.fsm = cfg.Replica, cfg.Replica.FSM()
+		s.wg.Add(1)
+		go s.watchLeadership()
+	} else {
+		fsm, err := NewFSM(cfg.Store)
+		if err != nil {
+			return nil, fmt.Errorf("new scheduler: %w", err)
+		}
+		s.fsm = fsm
+		tasks, nodes := fsm.state()
+		s.mu.Lock()
+		s.resetLocked(nodes, tasks)
+		s.leading = true
+		s.mu.Unlock()
+	}
+	if !cfg.Manual {
+		s.wg.Add(1)
+		go s.loop()
+	}
+	s.log.Info("scheduler started", "nodes", len(s.nodes), "tasks", len(s.tasks), "queued", len(s.queue), "policy", cfg.Policy,
+		"replicated", s.rep != nil)
+	return s, nil
+}
+
+// resetLocked makes the state the given (replicated) state.
+func (s *Scheduler) resetLocked(recs []NodeRecord, tasks []*Task) {
+	s.cl, s.nodes, s.tasks, s.queue = NewCluster(), map[string]*nodeState{}, map[string]*Task{}, nil
+	s.pl = &Placer{Policy: s.cfg.Policy, LocalityWait: s.cfg.LocalityWait, Explain: true}
+	now := s.cfg.Now()
 	for _, r := range recs {
 		// Known but not heard from since the restart: no placements there until they
 		// heartbeat; they have the full timeout to do so before their tasks count as lost.
 		ns := &nodeState{rec: r, lastSeen: now}
 		ns.cn = s.cl.AddNode(Node{Name: r.Name, Total: r.Total, Free: r.Total, Labels: r.Labels, Up: false, LinkBps: r.LinkBps})
 		s.nodes[r.Name] = ns
-	}
-	tasks, err := cfg.Store.Tasks()
-	if err != nil {
-		return nil, fmt.Errorf("new scheduler: %w", err)
 	}
 	for _, t := range tasks {
 		noteTaskID(t.ID)
@@ -155,12 +201,6 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 		}
 	}
 	sortTasks(s.queue)
-	if !cfg.Manual {
-		s.wg.Add(1)
-		go s.loop()
-	}
-	s.log.Info("scheduler started", "nodes", len(s.nodes), "tasks", len(s.tasks), "queued", len(s.queue), "policy", cfg.Policy)
-	return s, nil
 }
 
 // Close stops the loop. It does not close the store.
@@ -205,8 +245,10 @@ func (s *Scheduler) loop() {
 		case <-s.wake:
 		}
 		s.mu.Lock()
-		s.checkNodesLocked()
-		s.scheduleLocked()
+		if s.leading {
+			s.checkNodesLocked()
+			s.scheduleLocked()
+		}
 		s.mu.Unlock()
 	}
 }
@@ -215,12 +257,16 @@ func (s *Scheduler) loop() {
 func (s *Scheduler) Tick() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.leading {
+		return
+	}
 	s.checkNodesLocked()
 	s.scheduleLocked()
 }
 
+// persistLocked commits a change of t (OpTask).
 func (s *Scheduler) persistLocked(t *Task) {
-	if err := s.cfg.Store.PutTask(t); err != nil {
+	if _, err := s.commitLocked(Command{Op: OpTask, Task: t}); err != nil {
 		s.log.Error("persist task", "task", t.ID, "err", err)
 	}
 }
@@ -247,10 +293,14 @@ func (s *Scheduler) request(t *Task) *Request {
 }
 
 func (s *Scheduler) scheduleLocked() {
-	if len(s.queue) == 0 {
+	if len(s.queue) == 0 || !s.leading {
 		return
 	}
 	now := s.cfg.Now()
+	if now.Before(s.readyAt) {
+		return // a new leader: its nodes report first
+	}
+	var cmds []Command
 	qs := make([]Queued, len(s.queue))
 	reqs := make([]*Request, len(s.queue))
 	for i, t := range s.queue {
@@ -265,13 +315,20 @@ func (s *Scheduler) scheduleLocked() {
 		t.FirstChance = reqs[i].FirstChance
 		t.Placement = &PlacementInfo{Node: d.Node.Name, Reason: d.Reason, Candidates: d.Candidates, At: now}
 		placed[t] = true
-		s.persistLocked(t)
+		cmds = append(cmds, Command{Op: OpAssign, Task: t})
 		s.log.Info("task assigned", "task", t.ID, "node", d.Node.Name, "why", d.Reason)
 	}, nil)
 	for i, t := range s.queue {
 		if !placed[t] && !reqs[i].FirstChance.Equal(t.FirstChance) {
 			t.FirstChance = reqs[i].FirstChance // the wait counts from here, restarts included
-			s.persistLocked(t)
+			cmds = append(cmds, Command{Op: OpTask, Task: t})
+		}
+	}
+	// The assignments are committed before any node hears of them (heartbeats wait for mu).
+	if len(cmds) > 0 {
+		if _, err := s.commitLocked(cmds...); err != nil {
+			s.log.Error("commit placements", "err", err)
+			return // stepped down (replicated) or the store failed: the state is rebuilt
 		}
 	}
 	if len(placed) > 0 {
@@ -325,6 +382,12 @@ func (s *Scheduler) Register(ctx context.Context, rec NodeRecord) (RegisterRespo
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.leading {
+		return RegisterResponse{}, fmt.Errorf("register: %w", ErrNotLeader)
+	}
+	if _, err := s.commitLocked(Command{Op: OpNode, Node: &rec}); err != nil {
+		return RegisterResponse{}, fmt.Errorf("register %s: %w", rec.Name, err)
+	}
 	ns := s.nodes[rec.Name]
 	if ns == nil {
 		ns = &nodeState{}
@@ -339,18 +402,29 @@ func (s *Scheduler) Register(ctx context.Context, rec NodeRecord) (RegisterRespo
 	}
 	ns.cn = s.cl.AddNode(Node{Name: rec.Name, Total: rec.Total, Free: rec.Total.Sub(used), Labels: rec.Labels, Up: true, LinkBps: rec.LinkBps})
 	s.cl.ClearCached(ns.cn) // a full inventory follows
-	if err := s.cfg.Store.PutNode(rec); err != nil {
-		return RegisterResponse{}, fmt.Errorf("register %s: %w", rec.Name, err)
-	}
 	s.log.Info("node registered", "node", rec.Name, "address", rec.Address, "cores", rec.Total.Cores, "gpus", rec.Total.GPUs)
 	s.kick()
 	return RegisterResponse{HeartbeatMs: s.cfg.Heartbeat.Milliseconds()}, nil
 }
 
-// Heartbeat records a node's report and answers with its work.
+// Heartbeat records a node's report and answers with its work. Replicated, assignments are
+// handed out only once this member has confirmed it still leads (raft.VerifyLeader).
 func (s *Scheduler) Heartbeat(ctx context.Context, hb HeartbeatRequest) (HeartbeatResponse, error) {
+	resp, err := s.heartbeat(hb)
+	if err == nil && s.rep != nil && len(resp.Assign) > 0 {
+		if err := s.rep.r.VerifyLeader().Error(); err != nil {
+			return HeartbeatResponse{}, fmt.Errorf("heartbeat: %w: %v", ErrNotLeader, err)
+		}
+	}
+	return resp, err
+}
+
+func (s *Scheduler) heartbeat(hb HeartbeatRequest) (HeartbeatResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.leading {
+		return HeartbeatResponse{}, fmt.Errorf("heartbeat: %w", ErrNotLeader)
+	}
 	ns := s.nodes[hb.Node]
 	if ns == nil {
 		return HeartbeatResponse{Reregister: true}, nil
@@ -411,6 +485,9 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hb HeartbeatRequest) (Heartbe
 		case StateRunning:
 			s.loseLocked(t, "node "+hb.Node+" no longer reports it")
 		}
+	}
+	if !s.leading {
+		return HeartbeatResponse{}, fmt.Errorf("heartbeat: %w", ErrNotLeader) // a commit failed
 	}
 	return resp, nil
 }
@@ -535,6 +612,12 @@ func (s *Scheduler) endLocked(t *Task, r TaskReport) {
 // Submit validates and queues a task. A task that can never fit any registered node is
 // rejected (ErrNeverFits) with the reason.
 func (s *Scheduler) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
+	return s.SubmitKey(ctx, spec, "")
+}
+
+// SubmitKey is Submit with an idempotency key (api.IdempotencyHeader): a submit retried with the
+// same key makes no second task and answers the first one.
+func (s *Scheduler) SubmitKey(ctx context.Context, spec TaskSpec, key string) (*Task, error) {
 	if len(spec.Command) == 0 && spec.ContainerEnv == "" && spec.Image == "" {
 		return nil, fmt.Errorf("submit: %w: no command (give it after --)", ErrBadRequest)
 	}
@@ -586,15 +669,34 @@ func (s *Scheduler) Submit(ctx context.Context, spec TaskSpec) (*Task, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.leading {
+		return nil, fmt.Errorf("submit: %w", ErrNotLeader)
+	}
 	now := s.cfg.Now()
 	t := &Task{TaskSpec: spec, State: StateQueued, Submitted: now, EnvFile: env.Rel, EnvSize: env.Size}
 	if why := s.cl.CanEverFit(s.request(t)); why != "" {
 		return nil, fmt.Errorf("submit: %w: %s", ErrNeverFits, why)
 	}
+	if err := s.checkSubmit(spec); err != nil {
+		return nil, err
+	}
 	t.ID = NewTaskID(now)
 	t.LogDir = path.Join("logs", t.ID)
-	if err := s.cfg.Store.PutTask(t); err != nil {
+	cmd := Command{Op: OpSubmit, Task: t}
+	if key != "" {
+		cmd.ID = "submit/" + key
+	}
+	res, err := s.commitLocked(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
+	}
+	if res[0].Dup {
+		first := s.tasks[res[0].TaskID]
+		if first == nil {
+			return nil, fmt.Errorf("submit: %w: a submit with this key was refused before", ErrConflict)
+		}
+		c := *first
+		return &c, nil
 	}
 	s.tasks[t.ID] = t
 	s.queue = append(s.queue, t)
@@ -694,10 +796,17 @@ func (s *Scheduler) sharePath(p, cwd string) (string, error) {
 	return p, nil
 }
 
-// Task returns a copy of one task.
+// Task returns a copy of one task (a follower's: of the replicated state, as far as it has it).
 func (s *Scheduler) Task(id string) (*Task, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.leading {
+		t, ok := s.fsm.Task(id)
+		if !ok {
+			return nil, fmt.Errorf("task %s: %w", id, ErrNotFound)
+		}
+		return t, nil
+	}
 	t := s.tasks[id]
 	if t == nil {
 		return nil, fmt.Errorf("task %s: %w", id, ErrNotFound)
@@ -711,6 +820,12 @@ func (s *Scheduler) Tasks(limit int) []*Task {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]*Task, 0, len(s.tasks))
+	if !s.leading { // a follower: the replicated state
+		out, _ = s.fsm.state()
+		for _, t := range out {
+			t.Placement = nil
+		}
+	}
 	for _, t := range s.tasks {
 		c := *t
 		c.Placement = nil
@@ -727,6 +842,9 @@ func (s *Scheduler) Tasks(limit int) []*Task {
 func (s *Scheduler) Kill(ctx context.Context, id string) (*Task, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.leading {
+		return nil, fmt.Errorf("kill %s: %w", id, ErrNotLeader)
+	}
 	t := s.tasks[id]
 	if t == nil {
 		return nil, fmt.Errorf("kill %s: %w", id, ErrNotFound)
@@ -739,7 +857,9 @@ func (s *Scheduler) Kill(ctx context.Context, id string) (*Task, error) {
 		s.queue = slices.DeleteFunc(s.queue, func(q *Task) bool { return q == t })
 		t.State, t.Finished = StateKilled, s.cfg.Now()
 	}
-	s.persistLocked(t)
+	if _, err := s.commitLocked(Command{Op: OpTask, Task: t}); err != nil {
+		return nil, fmt.Errorf("kill %s: %w", id, err)
+	}
 	c := *t
 	return &c, nil
 }
@@ -749,6 +869,13 @@ func (s *Scheduler) Nodes() []NodeStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []NodeStatus
+	if !s.leading { // records only: liveness is the leader's
+		_, recs := s.fsm.state()
+		for _, r := range recs {
+			out = append(out, NodeStatus{NodeRecord: r})
+		}
+		return out
+	}
 	for _, ns := range s.nodes {
 		st := NodeStatus{NodeRecord: ns.rec, Up: ns.cn.Up, Free: ns.cn.Free, LastSeen: ns.lastSeen,
 			CachedFiles: s.cl.CachedFiles(ns.cn), InvGen: ns.invGen, EnvsImported: s.cl.Imported(ns.cn)}

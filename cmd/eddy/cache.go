@@ -107,6 +107,7 @@ func printStats(w io.Writer, s api.CacheStats) error {
 		t.row("origin health", health)
 	}
 	t.row("mount", s.Mount)
+	shareRow(t, s.Share)
 	if s.NoCache {
 		state = "no cache (--no-cache): every read goes to the origin"
 	}

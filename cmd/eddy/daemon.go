@@ -17,6 +17,7 @@ import (
 	"github.com/eddy-cluster/eddy/cache"
 	"github.com/eddy-cluster/eddy/daemon"
 	"github.com/eddy-cluster/eddy/fusefs"
+	"github.com/eddy-cluster/eddy/runtime"
 	"github.com/eddy-cluster/eddy/units"
 )
 
@@ -66,7 +67,9 @@ func daemonFlags() []cli.Flag {
 		dur("shutdown-timeout", daemon.DefaultShutdownTimeout, "bound on unmounting at SIGINT/SIGTERM"),
 		// Cluster mode.
 		boolf("scheduler", "cluster: this daemon holds the task queue and places tasks"),
-		str("join", "", "cluster: join the scheduler at `ADDR`"),
+		str("join", "", "cluster: join the scheduler at `ADDR` (several, comma-separated: the members of a scheduler group; the leader is found among them)"),
+		str("scheduler-peers", "", "cluster: with --scheduler, the scheduler group's members as `NAME=HOST:PORT,...` (node names and raft addresses; 3 or 5); default: this scheduler alone"),
+		str("raft-listen", "", "cluster: with --scheduler, this member's raft transport address `HOST:PORT` (required with --scheduler-peers; authenticated with the cluster token, TLS with --tls-cert)"),
 		str("listen", "", "cluster: serve the cluster API on `ADDR` (host:port)"),
 		str("token-file", "", "cluster: read the cluster token from `FILE` (or set EDDY_TOKEN)"),
 		str("tls-cert", "", "cluster: TLS certificate `FILE` for --listen"),
@@ -79,9 +82,24 @@ func daemonFlags() []cli.Flag {
 		str("ui-listen", "", "serve the status page for people on `ADDR` (host:port; off by default; a loopback address such as 127.0.0.1:7070 is advised, reached over an SSH tunnel); log in with the cluster token"),
 		str("ui-viewer-token-file", "", "status page: a read-only viewer token in `FILE` (viewers see everything and act on nothing)"),
 		dur("ui-sample-interval", 10*time.Second, "status page: sample the cluster for its charts this often"),
+		// Housekeeping.
+		dur("quota-walk-interval", daemon.DefaultQuotaWalkInterval, "recount quota usage with a walk of the origin this often (writes through eddy are counted as they happen)"),
+		&cli.Float64Flag{Name: "share-full-warn", Value: daemon.DefaultShareFullPercent, Usage: "report the share nearly full at this used-space `PERCENT` (statfs of the origin)", EnvVars: envName("share-full-warn")},
+		&cli.IntFlag{Name: "usage-workers", Usage: "parallel workers of du and quota walks (0: 4 per CPU, at least 8)", EnvVars: envName("usage-workers")},
 		str("containerd-socket", "", "containers: use the node's running containerd at this socket `PATH` (e.g. /run/containerd/containerd.sock)"),
 		str("containerd-dir", "", "containers: start a private containerd with root, state and socket under `DIR` "+
 			"(default: <cache-dir>-containerd, started at the first container task when containerd is installed)"),
+		// Tasks' scopes and users.
+		boolf("allow-root-tasks", "tasks: run tasks as uid 0 (root) on this node; on the scheduler, accept them at submit (off: refused)"),
+		str("shared-data-dir", runtime.SharedDataDir, "tasks: the share's permanent directory every task shares (a `NAME` under the share; /shared in containers)"),
+		str("users-dir", runtime.UsersDir, "tasks: the share's directory of per-user directories (`NAME`/<user>, owned by the user)"),
+		str("jobs-dir", runtime.JobsDir, "tasks: the share's directory of per-task directories (`NAME`/<task-id>, kept until eddy gc removes them)"),
+		str("user-dir-mode", "0700", "tasks: the mode (octal) of a user's directory when eddy makes it"),
+		str("scratch-dir", "", "tasks: node-local `DIR` of each task's scratch directory, removed when the task ends (default: <cache-dir>-scratch)"),
+		str("shared-mount", runtime.DefaultSharedMount, "container tasks: where the shared data directory appears"),
+		str("user-mount", runtime.DefaultUserMount, "container tasks: where the user's directory appears"),
+		str("job-mount", runtime.DefaultJobMount, "container tasks: where the task's job directory appears"),
+		str("scratch-mount", runtime.DefaultScratchMount, "container tasks: where the task's scratch directory appears"),
 	}
 }
 
@@ -192,6 +210,8 @@ func daemonConfig(c *cli.Context) (daemon.Config, error) {
 		ShutdownTimeout:   c.Duration("shutdown-timeout"),
 		Scheduler:         c.Bool("scheduler"),
 		Join:              c.String("join"),
+		SchedulerPeers:    c.String("scheduler-peers"),
+		RaftListen:        c.String("raft-listen"),
 		Listen:            c.String("listen"),
 		Token:             os.Getenv("EDDY_TOKEN"),
 		TokenFile:         c.String("token-file"),
@@ -205,9 +225,15 @@ func daemonConfig(c *cli.Context) (daemon.Config, error) {
 		UIListen:          c.String("ui-listen"),
 		UIViewerTokenFile: c.String("ui-viewer-token-file"),
 		UISampleInterval:  c.Duration("ui-sample-interval"),
+		QuotaWalkInterval: c.Duration("quota-walk-interval"),
+		ShareFullPercent:  c.Float64("share-full-warn"),
+		UsageWorkers:      c.Int("usage-workers"),
 		Version:           version,
 	}
 	var err error
+	if err := scopeConfig(c, &cfg); err != nil {
+		return cfg, err
+	}
 	if cfg.CacheBytes, cfg.CachePercent, err = units.ParseSizeOrPercent(c.String("cache-size")); err != nil {
 		return cfg, fmt.Errorf("--cache-size: %w", err)
 	}

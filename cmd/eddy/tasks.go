@@ -62,8 +62,10 @@ func submitCommand() *cli.Command {
 			&cli.StringFlag{Name: "mem", Value: "1G", Usage: "memory limit (e.g. 512M, 8G)"},
 			&cli.IntFlag{Name: "gpus", Usage: "GPUs"},
 			&cli.StringSliceFlag{Name: "input", Usage: "input file or directory in the share (repeatable); placement prefers nodes that cache them"},
-			&cli.StringSliceFlag{Name: "env", Usage: "environment variable K=V (repeatable); a NAME without '=' runs the task in that container environment"},
+			&cli.StringSliceFlag{Name: "env", Usage: "environment variable `K=V` (repeatable)"},
+			&cli.StringFlag{Name: "container", Usage: "run in the container environment `NAME` (a tarball on the share: eddy env ls)"},
 			&cli.StringFlag{Name: "image", Usage: "run in a container from this registry image"},
+			&cli.BoolFlag{Name: "keep-job-dir", Usage: "never let eddy gc remove the task's job dir (jobs/<task-id>) on the share"},
 			&cli.StringFlag{Name: "node", Usage: "run only on this node"},
 			&cli.StringSliceFlag{Name: "label", Usage: "run only on nodes with label k=v (repeatable)"},
 			&cli.IntFlag{Name: "retries", Usage: "requeue this many times if its node is lost"},
@@ -82,9 +84,6 @@ func submitCommand() *cli.Command {
 
 func runSubmit(c *cli.Context) error {
 	args := c.Args().Slice()
-	if len(args) == 0 && c.String("image") == "" {
-		return errors.New("submit: no command: put it after --, e.g. eddy submit --cores 2 -- python train.py")
-	}
 	mem, err := units.ParseSize(c.String("mem"))
 	if err != nil {
 		return fmt.Errorf("submit: --mem %q: want a size such as 512M or 8G", c.String("mem"))
@@ -101,21 +100,29 @@ func runSubmit(c *cli.Context) error {
 	}
 	spec := api.TaskSpec{Name: c.String("name"), Command: args, Cores: c.Float64("cores"), MemBytes: mem, GPUs: c.Int("gpus"),
 		Inputs: c.StringSlice("input"), Node: c.String("node"), Retries: c.Int("retries"), Priority: c.Int("priority"),
-		Uid: uid, Gid: gid, WorkDir: c.String("workdir"), Image: c.String("image")}
+		Uid: uid, Gid: gid, WorkDir: c.String("workdir"), Image: c.String("image"),
+		ContainerEnv: c.String("container"), KeepJobDir: c.Bool("keep-job-dir")}
 	if wd, err := os.Getwd(); err == nil {
 		spec.Cwd = wd
 	}
 	for _, e := range c.StringSlice("env") {
-		if strings.Contains(e, "=") {
-			if strings.HasPrefix(e, "=") {
-				return fmt.Errorf("submit: --env %q: empty variable name", e)
-			}
+		switch {
+		case strings.HasPrefix(e, "="):
+			return fmt.Errorf("submit: --env %q: empty variable name", e)
+		case strings.Contains(e, "="):
 			spec.Env = append(spec.Env, e)
-		} else if spec.ContainerEnv == "" {
+		case spec.ContainerEnv == "":
+			// The old meaning of a bare NAME, kept for one release.
+			fmt.Fprintf(c.App.ErrWriter, "eddy: warning: --env %s without '=' is deprecated: use --container %s "+
+				"(--env is for variables, K=V)\n", e, e)
 			spec.ContainerEnv = e
-		} else {
-			return fmt.Errorf("submit: --env %q: a second container environment (%q already given); variables are K=V", e, spec.ContainerEnv)
+		case spec.ContainerEnv == e:
+		default:
+			return fmt.Errorf("submit: --env %q: not K=V, and the container environment is %q already (--container NAME names it)", e, spec.ContainerEnv)
 		}
+	}
+	if len(args) == 0 && spec.Image == "" && spec.ContainerEnv == "" {
+		return errors.New("submit: no command: put it after --, e.g. eddy submit --cores 2 -- python train.py")
 	}
 	for _, l := range c.StringSlice("label") {
 		k, v, ok := strings.Cut(l, "=")
@@ -136,6 +143,9 @@ func runSubmit(c *cli.Context) error {
 	}
 	t, err := cl.SubmitTask(c.Context, spec)
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "submit: ") {
+			return err // the scheduler's message says it already
+		}
 		return fmt.Errorf("submit: %w", err)
 	}
 	if !c.Bool("wait") {
@@ -159,11 +169,27 @@ func runSubmit(c *cli.Context) error {
 	} else {
 		fmt.Fprintf(os.Stderr, "%s %s on %s\n", end.ID, end.State, end.NodeName)
 	}
+	return waitExit(end)
+}
+
+// waitExit is how `eddy submit --wait` ends for a task that ended: nil when it completed, else
+// an error saying how it ended, with its exit status as the command's.
+func waitExit(end *api.Task) error {
 	switch {
 	case end.ExitCode != nil && *end.ExitCode != 0:
-		return cli.Exit("", *end.ExitCode)
+		return cli.Exit(fmt.Sprintf("task %s exited with status %d", end.ID, *end.ExitCode), *end.ExitCode)
 	case end.State != api.StateCompleted:
-		return cli.Exit("", 1)
+		msg := fmt.Sprintf("task %s %s", end.ID, end.State)
+		switch {
+		case end.Signal != "":
+			msg += " by " + end.Signal
+		case end.OOMKilled:
+			msg += " (out of memory)"
+		}
+		if end.Error != "" {
+			msg += ": " + end.Error
+		}
+		return cli.Exit(msg, 1)
 	}
 	return nil
 }
