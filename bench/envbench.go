@@ -24,6 +24,7 @@ import (
 
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/bench/topo"
+	"github.com/eddy-cluster/eddy/internal/ctxio"
 	"github.com/eddy-cluster/eddy/runtime/envs"
 	"github.com/eddy-cluster/eddy/units"
 )
@@ -443,7 +444,7 @@ func writeEnvImage(ctx context.Context, w io.Writer, tmpDir string, busybox []by
 	var key [32]byte
 	key[0], key[1] = byte(seed), byte(seed>>8)
 	rng := rand.NewChaCha8(key)
-	if _, err := io.CopyBuffer(tw, io.LimitReader(ctxReader{ctx, rng}, size), make([]byte, 1<<20)); err != nil {
+	if _, err := io.CopyBuffer(tw, io.LimitReader(ctxio.Reader(ctx, rng), size), make([]byte, 1<<20)); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {
@@ -516,18 +517,6 @@ func writeEnvImage(ctx context.Context, w io.Writer, tmpDir string, busybox []by
 		return err
 	}
 	return ow.Close()
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 type progressReader struct {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/eddy-cluster/eddy/internal/ctxio"
 )
 
 // Directories on the share that hold environments, eddy's first.
@@ -238,7 +240,7 @@ func ImportReader(ctx context.Context, share, name string, r io.Reader, now time
 			os.Remove(tmp.Name())
 		}
 	}()
-	if _, err := io.CopyBuffer(tmp, ctxReader{ctx, br}, make([]byte, 1<<20)); err != nil {
+	if _, err := io.CopyBuffer(tmp, ctxio.Reader(ctx, br), make([]byte, 1<<20)); err != nil {
 		return Version{}, fmt.Errorf("%s: copy: %w", op, err)
 	}
 	if err := tmp.Sync(); err != nil {
@@ -305,18 +307,6 @@ func renameNoReplace(from, to string) error {
 	default:
 		return err
 	}
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // checkTarball peeks at the start: gzip magic, or a valid first tar header.
