@@ -27,7 +27,7 @@ vet:
 PJDFSTEST ?= $(CURDIR)/.tools/pjdfstest
 test: deps vet build
 	@scripts/pjdfstest-build.sh $(PJDFSTEST) >/dev/null
-	EDDY_PJDFSTEST=$(PJDFSTEST) $(GO) test -count=1 -timeout 15m $(PKGS)
+	EDDY_PJDFSTEST=$(PJDFSTEST) $(GO) test -count=1 -timeout 40m $(PKGS)
 
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)

@@ -37,6 +37,8 @@ type NodeStatus struct {
 	InvGen      uint64    `json:"inventory_gen"`
 	// EnvsImported: environment tarballs imported into the node's containerd.
 	EnvsImported []string `json:"envs_imported,omitempty"`
+	// Share: how full the share is as the node last reported it (nil: not reported).
+	Share *ShareSpace `json:"share,omitempty"`
 }
 
 // RegisterResponse answers a node's registration.
@@ -68,6 +70,8 @@ type HeartbeatRequest struct {
 	// EnvsImported lists the environment tarballs (share-relative) imported into the node's
 	// containerd, a bounded number; null when the node does not report them.
 	EnvsImported []string `json:"envs_imported"`
+	// Share: how full the share is, as the node's own check last saw it (nil: not checked).
+	Share *ShareSpace `json:"share,omitempty"`
 }
 
 // HeartbeatResponse tells the node what to do.

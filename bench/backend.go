@@ -22,17 +22,20 @@ import (
 
 // Backend names (results.json "backend").
 const (
-	BLocal      = "local"
-	BNFS        = "nfs"
-	BNFSCat     = "nfs-cat"
-	BSSHFS      = "sshfs"
-	BSSHFSKC    = "sshfs-kcache"
-	BEddyNFS    = "eddy-nfs"
-	BEddySSHFS  = "eddy-sshfs"
-	BEddyLocal  = "eddy-local"
+	BLocal     = "local"
+	BNFS       = "nfs"
+	BNFSCat    = "nfs-cat"
+	BSSHFS     = "sshfs"
+	BSSHFSKC   = "sshfs-kcache"
+	BEddyNFS   = "eddy-nfs"
+	BEddySSHFS = "eddy-sshfs"
+	BEddyLocal = "eddy-local"
+	// BEddyNFSTTL is eddy-nfs with the whole dataset under the dataset
+	// consistency mode (--consistency '**=ttl:60s'), measured when asked.
+	BEddyNFSTTL = "eddy-nfs-ttl"
 	backendsAll = "local,nfs,nfs-cat,sshfs,sshfs-kcache,eddy-nfs,eddy-sshfs"
 	// backendsExtra are measured only when asked for (--backends).
-	backendsExtra = "eddy-local"
+	backendsExtra = "eddy-local,eddy-nfs-ttl," + S3Backends
 )
 
 // AllBackends lists every backend of the default suite in the order it
@@ -40,7 +43,8 @@ const (
 func AllBackends() []string { return strings.Split(backendsAll, ",") }
 
 // KnownBackends lists every backend the suite can measure: the default
-// ones and the extra ones (eddy-local: eddy's own cost with no network).
+// ones and the extra ones (eddy-local: eddy's own cost with no network;
+// s3fs, rclone, eddy-s3: a versitygw bucket).
 func KnownBackends() []string { return strings.Split(backendsAll+","+backendsExtra, ",") }
 
 // Proxied reports whether a backend is measured through the TCP latency
@@ -48,7 +52,9 @@ func KnownBackends() []string { return strings.Split(backendsAll+","+backendsExt
 // stays the undelayed protocol-level cross-check of the NFS server.
 func Proxied(backend string) bool {
 	switch backend {
-	case BSSHFS, BSSHFSKC, BEddySSHFS, BNFS, BEddyNFS:
+	case BSSHFS, BSSHFSKC, BEddySSHFS, BNFS, BEddyNFS, BEddyNFSTTL:
+		return true
+	case BS3FS, BRclone, BEddyS3:
 		return true
 	}
 	return false
@@ -56,12 +62,14 @@ func Proxied(backend string) bool {
 
 // backendLabels describe each backend honestly (results.md, plots).
 var backendLabels = map[string]string{
-	BLocal:     "local disk (same files, no network): the physical limit",
-	BNFS:       "NFSv3, user space, via FUSE (eddy's nfs:// origin, --no-cache; the kernel has no NFS client)",
-	BNFSCat:    "NFSv3 protocol-level read with libnfs nfs-cat (no FUSE, no file system)",
-	BSSHFS:     "sshfs (aes128-gcm, no compression)",
-	BSSHFSKC:   "sshfs -o kernel_cache (aes128-gcm, no compression)",
-	BEddyNFS:   "eddy daemon, cache on, nfs:// origin",
+	BLocal:   "local disk (same files, no network): the physical limit",
+	BNFS:     "NFSv3, user space, via FUSE (eddy's nfs:// origin, --no-cache; the kernel has no NFS client)",
+	BNFSCat:  "NFSv3 protocol-level read with libnfs nfs-cat (no FUSE, no file system)",
+	BSSHFS:   "sshfs (aes128-gcm, no compression)",
+	BSSHFSKC: "sshfs -o kernel_cache (aes128-gcm, no compression)",
+	BEddyNFS: "eddy daemon, cache on, nfs:// origin",
+	BEddyNFSTTL: "eddy daemon, cache on, nfs:// origin, the whole dataset under --consistency '**=ttl:60s' " +
+		"(an open trusts the last origin check for 60 s)",
 	BEddySSHFS: "eddy daemon, cache on, path origin on an sshfs mount",
 	BEddyLocal: "eddy daemon, cache on, path origin on the local copy (no network): eddy's own cost per operation",
 }
@@ -178,7 +186,9 @@ type eddyBackend struct {
 	// resetOrigin, when set, empties the origin's own client-side caches
 	// for a cold run (the sshfs mount under eddy-sshfs is remounted).
 	resetOrigin func() error
-	dir         string // this backend's working directory
+	dir         string   // this backend's working directory
+	denv        []string // more daemon environment (eddy-s3's keys)
+	dflags      []string // more daemon flags (eddy-nfs-ttl's --consistency)
 	d           *eddyDaemon
 	gen         int // cache directories used so far
 }
@@ -220,7 +230,8 @@ func (b *eddyBackend) prepare(ctx context.Context, cold bool) (string, error) {
 			logLevel: b.env.cfg.DaemonLogLevel,
 			bin:      b.env.cfg.Eddy, netns: b.env.clientNetns(), origin: org, noCache: b.noCache,
 			mnt: filepath.Join(b.dir, "mnt"), cacheDir: cacheDir, socket: filepath.Join(b.dir, "eddy.sock"),
-			logPath: filepath.Join(b.dir, fmt.Sprintf("daemon-%d.log", b.gen)),
+			logPath: filepath.Join(b.dir, fmt.Sprintf("daemon-%d.log", b.gen)), env: b.denv,
+			extra: b.dflags,
 		}
 		if err := d.start(ctx); err != nil {
 			return "", err
@@ -503,6 +514,9 @@ type env struct {
 	nfs     *topo.Ganesha
 	nfsErr  error
 
+	// s3 is the versitygw gateway of the S3 backends
+	s3 s3State
+
 	// sshfs mount used as eddy-sshfs's path origin
 	originMnt *topo.SSHFSMount
 
@@ -717,6 +731,7 @@ func (e *env) close() error {
 		errs = append(errs, e.nfs.Close())
 		e.nfs = nil
 	}
+	errs = append(errs, e.closeS3())
 	return errors.Join(errs...)
 }
 
@@ -734,11 +749,16 @@ func newBackend(e *env, name string) (backend, error) {
 	case BNFS, BEddyNFS:
 		return &eddyBackend{env: e, bname: name, noCache: name == BNFS, dir: dir,
 			origin: e.nfsOrigin}, nil
+	case BEddyNFSTTL:
+		return &eddyBackend{env: e, bname: name, dir: dir, origin: e.nfsOrigin,
+			dflags: []string{"--consistency", "**=ttl:60s"}}, nil
 	case BEddySSHFS:
 		return &eddyBackend{env: e, bname: name, dir: dir, origin: e.sshfsOrigin, resetOrigin: e.resetSSHFSOrigin}, nil
 	case BEddyLocal:
 		return &eddyBackend{env: e, bname: name, dir: dir,
 			origin: func(context.Context) (string, error) { return e.ds.Root, nil }}, nil
+	case BS3FS, BRclone, BEddyS3:
+		return newS3Backend(e, name, dir)
 	}
 	return nil, fmt.Errorf("unknown backend %q (want one of %s)", name, strings.Join(KnownBackends(), ","))
 }

@@ -59,9 +59,10 @@ type EnvRun struct {
 	Task string `json:"task"`
 	File string `json:"file"` // the environment version it ran
 	// SubmitToStartS: from the submit call to the container's process running (scheduler and
-	// node are one daemon here, so one clock). It includes the wait for the node's next
-	// heartbeat, which carries the assignment (up to the heartbeat interval, 3 s): each task
-	// is submitted at a random point of that interval, as users' tasks are.
+	// node are one daemon here, so one clock). The assignment is pushed to the node (its
+	// long-poll is answered at the commit); each task is still submitted at a random point of
+	// the heartbeat interval, as users' tasks are, so that a wait for the next heartbeat (up
+	// to 3 s) would show.
 	SubmitToStartS float64 `json:"submit_to_start_s"`
 	// NodeStartS: the node's runtime start (image ready, container created and started);
 	// ImageS: until the image was ready (reading and importing the tarball when needed).

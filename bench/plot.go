@@ -35,6 +35,9 @@ var backendColor = map[string][2]string{
 	BEddyNFS:   {"#a5d6a7", "#2e7d32"},
 	BEddySSHFS: {"#ce93d8", "#6a1b9a"},
 	BEddyLocal: {"#80cbc4", "#00695c"},
+	BS3FS:      {"#ef9a9a", "#c62828"},
+	BRclone:    {"#b0bec5", "#37474f"},
+	BEddyS3:    {"#c5e1a5", "#558b2f"},
 }
 
 func stateColor(backend, state string) string {
@@ -200,14 +203,15 @@ func (r *Report) writeLinkPlots(write func(name, svg string) error, link string,
 				}
 			}
 		}
-		for _, e := range []string{BEddyNFS, BEddySSHFS} {
+		for _, p := range [][2]string{{BEddyNFS, BNFS}, {BEddySSHFS, BNFS}, {BEddyS3, BS3FS}} {
+			e := p[0]
 			for _, st := range states {
 				x, ok1 := r.find(link, lat, e, w, st)
-				base, ok2 := r.find(link, lat, BNFS, w, st)
+				base, ok2 := r.find(link, lat, p[1], w, st)
 				if !ok1 || !ok2 {
 					continue
 				}
-				b := bar{label: fmt.Sprintf("%s ÷ nfs, %s", e, st), color: stateColor(e, st)}
+				b := bar{label: fmt.Sprintf("%s ÷ %s, %s", e, p[1], st), color: stateColor(e, st)}
 				if x.Status != StatusOK || base.Status != StatusOK || base.value() <= 0 {
 					b.failed = true
 				} else {
@@ -237,7 +241,11 @@ func (r *Report) writeLinkPlots(write func(name, svg string) error, link string,
 		}
 	}
 	if len(speed) > 0 {
-		if err := write("speedup-"+suffix+".svg", hbarChart("eddy's speedup over the NFS baseline (NFSv3 via FUSE, no cache), "+title, "x (dashed line: 1x)", speed, 1)); err != nil {
+		speedTitle := "eddy's speedup over the NFS baseline (NFSv3 via FUSE, no cache), "
+		if slices.Contains(backends, BEddyS3) {
+			speedTitle = "eddy's speedup over the uncached baseline (nfs: NFSv3 via FUSE; s3fs for eddy-s3), "
+		}
+		if err := write("speedup-"+suffix+".svg", hbarChart(speedTitle+title, "x (dashed line: 1x)", speed, 1)); err != nil {
 			return err
 		}
 	}

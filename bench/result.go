@@ -171,6 +171,12 @@ func newReport(cfg *Config) *Report {
 	for _, pkg := range []string{"nfs-ganesha", "libnfs-utils", "openssh-server", "sshfs", "fuse3", "fio"} {
 		r.Versions[pkg] = commandVersion("dpkg-query", "-W", "-f", "${Version}", pkg)
 	}
+	if slices.ContainsFunc(cfg.Backends, IsS3Backend) {
+		for _, pkg := range []string{"s3fs", "rclone"} {
+			r.Versions[pkg] = commandVersion("dpkg-query", "-W", "-f", "${Version}", pkg)
+		}
+		r.Versions["versitygw"] = versityGWVersion(cfg.VersityGW)
+	}
 	return r
 }
 
@@ -365,7 +371,7 @@ func fmtNum(v float64) string {
 // baseline on the same origin, and each eddy over the local-disk limit.
 var speedupPairs = [][2]string{
 	{BEddyNFS, BNFS}, {BEddyNFS, BNFSCat}, {BEddySSHFS, BSSHFS}, {BEddySSHFS, BSSHFSKC},
-	{BEddySSHFS, BNFS},
+	{BEddySSHFS, BNFS}, {BEddyS3, BS3FS}, {BEddyS3, BRclone},
 }
 
 // Markdown renders results.md.
@@ -489,7 +495,7 @@ func (r *Report) markdownSection(b *strings.Builder, link string, lat float64, b
 			cols = append(cols, p)
 		}
 	}
-	for _, e := range []string{BEddyNFS, BEddySSHFS, BEddyLocal} {
+	for _, e := range []string{BEddyNFS, BEddySSHFS, BEddyLocal, BEddyS3} {
 		if slices.Contains(backends, e) && slices.Contains(backends, BLocal) {
 			cols = append(cols, [2]string{e, BLocal})
 		}

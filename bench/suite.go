@@ -70,6 +70,9 @@ type Config struct {
 	Parallel []int
 	// Eddy is the eddy binary that runs the daemons (default: this one).
 	Eddy string
+	// VersityGW is the S3 gateway binary of the S3 backends (default:
+	// FindVersityGW).
+	VersityGW string
 	// DaemonLogLevel, when set, is passed to the eddy daemons (--log-level);
 	// a failed run's error carries the warnings of its daemon's log.
 	DaemonLogLevel string
@@ -157,7 +160,13 @@ func (c *Config) setDefaults() error {
 	if len(c.Parallel) == 0 {
 		c.Parallel = []int{1, 4, 8}
 	}
-	return runDefaults("bench", &c.Eddy, &c.WorkDir, &c.Progress)
+	if err := runDefaults("bench", &c.Eddy, &c.WorkDir, &c.Progress); err != nil {
+		return err
+	}
+	if c.VersityGW == "" && slices.ContainsFunc(c.Backends, IsS3Backend) {
+		c.VersityGW = FindVersityGW(c.Eddy)
+	}
+	return nil
 }
 
 // runDefaults fills in what every benchmark run needs when not given: the eddy binary (this

@@ -63,6 +63,8 @@ type Stats struct {
 	HitBytes         int64 `json:"hit_bytes"`    // bytes served from the local cache
 	MissBytes        int64 `json:"miss_bytes"`   // bytes fetched from the origin
 	DirectBytes      int64 `json:"direct_bytes"` // of those, read for a random reader and not stored
+	PeerBytes        int64 `json:"peer_bytes"`   // chunk bytes fetched from other nodes instead of the origin
+	ServedBytes      int64 `json:"served_bytes"` // chunk bytes served to other nodes
 	Hits             int64 `json:"hits"`         // chunk reads served locally
 	Misses           int64 `json:"misses"`       // chunk fetches from the origin
 	CachedBytes      int64 `json:"cached_bytes"`

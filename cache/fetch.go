@@ -67,9 +67,13 @@ func (e *entry) runFetch(ctx context.Context, f *fetch, clen int64) {
 	s := e.s
 	defer close(f.done)
 	buf := f.buf
+	if e.fetchFromPeer(ctx, f, clen) {
+		return
+	}
 	t0 := time.Now()
 	var n int
 	var err error
+	defer func() { e.peerDone(f, clen, f.err == nil) }()
 	if f.paced {
 		n, f.vouched, err = e.readOriginPaced(ctx, f.v, *buf, int64(f.idx)*f.v.csize, &f.hurry)
 	} else {

@@ -37,6 +37,8 @@ func newMetrics(m metric.Meter, s *Store) (*metrics, error) {
 		{"eddy.cache.hit.bytes", "Bytes served from the local cache", "By", true, s.c.hitBytes.Load},
 		{"eddy.cache.miss.bytes", "Bytes fetched from the origin", "By", true, s.c.missBytes.Load},
 		{"eddy.cache.direct.bytes", "Bytes read from the origin for random readers and not stored", "By", true, s.c.directBytes.Load},
+		{"eddy.cache.peer.bytes", "Chunk bytes fetched from other nodes instead of the origin", "By", true, s.c.peerBytes.Load},
+		{"eddy.cache.served.bytes", "Chunk bytes served to other nodes", "By", true, s.c.servedBytes.Load},
 		{"eddy.cache.hits", "Chunk reads served locally", "{chunk}", true, s.c.hits.Load},
 		{"eddy.cache.misses", "Chunk fetches from the origin", "{chunk}", true, s.c.misses.Load},
 		{"eddy.cache.evictions", "Files evicted", "{file}", true, s.c.evictions.Load},

@@ -110,8 +110,9 @@ type Store struct {
 
 	inv inventoryLog
 
-	c    counters
-	mets *metrics
+	c     counters
+	mets  *metrics
+	peers atomic.Pointer[peerBox] // the peer chunk source (peer.go); nil: none
 
 	// test hooks
 	writeData func(f *os.File, p []byte, off int64) (int, error)
@@ -125,6 +126,7 @@ type counters struct {
 	passthroughBytes                               atomic.Int64
 	revalidations, invalidations                   atomic.Int64
 	checksumFailures, errors, diskFree             atomic.Int64
+	peerBytes, servedBytes                         atomic.Int64 // chunks fetched from / served to other nodes (peer.go)
 }
 
 // Open opens (or creates) the cache in cfg.Dir. A broken index is moved
@@ -360,6 +362,8 @@ func (s *Store) Stats() Stats {
 		HitBytes:         s.c.hitBytes.Load(),
 		MissBytes:        s.c.missBytes.Load(),
 		DirectBytes:      s.c.directBytes.Load(),
+		PeerBytes:        s.c.peerBytes.Load(),
+		ServedBytes:      s.c.servedBytes.Load(),
 		Hits:             s.c.hits.Load(),
 		Misses:           s.c.misses.Load(),
 		CachedBytes:      max(0, s.c.cachedBytes.Load()),

@@ -15,19 +15,42 @@ import (
 
 // validate makes the entry's version match attr (close-to-open check).
 func (e *entry) validate(ctx context.Context, attr origin.Attr) (changed bool, err error) {
+	return e.validateAt(ctx, attr, time.Time{})
+}
+
+// validateAt makes the entry's version match attr, which the origin gave
+// at checkedAt (zero: just now). The entry's last check is set to
+// checkedAt, never later, so the periodic revalidation of open files counts
+// from the origin's answer, not from an open that trusted an earlier check
+// (OpenFileChecked).
+func (e *entry) validateAt(ctx context.Context, attr origin.Attr, checkedAt time.Time) (changed bool, err error) {
 	e.revalMu.Lock()
 	defer e.revalMu.Unlock()
 	now := time.Now()
+	fresh := checkedAt.IsZero() || !checkedAt.Before(now)
+	if fresh {
+		checkedAt = now
+	}
 	e.mu.Lock()
 	v := e.ver
 	if v != nil && v.fp == attr.Fingerprint() && !v.detached.Load() {
-		e.checkedAt = now
+		if fresh || checkedAt.After(e.checkedAt) {
+			e.checkedAt = checkedAt
+		}
 		e.mu.Unlock()
-		e.s.touch(e, now, true)
+		e.s.touch(e, now, fresh)
 		return false, nil
 	}
 	e.mu.Unlock()
-	return e.install(ctx, attr, now, true)
+	changed, err = e.install(ctx, attr, now, fresh)
+	if err == nil && !fresh {
+		e.mu.Lock()
+		if e.checkedAt.After(checkedAt) {
+			e.checkedAt = checkedAt
+		}
+		e.mu.Unlock()
+	}
+	return changed, err
 }
 
 // install replaces the entry's version by the one for attr: the recorded

@@ -66,6 +66,7 @@ func mountFS(ctx context.Context, dir string, org origin.FS, st Store, d *Daemon
 		AttrTimeout:       d.cfg.AttrTimeout,
 		AttrTimeoutMax:    d.cfg.AttrTimeoutMax,
 		PassthroughSettle: d.cfg.PassthroughSettle,
+		Consistency:       d.cfg.Consistency,
 		OfflineGrace:      d.cfg.OfflineGrace,
 		OriginTimeout:     d.cfg.OriginTimeout,
 		Logger:            d.log.With("part", "fusefs"),

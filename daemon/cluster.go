@@ -53,6 +53,7 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 			return err
 		}
 	}
+	d.startPeerFetch(m, schedAddr) // peer fetch's chunk route and source (cluster_peer.go)
 	if c.Listen != "" {
 		if err := d.serveClusterAPI(m); err != nil {
 			return err

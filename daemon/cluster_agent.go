@@ -38,13 +38,14 @@ func (d *Daemon) startAgent(m *clusterMember, rt *runtime.Runtime, schedAddr str
 		nc = d.cache
 	}
 	ag, err := sched.NewAgent(sched.AgentConfig{
-		Node:      sched.NodeRecord{Name: m.name, Address: m.cfg.Listen, Labels: m.cfg.Labels},
-		Scheduler: api.NewTCP(schedAddr, m.callOpts...),
-		Cache:     nc,
-		Runner:    runtimeRunner{rt},
-		ShareRoot: m.cfg.Mount,
-		Envs:      rt,
-		Logger:    m.log.With("role", "agent"),
+		Node:       sched.NodeRecord{Name: m.name, Address: m.cfg.Listen, Labels: m.cfg.Labels},
+		Scheduler:  api.NewTCP(schedAddr, m.callOpts...),
+		Cache:      nc,
+		Runner:     runtimeRunner{rt},
+		ShareRoot:  m.cfg.Mount,
+		Envs:       rt,
+		ShareSpace: d.api.shareSpace,
+		Logger:     m.log.With("role", "agent"),
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)

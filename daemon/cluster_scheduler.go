@@ -10,7 +10,7 @@ import (
 
 // schedulerRoutes are the control API's paths the scheduler serves (the cluster's own calls, and
 // the task and node commands).
-var schedulerRoutes = []string{"/v1/cluster/", "/v1/tasks", "/v1/tasks/", "/v1/nodes"}
+var schedulerRoutes = []string{"/v1/cluster/", "/v1/tasks", "/v1/tasks/", "/v1/nodes", "/v1/cache/where"}
 
 // startScheduler opens the cluster's queue (badger, beside the cache dir) under its raft
 // group member (log, stable store and snapshots in "<cache dir>-raft"), starts the scheduler

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/eddy-cluster/eddy/consistency"
 )
 
 // Config is everything `eddy daemon` takes. The command fills it from flags,
@@ -48,6 +50,9 @@ type Config struct {
 	// PassthroughSettle: a warm file is opened with kernel passthrough only once unchanged for
 	// this long (0: fusefs's default; negative: at once).
 	PassthroughSettle time.Duration
+	// Consistency: per-glob open consistency (--consistency GLOB=ttl:DURATION; first match
+	// wins; no rule: strict close-to-open). See docs/consistency.md.
+	Consistency consistency.Rules
 
 	// Socket is the unix socket of the local API. Every local user may connect (mode 0666)
 	// unless SocketGroup restricts it; each caller is identified by the kernel.
@@ -79,6 +84,15 @@ type Config struct {
 	// a group of one, this scheduler alone.
 	SchedulerPeers string
 	RaftListen     string
+	// Peer fetch (cluster_peer.go, docs/peer-fetch.md): PeerFetch lets this node fetch missing
+	// chunks from other nodes and serve its own to them over the cluster API (needs Listen);
+	// PeerUploadSlots bounds the chunks served at once (0: DefaultPeerUploadSlots); PeerWait
+	// bounds the wait for a node fetching a chunk under a lease (0: DefaultPeerWait);
+	// PeerTimeout bounds one chunk fetch from a node, wait included (0: DefaultPeerTimeout).
+	PeerFetch       bool
+	PeerUploadSlots int
+	PeerWait        time.Duration
+	PeerTimeout     time.Duration
 
 	// Container tasks: ContainerdSocket uses the node's running containerd;
 	// ContainerdDir starts a private one with root, state and socket under it. With neither,
@@ -133,6 +147,9 @@ const (
 	DefaultOriginTimeout   = 30 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultLocalityWait    = 5 * time.Second
+	DefaultPeerUploadSlots = 4
+	DefaultPeerWait        = 10 * time.Second
+	DefaultPeerTimeout     = 30 * time.Second
 )
 
 func (c *Config) setDefaults() {
@@ -153,6 +170,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.LocalityWait <= 0 {
 		c.LocalityWait = DefaultLocalityWait
+	}
+	if c.PeerUploadSlots <= 0 {
+		c.PeerUploadSlots = DefaultPeerUploadSlots
+	}
+	if c.PeerWait <= 0 {
+		c.PeerWait = DefaultPeerWait
+	}
+	if c.PeerTimeout <= 0 {
+		c.PeerTimeout = DefaultPeerTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -330,6 +330,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	delete(h.n.cached, h)
 	if h.writable {
 		h.n.writers--
+		h.n.checked = validation{} // written through this mount: seen at once
 	}
 	h.n.mu.Unlock()
 	if h.writable {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/consistency"
 	"github.com/eddy-cluster/eddy/origin"
 )
 
@@ -98,6 +99,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Quota, when set, is consulted before writes make files grow (quota.go).
 	Quota Quota
+	// Consistency: per-glob open consistency (consistency.go). Under a
+	// rule with a TTL, an open trusts the last check of the file against
+	// the origin for the TTL, and the kernel keeps those names and
+	// attributes as long; names no rule matches keep close-to-open.
+	Consistency consistency.Rules
 }
 
 // Defaults.

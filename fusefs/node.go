@@ -39,6 +39,11 @@ type node struct {
 	// GETATTR round trip to the origin.
 	kernSeen seenVersion
 	writers  int // open writable handles (guarded by mu)
+	// checked is the node's last check of its file against the origin
+	// (guarded by mu): under a consistency TTL it stands for the opens that
+	// follow within the TTL (consistency.go). A change through this mount
+	// forgets it.
+	checked validation
 	// aside is the origin name an unlinked open file was renamed to
 	// (unlinked.go), removed at its last close (guarded by mu).
 	aside string
@@ -187,6 +192,7 @@ func (st *state) lstat(ctx context.Context, name string, known *node) (a origin.
 	if err == nil {
 		if known != nil {
 			known.setLast(a)
+			known.noteChecked(a, start)
 		}
 		st.remember(name, a, start, gen)
 		return a, false, nil
@@ -243,11 +249,20 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if ch := n.GetChild(name); ch != nil {
 		known, _ = ch.Operations().(*node)
 	}
+	ttl := n.st.ttlFor(full)
 	if n.st.stash != nil && (known == nil || !known.writing()) {
-		if a, ok := n.st.stash.get(full); ok {
+		if a, readAt, ok := n.st.stash.getAt(full); ok {
 			ch := n.newChild(ctx, a, out)
 			n.st.vouch.withdraw(n.st.ino(a))
 			cn, ok := ch.Operations().(*node)
+			if ttl > 0 {
+				// The stashed attributes are the origin's at readAt: under
+				// a consistency TTL they count as a check then.
+				setTTLTimeouts(out, ttl, readAt)
+				if ok {
+					cn.noteChecked(a, readAt)
+				}
+			}
 			if !ok || !cn.writing() {
 				return ch, 0
 			}
@@ -256,7 +271,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 			known = cn
 		}
 	}
-	gen := n.st.stashGen()
+	gen, start := n.st.stashGen(), time.Now()
 	a, offline, err := n.st.lstat(ctx, full, known)
 	if err != nil {
 		return nil, errno(err)
@@ -265,6 +280,19 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 		known.syncBacking(ctx, a)
 	}
 	ch := n.newChild(ctx, a, out)
+	if ttl > 0 && !offline {
+		// Under a consistency TTL the lookup is the check that the opens
+		// within the TTL trust (consistency.go), and the kernel keeps the
+		// entry as long: no vouch is needed.
+		if cn, ok := ch.Operations().(*node); ok {
+			cn.noteChecked(a, start)
+			if !cn.writing() {
+				setTTLTimeouts(out, ttl, start)
+			}
+		}
+		n.st.vouch.withdraw(n.st.ino(a))
+		return ch, 0
+	}
 	// A regular file's lookup answered by the origin may stand for the
 	// close-to-open check of the open it is part of (vouch.go).
 	if !offline && a.IsRegular() && a.Nlink == 1 {
@@ -277,6 +305,17 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 }
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if ttl := n.st.ttlFor(n.name()); ttl > 0 {
+		// Under a consistency TTL the node's last check stands for the
+		// attributes too (the kernel asks again after a read, for atime).
+		if c, ok := n.trustedAttr(ttl); ok {
+			n.st.fillAttr(c.attr, &out.Attr)
+			n.backedSize(&out.Attr)
+			out.SetTimeout(ttlLeft(ttl, c.at, time.Now()))
+			n.toldKernel(c.attr)
+			return 0
+		}
+	}
 	if h := asHandle(f); h != nil {
 		if of := h.originFile(); of != nil {
 			octx, cancel := n.st.octx(ctx)
@@ -316,8 +355,13 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 
 // attrTimeout is st.attrTimeout, except for a file open on this node: an
 // open reader (tail -f) sees another node's appends within AttrTimeout,
-// however long the file was unchanged before.
+// however long the file was unchanged before. Under a consistency TTL
+// (consistency.go) the attributes, just read from the origin, are kept for
+// the TTL unless a writable handle here is moving them.
 func (n *node) attrTimeout(a origin.Attr) time.Duration {
+	if ttl := n.st.ttlFor(n.name()); ttl > 0 && !n.writing() {
+		return ttl
+	}
 	if n.io.open() {
 		return 0
 	}
@@ -354,6 +398,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	octx, cancel := n.st.octx(ctx)
 	defer cancel()
 	defer n.st.changed(name)
+	defer n.forgetChecked() // changed through this mount: seen at once
 	if sz, ok := in.GetSize(); ok {
 		s := int64(sz)
 		h := asHandle(f)

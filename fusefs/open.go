@@ -44,6 +44,7 @@ func (n *node) openWritable(ctx, octx context.Context, name string, plan openPla
 	n.mu.Lock()
 	n.writers++
 	n.kernSeen.set = false
+	n.checked = validation{} // written through this mount: seen at once
 	n.mu.Unlock()
 	st.changed(name)
 	of, err := st.org.Open(octx, name, plan.oflags)
@@ -76,12 +77,23 @@ func (n *node) openWritable(ctx, octx context.Context, name string, plan openPla
 // the version the origin has now.
 func (n *node) openReadOnly(ctx, octx context.Context, name string, op openPlan) (fs.FileHandle, uint32, syscall.Errno) {
 	st := n.st
-	a, vouched := st.vouch.take(ctx, n.StableAttr().Ino, st.stashGen())
-	offline := false
-	if asksOrigin(vouched, n.writing()) {
-		var err error
-		if a, offline, err = st.lstat(ctx, name, n); err != nil {
-			return nil, 0, errno(err)
+	// Under a consistency TTL, the node's last check against the origin
+	// may stand for this open's (consistency.go).
+	var (
+		a         origin.Attr
+		checkedAt time.Time // when the origin gave a, if before this open
+		offline   bool
+	)
+	if c, ok := n.trustedCheck(st.ttlFor(name)); ok {
+		a, checkedAt = c.attr, c.at
+	} else {
+		var vouched bool
+		a, vouched = st.vouch.take(ctx, n.StableAttr().Ino, st.stashGen())
+		if asksOrigin(vouched, n.writing()) {
+			var err error
+			if a, offline, err = st.lstat(ctx, name, n); err != nil {
+				return nil, 0, errno(err)
+			}
 		}
 	}
 	f := readFacts{
@@ -108,7 +120,7 @@ func (n *node) openReadOnly(ctx, octx context.Context, name string, op openPlan)
 	// Open passthrough readers of an older version are brought up to this one.
 	n.syncBacking(ctx, a)
 	if plan.source == fromCache {
-		ch, res, err := st.cache.OpenFile(octx, name, a)
+		ch, res, err := st.openCache(octx, name, a, checkedAt)
 		if err == nil {
 			return n.openCached(ctx, name, a, op, plan, ch, res)
 		}

@@ -13,8 +13,9 @@ import (
 // asks the plan at each step, and acts on the answer:
 //
 //  1. planOpen: the open's flags decide writable or read-only.
-//  2. asksOrigin: a read-only open asks the origin for the file's
-//     attributes (close-to-open) unless its own lookup just did.
+//  2. trustsCheck, asksOrigin: a read-only open asks the origin for the
+//     file's attributes (close-to-open) unless a consistency TTL lets it
+//     trust the node's last check, or its own lookup just did.
 //  3. planRead: with the attributes, where the handle reads (the cache,
 //     the origin, or the cache alone while the origin is offline), whether
 //     the kernel keeps its page cache or drops the attributes it holds, and
@@ -74,6 +75,44 @@ func (p openPlan) writeRequest() openRequest { return openRequest{} }
 // writable handle here is moving the file's size and times.
 func asksOrigin(vouched, writing bool) bool {
 	return !vouched || writing
+}
+
+// validation is a node's last check of its file against the origin: the
+// attributes the origin gave and when it was asked.
+type validation struct {
+	attr origin.Attr
+	at   time.Time
+	set  bool
+}
+
+// ttlFacts are what decides whether a read-only open under the dataset
+// consistency mode may skip the origin (consistency.go).
+type ttlFacts struct {
+	ttl     time.Duration // the first matching rule's TTL; 0: strict
+	checked validation    // the node's last check against the origin (node.checked)
+	writing bool          // a writable handle is open on the node here
+	now     time.Time
+}
+
+// trustsCheck reports whether a read-only open takes the attributes of the
+// node's last check against the origin instead of asking the origin (and
+// instead of a lookup's vouch): only under a TTL, for a regular file
+// checked less than the TTL ago, while no writable handle here is moving
+// it. A change made through this mount forgets the check
+// (node.forgetChecked), so it is seen at once.
+func trustsCheck(f ttlFacts) bool {
+	return f.checked.attr.IsRegular() && checkStands(f)
+}
+
+// checkStands reports whether the node's last check against the origin
+// stands under the TTL, for a node of any type (a GETATTR answered from
+// it): checked less than the TTL ago, with no writable handle open here.
+func checkStands(f ttlFacts) bool {
+	if f.ttl <= 0 || !f.checked.set || f.writing {
+		return false
+	}
+	age := f.now.Sub(f.checked.at)
+	return age >= 0 && age < f.ttl
 }
 
 // readSource is where a read-only handle reads.

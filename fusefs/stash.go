@@ -29,25 +29,32 @@ type attrStash struct {
 }
 
 type stashed struct {
-	a     origin.Attr
-	until time.Time
+	a      origin.Attr
+	readAt time.Time // when the origin gave a
+	until  time.Time
 }
 
 func newAttrStash() *attrStash { return &attrStash{m: map[string]stashed{}} }
 
 // get returns name's attributes if they are still within their timeout.
 func (s *attrStash) get(name string) (origin.Attr, bool) {
+	a, _, ok := s.getAt(name)
+	return a, ok
+}
+
+// getAt is get, also returning when the origin gave the attributes.
+func (s *attrStash) getAt(name string) (origin.Attr, time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.m[name]
 	if !ok {
-		return origin.Attr{}, false
+		return origin.Attr{}, time.Time{}, false
 	}
 	if time.Now().After(e.until) {
 		delete(s.m, name)
-		return origin.Attr{}, false
+		return origin.Attr{}, time.Time{}, false
 	}
-	return e.a, true
+	return e.a, e.readAt, true
 }
 
 // generation is taken before asking the origin; put ignores the answer if
@@ -82,7 +89,7 @@ func (s *attrStash) put(name string, a origin.Attr, readAt time.Time, ttl time.D
 			clear(s.m) // forgetting costs only round trips
 		}
 	}
-	s.m[name] = stashed{a: a, until: until}
+	s.m[name] = stashed{a: a, readAt: readAt, until: until}
 }
 
 // drop forgets names and their parent directories (whose mtime, ctime and
@@ -126,11 +133,15 @@ func parentName(name string) string {
 	return "."
 }
 
-// stashTTL is how long the kernel may keep an entry with attributes a (what
-// Lookup tells it), 0 when the stash is off.
-func (st *state) stashTTL(a origin.Attr) time.Duration {
+// stashTTL is how long the kernel may keep the entry name with attributes
+// a (what Lookup tells it: the consistency TTL under one), 0 when the stash
+// is off.
+func (st *state) stashTTL(name string, a origin.Attr) time.Duration {
 	if st.stash == nil {
 		return 0
+	}
+	if ttl := st.ttlFor(name); ttl > 0 {
+		return ttl
 	}
 	if d := st.attrTimeout(a); d > 0 {
 		return d
@@ -149,7 +160,7 @@ func (st *state) stashGen() uint64 {
 // remember stashes attributes read from the origin at readAt.
 func (st *state) remember(name string, a origin.Attr, readAt time.Time, gen uint64) {
 	if st.stash != nil {
-		st.stash.put(name, a, readAt, st.stashTTL(a), gen)
+		st.stash.put(name, a, readAt, st.stashTTL(name, a), gen)
 	}
 }
 

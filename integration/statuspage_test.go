@@ -16,7 +16,8 @@ import (
 )
 
 // The status page in a real browser: a three-daemon cluster with the page on the scheduler
-// (and, for the viewer, on a joined node); the admin logs in and sees the three nodes, a task
+// (and, for the viewer, on a joined node); the admin logs in and sees the three nodes and the
+// scheduler group (one member, the leader), which nodes hold a file (the scheduler's answer), a task
 // submitted with the CLI goes from queued to completed on the page without a reload while its
 // page follows its log; a viewer cannot kill a long task (no button, and the server answers 403
 // to the browser's own POST), the admin kills it from its page. Nothing is served without a
@@ -107,6 +108,9 @@ func TestStatusPageCluster(t *testing.T) {
 	admin.waitJS(ov, "three nodes up", 20*time.Second, `document.querySelectorAll('#nodes-table tr[data-up="1"]').length === 3`)
 	admin.waitJS(ov, "the cluster header", 10*time.Second, `document.getElementById('c-scheduler').textContent === `+jsq(addrs[0])+
 		` && document.getElementById('c-uptime').textContent !== '…'`)
+	// The scheduler group: a group of one, sp0, its leader.
+	admin.waitJS(ov, "the scheduler group: one member, the leader", 10*time.Second,
+		`(() => { const rows = document.querySelectorAll('#raft-table tr[data-member]'); return rows.length === 1 && rows[0].dataset.member === 'sp0' && rows[0].dataset.leader === '1' && rows[0].cells[1].textContent === 'leader' && document.getElementById('c-raft').textContent.includes('1 member, leader sp0'); })()`)
 	// The page must not reload from here on: this mark would be gone.
 	admin.run(ov, "mark the page", js(`window.__spMark = 42`))
 

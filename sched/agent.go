@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,8 +123,10 @@ type AgentConfig struct {
 	InventoryMax int           // items per heartbeat; default 2000
 	// Envs, when set, reports the environments imported on this node in every heartbeat
 	// (bounded by MaxImportedEnvs), for placement.
-	Envs   ImportedEnvs
-	Logger *slog.Logger
+	Envs ImportedEnvs
+	// ShareSpace, when set, reports how full the share is in every heartbeat (`eddy nodes`).
+	ShareSpace func() *api.ShareSpace
+	Logger     *slog.Logger
 }
 
 type agentTask struct {
@@ -148,6 +152,9 @@ type Agent struct {
 	freeGPUs []string              // guarded by mu
 	invSince uint64                // guarded by mu
 	wg       sync.WaitGroup
+	// soon asks for a heartbeat before the interval is up: a task started or ended (its
+	// resources are free for the next one once the scheduler hears of it).
+	soon chan struct{}
 }
 
 // DetectNode fills in cores, memory and GPUs of this machine.
@@ -224,7 +231,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	cfg.Node = DetectNode(cfg.Node)
 	a := &Agent{cfg: cfg, log: cfg.Logger, tasks: map[string]*agentTask{}, acked: map[string]bool{},
-		freeGPUs: append([]string(nil), cfg.Node.GPUIDs...)}
+		freeGPUs: append([]string(nil), cfg.Node.GPUIDs...), soon: make(chan struct{}, 1)}
 	return a, nil
 }
 
@@ -235,7 +242,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	a.recover(ctx)
 	interval := a.cfg.Heartbeat
-	registered := false
+	registered, polling := false, false
 	backoff := 200 * time.Millisecond
 	for {
 		if !registered {
@@ -259,6 +266,11 @@ func (a *Agent) Run(ctx context.Context) error {
 				interval = 3 * time.Second
 			}
 			a.log.Info("registered with the scheduler", "node", a.cfg.Node.Name, "heartbeat", interval)
+			if !polling {
+				polling = true
+				a.wg.Add(1)
+				go func() { defer a.wg.Done(); a.pollAssignments(ctx) }()
+			}
 		}
 		if err := a.heartbeat(ctx); err != nil {
 			if errors.Is(err, errReregister) {
@@ -270,9 +282,36 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			a.log.Warn("heartbeat", "err", err)
 		}
-		if !sleep(ctx, interval) {
+		if !a.waitHeartbeat(ctx, interval) {
 			return a.shutdown()
 		}
+	}
+}
+
+// soonGap is the least time between two heartbeats asked for early (reportSoon): the changes
+// of a burst of tasks go in one.
+const soonGap = 250 * time.Millisecond
+
+// reportSoon asks for the next heartbeat now rather than at the interval's end.
+func (a *Agent) reportSoon() {
+	select {
+	case a.soon <- struct{}{}:
+	default:
+	}
+}
+
+// waitHeartbeat waits the interval, or less when reportSoon asks (but soonGap at least). It
+// returns false when ctx ends.
+func (a *Agent) waitHeartbeat(ctx context.Context, interval time.Duration) bool {
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-a.soon:
+		return sleep(ctx, min(soonGap, interval))
 	}
 }
 
@@ -347,6 +386,9 @@ func (a *Agent) takeGPUsLocked(ids []string) []string {
 func (a *Agent) heartbeat(ctx context.Context) error {
 	a.mu.Lock()
 	hb := HeartbeatRequest{Node: a.cfg.Node.Name, InventoryBase: a.invSince}
+	if a.cfg.ShareSpace != nil {
+		hb.Share = a.cfg.ShareSpace()
+	}
 	for _, at := range a.tasks {
 		hb.Tasks = append(hb.Tasks, at.report)
 	}
@@ -422,6 +464,46 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	return nil
 }
 
+// pollAssignments keeps a long-poll for this node's assignments open (AssignmentsPath) and
+// starts each assigned task it answers at once, so that a task does not wait for the next
+// heartbeat. The heartbeat still carries every assignment: this is only the fast path, and a
+// scheduler without the call (404) is asked again after a minute.
+func (a *Agent) pollAssignments(ctx context.Context) {
+	var gen uint64
+	fails := 0
+	for ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, AssignmentsWait+15*time.Second)
+		var resp AssignmentsResponse
+		q := url.Values{"node": {a.cfg.Node.Name}, "after": {strconv.FormatUint(gen, 10)}}
+		err := a.cfg.Scheduler.Do(pctx, "GET", AssignmentsPath+"?"+q.Encode(), nil, &resp)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			fails++
+			d := min(time.Duration(fails)*250*time.Millisecond, 5*time.Second)
+			var ae *api.Error
+			if errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusMethodNotAllowed) {
+				d = time.Minute
+			} else if fails > 1 {
+				a.log.Debug("assignments long-poll", "err", err)
+			}
+			sleep(ctx, d)
+			continue
+		}
+		fails, gen = 0, resp.Gen
+		a.mu.Lock()
+		for _, t := range resp.Assign {
+			if t == nil || a.tasks[t.ID] != nil || a.acked[t.ID] {
+				continue
+			}
+			a.startLocked(ctx, t)
+		}
+		a.mu.Unlock()
+	}
+}
+
 func (a *Agent) startLocked(ctx context.Context, t *Task) {
 	tctx, cancel := context.WithCancel(ctx)
 	at := &agentTask{id: t.ID, t: t, cancel: cancel, report: TaskReport{ID: t.ID, State: StateAssigned}}
@@ -440,8 +522,9 @@ func (a *Agent) startLocked(ctx context.Context, t *Task) {
 
 func (a *Agent) setReport(at *agentTask, r TaskReport) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	at.report = r
+	a.mu.Unlock()
+	a.reportSoon()
 }
 
 // runTask prefetches and pins the inputs, runs the task and records how it ended. life is the
@@ -531,6 +614,7 @@ func (a *Agent) runTask(life, ctx context.Context, at *agentTask) {
 		_ = run.Kill(context.Background())
 	}
 	log.Info("task running", "command", t.Command)
+	a.reportSoon()
 	a.follow(life, at, run)
 }
 

@@ -23,6 +23,9 @@ const (
 	OpTask   = "task"   // any other change of a task: start, end, requeue, kill, first chance
 	OpNode   = "node"   // a node registered (its record: address, resources, labels)
 	OpLoad   = "load"   // the whole state of a store written before it was replicated
+	// OpBatch: several submits in one log entry (Cmds), applied in one store write; its
+	// answer is one ApplyResult per command. Only the Replica's submit queue makes them.
+	OpBatch = "batch"
 )
 
 // Command is one change of the replicated state. ID is unique per change: a command seen
@@ -35,6 +38,7 @@ type Command struct {
 	Node  *NodeRecord  `json:"node,omitempty"`
 	Tasks []*Task      `json:"tasks,omitempty"` // OpLoad
 	Nodes []NodeRecord `json:"nodes,omitempty"` // OpLoad
+	Cmds  []Command    `json:"cmds,omitempty"`  // OpBatch
 }
 
 // ApplyResult is the state machine's answer to a command.
@@ -101,7 +105,78 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err := json.Unmarshal(l.Data, &c); err != nil {
 		return ApplyResult{Err: "undecodable command: " + err.Error()}
 	}
+	if c.Op == OpBatch {
+		return f.applyBatch(l.Index, c.Cmds)
+	}
 	return f.apply(l.Index, c)
+}
+
+// applyBatch applies the submits of one OpBatch entry at index, in one store write, and
+// answers each (a duplicate ID: the first answer; a refused one: its error).
+func (f *FSM) applyBatch(index uint64, cmds []Command) []ApplyResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]ApplyResult, len(cmds))
+	if index != 0 && index <= f.applied {
+		for i, c := range cmds {
+			f.noteLocked(c.ID, ApplyResult{Dup: true})
+			out[i] = ApplyResult{Dup: true}
+		}
+		return out
+	}
+	var tasks []*Task
+	fresh := map[string]bool{}
+	ids := map[string]int{} // command ID -> its first place in the batch
+	for i, c := range cmds {
+		if r, ok := f.seen[c.ID]; ok && c.ID != "" {
+			r.Dup = true
+			out[i] = r
+			continue
+		}
+		if j, ok := ids[c.ID]; ok && c.ID != "" {
+			out[i] = out[j]
+			out[i].Dup = true
+			continue
+		}
+		ids[c.ID] = i
+		switch {
+		case c.Op != OpSubmit:
+			out[i].Err = "a batch holds submits only, not " + c.Op
+		case c.Task == nil || c.Task.ID == "":
+			out[i].Err = "submit without a task"
+		case f.tasks[c.Task.ID] != nil || fresh[c.Task.ID]:
+			out[i].Err = "task " + c.Task.ID + " exists"
+		default:
+			out[i].TaskID = c.Task.ID
+			fresh[c.Task.ID] = true
+			tasks = append(tasks, c.Task)
+		}
+	}
+	if len(tasks) == 0 {
+		f.advanceLocked(index)
+	} else {
+		// As apply: a store failure leaves the index where it was (a restart replays the entry).
+		err := f.store.Write(index, tasks, nil)
+		for _, t := range tasks {
+			f.tasks[t.ID] = t
+		}
+		switch {
+		case err != nil:
+			for i := range out {
+				if fresh[out[i].TaskID] && out[i].Err == "" && !out[i].Dup {
+					out[i].Err = "store: " + err.Error()
+				}
+			}
+		case index != 0:
+			f.applied, f.legacy = index, false
+		}
+	}
+	for i, c := range cmds {
+		if !out[i].Dup {
+			f.noteLocked(c.ID, out[i])
+		}
+	}
+	return out
 }
 
 // apply applies c as the command at index (0: not replicated; the store's index stays).

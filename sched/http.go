@@ -130,6 +130,7 @@ type taskClaims struct {
 // heartbeat) are root's; everyone may submit (as themselves), list, show and see nodes; a task's
 // kill and logs are its owner's and root's.
 func (s *Scheduler) Routes(mux *http.ServeMux) {
+	s.peerRoutes(mux) // the peer tracker (peers.go)
 	mux.HandleFunc("POST "+api.RegisterPath, func(w http.ResponseWriter, r *http.Request) {
 		if !rootOnly(w, r, "register") {
 			return
@@ -254,6 +255,8 @@ func (s *Scheduler) Routes(mux *http.ServeMux) {
 		api.WriteJSON(w, http.StatusOK, out)
 	})
 	s.raftRoutes(mux)
+	s.whereRoutes(mux)
+	s.assignmentRoutes(mux)
 }
 
 // ReadLog reads up to max bytes of a task's log from offset, without reading what comes before.

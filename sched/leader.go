@@ -18,6 +18,7 @@ func (s *Scheduler) stepDownLocked(why string) {
 	}
 	s.leading = false
 	s.resetLocked(nil, nil)
+	s.wakeAllLocked()
 	select {
 	case s.regain <- struct{}{}:
 	default:
@@ -82,6 +83,9 @@ func (s *Scheduler) takeOver() {
 	}
 	s.resetLocked(nodes, tasks)
 	s.leading = true
+	s.pushGen = max(s.pushGen+1, uint64(time.Now().UnixNano()))
+	s.pushBase = s.pushGen
+	clear(s.nodeGen)
 	s.readyAt = s.cfg.Now().Add(s.cfg.Heartbeat + 500*time.Millisecond)
 	s.log.Info("scheduler: leading the group", "tasks", len(s.tasks), "queued", len(s.queue), "nodes", len(s.nodes),
 		"placing_in", s.cfg.Heartbeat+500*time.Millisecond)

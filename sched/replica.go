@@ -98,7 +98,32 @@ type Replica struct {
 	closers  []func() error
 	log      *slog.Logger
 	closeOne sync.Once
+	// props is the submit queue (proposeSubmit): batchLoop makes its waiting submits one
+	// log entry. quit ends batchLoop.
+	props chan proposal
+	quit  chan struct{}
 }
+
+// proposal is a submit waiting in the queue, and where its answer goes.
+type proposal struct {
+	cmd     Command
+	timeout time.Duration
+	done    chan proposalResult
+}
+
+type proposalResult struct {
+	res ApplyResult
+	err error
+}
+
+// Batching of submits: at most maxBatch in one entry, maxInflight entries in flight. While
+// maxInflight entries wait for their commit, submits gather in the queue, and the next entry
+// takes them all: under load an entry carries many submits (one decode and one store write
+// on each member), alone a submit goes at once.
+const (
+	maxBatch    = 128
+	maxInflight = 4
+)
 
 // OpenReplica starts raft over fsm, bootstrapping the group on first start (see ReplicaConfig).
 func OpenReplica(cfg ReplicaConfig, fsm *FSM) (_ *Replica, err error) {
@@ -117,7 +142,8 @@ func OpenReplica(cfg ReplicaConfig, fsm *FSM) (_ *Replica, err error) {
 	if cfg.SnapshotInterval <= 0 {
 		cfg.SnapshotInterval = 30 * time.Second
 	}
-	rp := &Replica{cfg: cfg, fsm: fsm, notify: make(chan bool, 64), log: cfg.Logger}
+	rp := &Replica{cfg: cfg, fsm: fsm, notify: make(chan bool, 64), log: cfg.Logger,
+		props: make(chan proposal, 4*maxBatch), quit: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			rp.runClosers()
@@ -212,6 +238,7 @@ func OpenReplica(cfg ReplicaConfig, fsm *FSM) (_ *Replica, err error) {
 		return nil, fmt.Errorf("scheduler group: %w", err)
 	}
 	rp.r = r
+	go rp.batchLoop()
 	return rp, nil
 }
 
@@ -226,6 +253,7 @@ func (rp *Replica) runClosers() {
 func (rp *Replica) Close() error {
 	var err error
 	rp.closeOne.Do(func() {
+		close(rp.quit)
 		if rp.r != nil {
 			err = rp.r.Shutdown().Error()
 		}
@@ -251,6 +279,18 @@ func (rp *Replica) Leader() string {
 
 // apply commits cmds (in order, pipelined) and returns the state machine's answers.
 func (rp *Replica) apply(cmds []Command, timeout time.Duration) ([]ApplyResult, error) {
+	wait, err := rp.propose(cmds, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return wait()
+}
+
+// propose hands cmds to raft (in order) and returns a wait for their answers. Raft pipelines
+// what is proposed concurrently: the leader writes the entries waiting for it in one append
+// (one fsync) and sends them to the followers in one message, so concurrent proposers share
+// the commit's cost.
+func (rp *Replica) propose(cmds []Command, timeout time.Duration) (func() ([]ApplyResult, error), error) {
 	fs := make([]raft.ApplyFuture, len(cmds))
 	for i, c := range cmds {
 		b, err := json.Marshal(c)
@@ -259,24 +299,117 @@ func (rp *Replica) apply(cmds []Command, timeout time.Duration) ([]ApplyResult, 
 		}
 		fs[i] = rp.r.Apply(b, timeout)
 	}
-	out := make([]ApplyResult, len(cmds))
-	var first error
-	for i, f := range fs {
-		if err := f.Error(); err != nil {
-			if first == nil {
-				first = err
+	return func() ([]ApplyResult, error) {
+		out := make([]ApplyResult, len(cmds))
+		var first error
+		for i, f := range fs {
+			if err := f.Error(); err != nil {
+				if first == nil {
+					first = err
+				}
+				continue
 			}
-			continue
+			out[i], _ = f.Response().(ApplyResult)
 		}
-		out[i], _ = f.Response().(ApplyResult)
-	}
-	if first != nil {
-		if errors.Is(first, raft.ErrNotLeader) || errors.Is(first, raft.ErrLeadershipLost) || errors.Is(first, raft.ErrLeadershipTransferInProgress) {
-			return out, fmt.Errorf("%w: %v", ErrNotLeader, first)
+		if first != nil {
+			if errors.Is(first, raft.ErrNotLeader) || errors.Is(first, raft.ErrLeadershipLost) || errors.Is(first, raft.ErrLeadershipTransferInProgress) {
+				return out, fmt.Errorf("%w: %v", ErrNotLeader, first)
+			}
+			return out, first
 		}
-		return out, first
+		return out, nil
+	}, nil
+}
+
+// proposeSubmit queues a submit for the next batch entry and returns a wait for its answer.
+func (rp *Replica) proposeSubmit(cmd Command, timeout time.Duration) func() (ApplyResult, error) {
+	p := proposal{cmd: cmd, timeout: timeout, done: make(chan proposalResult, 1)}
+	select {
+	case rp.props <- p:
+	case <-rp.quit:
+		return func() (ApplyResult, error) {
+			return ApplyResult{}, fmt.Errorf("%w: the scheduler group member is closed", ErrNotLeader)
+		}
 	}
-	return out, nil
+	return func() (ApplyResult, error) {
+		select {
+		case r := <-p.done:
+			return r.res, r.err
+		case <-rp.quit:
+			return ApplyResult{}, fmt.Errorf("%w: the scheduler group member is closed", ErrNotLeader)
+		}
+	}
+}
+
+// batchLoop makes the queued submits log entries: one alone as the plain command, several
+// as one OpBatch entry.
+func (rp *Replica) batchLoop() {
+	slots := make(chan struct{}, maxInflight)
+	for {
+		var first proposal
+		select {
+		case first = <-rp.props:
+		case <-rp.quit:
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-rp.quit:
+			first.done <- proposalResult{err: fmt.Errorf("%w: the scheduler group member is closed", ErrNotLeader)}
+			return
+		}
+		batch := []proposal{first}
+	gather:
+		for len(batch) < maxBatch {
+			select {
+			case p := <-rp.props:
+				batch = append(batch, p)
+			default:
+				break gather
+			}
+		}
+		cmd := first.cmd
+		if len(batch) > 1 {
+			cmd = Command{ID: newCommandID(), Op: OpBatch, Cmds: make([]Command, len(batch))}
+			for i, p := range batch {
+				cmd.Cmds[i] = p.cmd
+			}
+		}
+		b, err := json.Marshal(cmd)
+		var f raft.ApplyFuture
+		if err == nil {
+			f = rp.r.Apply(b, first.timeout)
+		}
+		go func() {
+			defer func() { <-slots }()
+			if err == nil {
+				err = f.Error()
+			}
+			if err != nil {
+				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+					err = fmt.Errorf("%w: %v", ErrNotLeader, err)
+				}
+				for _, p := range batch {
+					p.done <- proposalResult{err: err}
+				}
+				return
+			}
+			var rs []ApplyResult
+			switch r := f.Response().(type) {
+			case ApplyResult:
+				rs = []ApplyResult{r}
+			case []ApplyResult:
+				rs = r
+			}
+			for i, p := range batch {
+				if i < len(rs) {
+					p.done <- proposalResult{res: rs[i]}
+				} else {
+					p.done <- proposalResult{err: errors.New("the state machine did not answer this submit")}
+				}
+			}
+		}()
+	}
 }
 
 // AddMember adds a voter (on the leader).

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -72,7 +73,11 @@ func (s *Scheduler) LeaderRouter(local http.Handler) http.Handler {
 	if s.rep == nil {
 		return local
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second, TLSClientConfig: s.cfg.Forward.TLS}
+	// A leader that cannot be reached (partitioned, say) fails a forwarded call in seconds,
+	// not after the kernel's connect retries: the caller tries another member.
+	dialer := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}
+	tr := &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second, TLSClientConfig: s.cfg.Forward.TLS,
+		DialContext: dialer.DialContext, TLSHandshakeTimeout: 5 * time.Second}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.servedByFollower(r) {
 			s.awaitLeader(r.Context(), 5*time.Second) // an election under way: wait for its end
@@ -115,7 +120,28 @@ func (s *Scheduler) LeaderRouter(local http.Handler) http.Handler {
 				api.WriteErrorCode(w, http.StatusServiceUnavailable, api.CodeNotLeader, fmt.Errorf("forward to the leader %s: %v", leader, err))
 			},
 		}
-		rp.ServeHTTP(w, r)
+		// The call waits on the leader it was forwarded to. When this member hears of another
+		// leader (or of none: an election), that one may never answer (it is cut off, say), so
+		// the call is given up and answered not_leader, and the caller tries again (a submit
+		// with its idempotency key, which makes one task whichever leader committed it).
+		ctx, cancel := s.untilServerCloses(r) // and a shutdown here does not wait for it
+		defer cancel()
+		go func() {
+			tk := time.NewTicker(100 * time.Millisecond)
+			defer tk.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tk.C:
+					if s.rep.Leader() != leader {
+						cancel()
+						return
+					}
+				}
+			}
+		}()
+		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,7 +30,8 @@ type HeartbeatRequest struct {
 	InventoryBase uint64                `json:"inventory_base"`
 	// EnvsImported lists the environment tarballs (share-relative) imported into the node's
 	// containerd, at most MaxImportedEnvs; null when the node does not report them.
-	EnvsImported []string `json:"envs_imported"`
+	EnvsImported []string    `json:"envs_imported"`
+	Share        *ShareSpace `json:"share,omitempty"` // how full the share is (nil: not reported)
 }
 
 // NodeStatus is `eddy nodes`' view of a node (api.NodeStatus with the scheduler's Resources).
@@ -41,7 +44,8 @@ type NodeStatus struct {
 	CachedFiles int       `json:"cached_files"`
 	InvGen      uint64    `json:"inventory_gen"`
 	// EnvsImported: environment tarballs imported into the node's containerd.
-	EnvsImported []string `json:"envs_imported,omitempty"`
+	EnvsImported []string    `json:"envs_imported,omitempty"`
+	Share        *ShareSpace `json:"share,omitempty"` // as the node last reported it
 }
 
 // SchedulerConfig configures a Scheduler.
@@ -77,7 +81,8 @@ type nodeState struct {
 	cn       *Node
 	lastSeen time.Time
 	invGen   uint64
-	expired  bool // timed out and its tasks handled; cleared by a heartbeat
+	expired  bool        // timed out and its tasks handled; cleared by a heartbeat
+	share    *ShareSpace // the share's space, from the last heartbeat that reported it
 }
 
 // Scheduler holds the cluster's queue and places tasks.
@@ -104,6 +109,16 @@ type Scheduler struct {
 	leading bool      // guarded by mu
 	readyAt time.Time // guarded by mu; no placement before (a new leader hears its nodes first)
 	regain  chan struct{}
+
+	// The assignments' push (WaitAssignments): pushGen counts committed assignments, from a
+	// clock reading when this scheduler last started leading (pushBase); nodeGen is each node's
+	// last; pushWait wakes the node's waiting long-poll.
+	pushGen  uint64                   // guarded by mu
+	pushBase uint64                   // guarded by mu
+	nodeGen  map[string]uint64        // guarded by mu
+	pushWait map[string]chan struct{} // guarded by mu
+	// closing: per http.Server serving this scheduler's routes, closed when it shuts down.
+	closing sync.Map
 
 	wake chan struct{}
 	stop chan struct{}
@@ -148,7 +163,10 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
 	s := &Scheduler{cfg: cfg, log: cfg.Logger, cl: NewCluster(), nodes: map[string]*nodeState{}, tasks: map[string]*Task{},
-		sizes: map[string]int64{}, wake: make(chan struct{}, 1), stop: make(chan struct{}), regain: make(chan struct{}, 1)}
+		sizes: map[string]int64{}, wake: make(chan struct{}, 1), stop: make(chan struct{}), regain: make(chan struct{}, 1),
+		nodeGen: map[string]uint64{}, pushWait: map[string]chan struct{}{}}
+	s.pushGen = uint64(time.Now().UnixNano())
+	s.pushBase = s.pushGen
 	s.pl = &Placer{Policy: cfg.Policy, LocalityWait: cfg.LocalityWait, Explain: true}
 	if cfg.Replica != nil {
 		s.rep, s.fsm = cfg.Replica, cfg.Replica.FSM()
@@ -211,6 +229,7 @@ func (s *Scheduler) Close() error {
 		return nil
 	}
 	s.done = true
+	s.wakeAllLocked()
 	s.mu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
@@ -333,6 +352,11 @@ func (s *Scheduler) scheduleLocked() {
 	}
 	if len(placed) > 0 {
 		s.queue = slices.DeleteFunc(s.queue, func(t *Task) bool { return placed[t] })
+		for t := range placed { // committed: their nodes may hear of them now
+			s.pushGen++
+			s.nodeGen[t.NodeName] = s.pushGen
+			s.wakeNodeLocked(t.NodeName)
+		}
 	}
 }
 
@@ -457,6 +481,9 @@ func (s *Scheduler) heartbeat(hb HeartbeatRequest) (HeartbeatResponse, error) {
 		}
 	}
 	resp.InventorySince = ns.invGen
+	if hb.Share != nil {
+		ns.share = hb.Share
+	}
 	if hb.EnvsImported != nil {
 		s.cl.SetImported(ns.cn, hb.EnvsImported[:min(len(hb.EnvsImported), MaxImportedEnvs)])
 	}
@@ -686,25 +713,75 @@ func (s *Scheduler) SubmitKey(ctx context.Context, spec TaskSpec, key string) (*
 	if key != "" {
 		cmd.ID = "submit/" + key
 	}
-	res, err := s.commitLocked(cmd)
+	var res []ApplyResult
+	if s.rep == nil {
+		res, err = s.commitLocked(cmd)
+	} else {
+		res, err = s.commitSubmitUnlocked(cmd)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
 	if res[0].Dup {
 		first := s.tasks[res[0].TaskID]
 		if first == nil {
+			first, _ = s.fsm.Task(res[0].TaskID) // committed; its submit is not back yet
+		}
+		if first == nil {
 			return nil, fmt.Errorf("submit: %w: a submit with this key was refused before", ErrConflict)
 		}
 		c := *first
 		return &c, nil
 	}
+	c := *t
+	if !s.leading || s.tasks[t.ID] != nil {
+		// Committed, but the state was dropped or rebuilt (from the FSM, which has it) while
+		// this submit waited: it is the replicated state's already.
+		return &c, nil
+	}
 	s.tasks[t.ID] = t
-	s.queue = append(s.queue, t)
-	sortTasks(s.queue)
+	s.insertQueuedLocked(t)
 	s.log.Info("task submitted", "task", t.ID, "name", t.Name, "cores", t.Cores, "gpus", t.GPUs, "inputs", len(t.Inputs))
 	s.kick()
-	c := *t
 	return &c, nil
+}
+
+// commitSubmitUnlocked commits a submit through the Replica with mu released while it waits
+// for the commit, so that concurrent submits share a commit: the Replica's submit queue puts
+// the submits waiting meanwhile in one log entry, and raft pipelines the entries. Called and returning with mu held. The new task
+// is not in the in-memory state until its caller adds it, so nothing acts on it before it is
+// committed; nothing else of the state is changed by a submit.
+func (s *Scheduler) commitSubmitUnlocked(cmd Command) ([]ApplyResult, error) {
+	if cmd.ID == "" {
+		cmd.ID = newCommandID()
+	}
+	wait := s.rep.proposeSubmit(cmd, s.cfg.ApplyTimeout)
+	s.mu.Unlock()
+	r, err := wait()
+	s.mu.Lock()
+	res := []ApplyResult{r}
+	if err == nil && res[0].Err != "" && !res[0].Dup {
+		s.log.Error("scheduler: command refused by the state machine", "op", cmd.Op, "err", res[0].Err)
+		err = fmt.Errorf("%w: %s", ErrNotLeader, res[0].Err)
+	}
+	if err != nil {
+		if s.leading {
+			s.stepDownLocked("commit: " + err.Error())
+		}
+		return res, fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return res, nil
+}
+
+// insertQueuedLocked puts t in the queue at its place (priority, then ID: submit time).
+func (s *Scheduler) insertQueuedLocked(t *Task) {
+	i, _ := slices.BinarySearchFunc(s.queue, t, func(a, b *Task) int {
+		if a.Priority != b.Priority {
+			return b.Priority - a.Priority
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	s.queue = slices.Insert(s.queue, i, t)
 }
 
 // inputSize is the size of a file, or of the files under a directory (a bounded walk: at most
@@ -878,7 +955,7 @@ func (s *Scheduler) Nodes() []NodeStatus {
 	}
 	for _, ns := range s.nodes {
 		st := NodeStatus{NodeRecord: ns.rec, Up: ns.cn.Up, Free: ns.cn.Free, LastSeen: ns.lastSeen,
-			CachedFiles: s.cl.CachedFiles(ns.cn), InvGen: ns.invGen, EnvsImported: s.cl.Imported(ns.cn)}
+			CachedFiles: s.cl.CachedFiles(ns.cn), InvGen: ns.invGen, EnvsImported: s.cl.Imported(ns.cn), Share: ns.share}
 		for _, t := range s.tasks {
 			if t.NodeName == ns.rec.Name && (t.State == StateRunning || t.State == StateAssigned) {
 				st.Running++
@@ -903,4 +980,136 @@ func (s *Scheduler) LogPath(id, stream string) (string, error) {
 		return "", fmt.Errorf("logs %s: %w: the scheduler has no view of the share", id, ErrNotFound)
 	}
 	return filepath.Join(s.cfg.ShareRoot, filepath.FromSlash(t.LogDir), stream+".log"), nil
+}
+
+// AssignmentsPath is a node's long-poll for its assignments: GET ?node=NAME&after=GEN is
+// answered (AssignmentsResponse) as soon as an assignment to the node is committed after GEN,
+// or after AssignmentsWait with none. The heartbeat carries the same assignments; this call
+// only makes a node hear of them at once instead of at its next heartbeat.
+const AssignmentsPath = "/v1/cluster/assignments"
+
+// AssignmentsWait bounds how long an assignments long-poll is held open.
+const AssignmentsWait = 25 * time.Second
+
+// AssignmentsResponse answers AssignmentsPath: the generation to wait from next, and the
+// node's tasks that are assigned and not yet started as far as the scheduler knows (the node
+// starts those it does not have; it never starts one twice).
+type AssignmentsResponse struct {
+	Gen    uint64  `json:"gen"`
+	Assign []*Task `json:"assign,omitempty"`
+}
+
+// wakeNodeLocked answers node's waiting long-poll.
+func (s *Scheduler) wakeNodeLocked(node string) {
+	if ch := s.pushWait[node]; ch != nil {
+		close(ch)
+		delete(s.pushWait, node)
+	}
+}
+
+// wakeAllLocked answers every waiting long-poll (this scheduler steps down, or stops).
+func (s *Scheduler) wakeAllLocked() {
+	for n, ch := range s.pushWait {
+		close(ch)
+		delete(s.pushWait, n)
+	}
+}
+
+// WaitAssignments answers node's long-poll: at once when an assignment to it was committed
+// after gen (or gen is not of this leader: the node polled another one, or none yet), else
+// when one is, or after wait with none. Replicated, assignments are handed out only once this
+// member has confirmed it still leads, as for a heartbeat.
+func (s *Scheduler) WaitAssignments(ctx context.Context, node string, after uint64, wait time.Duration) (AssignmentsResponse, error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if !s.leading || s.done {
+			s.mu.Unlock()
+			return AssignmentsResponse{}, fmt.Errorf("assignments: %w", ErrNotLeader)
+		}
+		if after < s.pushBase || after > s.pushGen || s.nodeGen[node] > after {
+			resp := AssignmentsResponse{Gen: s.pushGen}
+			for _, t := range s.tasks {
+				if t.NodeName == node && t.State == StateAssigned && !t.KillAsked {
+					c := *t
+					resp.Assign = append(resp.Assign, &c)
+				}
+			}
+			s.mu.Unlock()
+			if s.rep != nil && len(resp.Assign) > 0 {
+				if err := s.rep.r.VerifyLeader().Error(); err != nil {
+					return AssignmentsResponse{}, fmt.Errorf("assignments: %w: %v", ErrNotLeader, err)
+				}
+			}
+			return resp, nil
+		}
+		ch := s.pushWait[node]
+		if ch == nil {
+			ch = make(chan struct{})
+			s.pushWait[node] = ch
+		}
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			s.mu.Lock()
+			gen := s.pushGen
+			s.mu.Unlock()
+			return AssignmentsResponse{Gen: max(gen, after)}, nil
+		case <-ctx.Done():
+			return AssignmentsResponse{}, ctx.Err()
+		}
+	}
+}
+
+// assignmentRoutes registers AssignmentsPath (root's, like the other node calls).
+func (s *Scheduler) assignmentRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+AssignmentsPath, func(w http.ResponseWriter, r *http.Request) {
+		if !rootOnly(w, r, "assignments") {
+			return
+		}
+		q := r.URL.Query()
+		node := q.Get("node")
+		after, err := strconv.ParseUint(q.Get("after"), 10, 64)
+		if q.Get("after") == "" {
+			after, err = 0, nil
+		}
+		if node == "" || err != nil {
+			reply(w, nil, fmt.Errorf("assignments: %w: want node=NAME&after=GEN", ErrBadRequest))
+			return
+		}
+		ctx, cancel := s.untilServerCloses(r)
+		defer cancel()
+		resp, err := s.WaitAssignments(ctx, node, after, AssignmentsWait)
+		if err != nil && ctx.Err() != nil && r.Context().Err() == nil {
+			err = fmt.Errorf("assignments: %w: this scheduler is shutting down", ErrNotLeader)
+		}
+		reply(w, resp, err)
+	})
+}
+
+// untilServerCloses is r's context, also ended when the http.Server serving r begins to shut
+// down: a long-poll (or a call forwarded to the leader) must not hold the server's Shutdown,
+// which waits for the calls in progress.
+func (s *Scheduler) untilServerCloses(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if srv == nil {
+		return ctx, cancel
+	}
+	ch := make(chan struct{})
+	if got, loaded := s.closing.LoadOrStore(srv, ch); loaded {
+		ch = got.(chan struct{})
+	} else {
+		srv.RegisterOnShutdown(func() { close(ch) })
+	}
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }

@@ -42,6 +42,10 @@ const MaxLogChunk = api.MaxLogChunk
 // HeartbeatRequest (the cache's InventoryDelta). They are converted here, at the HTTP boundary
 // (the server in http.go, the client in agent.go).
 
+// ShareSpace is how full the share is, as a node reports it in its heartbeats (the wire type
+// as it is: nothing of the scheduler's in it).
+type ShareSpace = api.ShareSpace
+
 // wireNodeRecord is rec as a node registers with it.
 func wireNodeRecord(rec NodeRecord) api.NodeRecord {
 	return api.NodeRecord{Name: rec.Name, Address: rec.Address, Total: api.Resources(rec.Total), GPUIDs: rec.GPUIDs,
@@ -57,12 +61,12 @@ func nodeRecordFrom(rec api.NodeRecord) NodeRecord {
 // wireNodeStatus is st as GET /v1/nodes answers it.
 func wireNodeStatus(st NodeStatus) api.NodeStatus {
 	return api.NodeStatus{NodeRecord: wireNodeRecord(st.NodeRecord), Up: st.Up, Free: api.Resources(st.Free), LastSeen: st.LastSeen,
-		Running: st.Running, CachedFiles: st.CachedFiles, InvGen: st.InvGen, EnvsImported: st.EnvsImported}
+		Running: st.Running, CachedFiles: st.CachedFiles, InvGen: st.InvGen, EnvsImported: st.EnvsImported, Share: st.Share}
 }
 
 // wireHeartbeat is hb as a node sends it.
 func wireHeartbeat(hb HeartbeatRequest) api.HeartbeatRequest {
-	out := api.HeartbeatRequest{Node: hb.Node, Tasks: hb.Tasks, InventoryBase: hb.InventoryBase, EnvsImported: hb.EnvsImported}
+	out := api.HeartbeatRequest{Node: hb.Node, Tasks: hb.Tasks, InventoryBase: hb.InventoryBase, EnvsImported: hb.EnvsImported, Share: hb.Share}
 	if d := hb.Inventory; d != nil {
 		w := api.InventoryDelta{Gen: d.Gen, Full: d.Full, Removed: d.Removed, More: d.More}
 		if d.Items != nil {
@@ -78,7 +82,7 @@ func wireHeartbeat(hb HeartbeatRequest) api.HeartbeatRequest {
 
 // heartbeatFrom is the scheduler's form of a node's heartbeat.
 func heartbeatFrom(hb api.HeartbeatRequest) HeartbeatRequest {
-	out := HeartbeatRequest{Node: hb.Node, Tasks: hb.Tasks, InventoryBase: hb.InventoryBase, EnvsImported: hb.EnvsImported}
+	out := HeartbeatRequest{Node: hb.Node, Tasks: hb.Tasks, InventoryBase: hb.InventoryBase, EnvsImported: hb.EnvsImported, Share: hb.Share}
 	if w := hb.Inventory; w != nil {
 		d := cache.InventoryDelta{Gen: w.Gen, Full: w.Full, Removed: w.Removed, More: w.More}
 		if w.Items != nil {

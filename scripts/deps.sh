@@ -11,8 +11,9 @@ declare -A GROUP=(
   [bench]="fio"
   # Headless Debian chromium for the status page's browser tests (driven with chromedp).
   [browser]="chromium fonts-dejavu-core"
-  # The S3 tests' system needs; their server, versitygw, is built by scripts/versitygw.sh.
-  [s3]="attr ca-certificates"
+  # The S3 tests' system needs, and the S3 clients `eddy bench` compares eddy with
+  # (s3fs-fuse, rclone mount); their server, versitygw, is built by scripts/versitygw.sh.
+  [s3]="attr ca-certificates s3fs rclone"
 )
 
 groups=("$@")

@@ -46,12 +46,16 @@ type ClusterView struct {
 	StartedAt    time.Time `json:"started_at"`
 	UptimeS      float64   `json:"uptime_s"`
 	SchedulerErr string    `json:"scheduler_error,omitempty"`
+	// Raft is the scheduler group (GET /v1/cluster/raft): its members, leader and term; nil
+	// outside cluster mode, or when it could not be read (RaftErr).
+	Raft    *api.RaftStatus `json:"raft,omitempty"`
+	RaftErr string          `json:"raft_error,omitempty"`
 }
 
 // Alert is one thing that needs a person's attention.
 type Alert struct {
 	Level string `json:"level"` // "error" or "warn"
-	Kind  string `json:"kind"`  // "node_down", "origin", "quota", "cache", "scheduler", "stats"
+	Kind  string `json:"kind"`  // "node_down", "origin", "quota", "cache", "share", "scheduler", "scheduler_member", "stats"
 	Node  string `json:"node,omitempty"`
 	Text  string `json:"text"`
 }
@@ -196,6 +200,36 @@ func alerts(nodes []NodeView) []Alert {
 			out = append(out, Alert{Level: "error", Kind: "cache", Node: n.Name,
 				Text: fmt.Sprintf("node %s: cache degraded, reads go to the origin: %s", n.Name, n.Cache.LastError)})
 		}
+		if sp := n.Cache.Share; sp != nil && sp.NearlyFull {
+			out = append(out, Alert{Level: "warn", Kind: "share", Node: n.Name,
+				Text: fmt.Sprintf("node %s: the share is nearly full: %.1f%% used (warning at %g%%), %s free", n.Name, sp.UsedPercent, sp.Threshold, units.FormatBytesOneDecimal(sp.AvailBytes))})
+		}
+	}
+	return out
+}
+
+// raftAlerts are a scheduler group without a leader or a majority, and its members that do not
+// answer.
+func raftAlerts(rs *api.RaftStatus) []Alert {
+	if rs == nil {
+		return nil
+	}
+	var out []Alert
+	if !rs.Healthy {
+		why := "no leader known"
+		if rs.Leader != "" {
+			why = "a majority of its voters does not answer"
+		}
+		out = append(out, Alert{Level: "error", Kind: "scheduler", Text: fmt.Sprintf("scheduler group unhealthy (as %s sees it): %s", rs.Member, why)})
+	}
+	for _, m := range rs.Members {
+		if m.State == "unreachable" || m.State == "" || m.Error != "" {
+			text := fmt.Sprintf("scheduler member %s is unreachable", m.Name)
+			if m.Error != "" {
+				text += ": " + m.Error
+			}
+			out = append(out, Alert{Level: "error", Kind: "scheduler_member", Node: m.Name, Text: text})
+		}
 	}
 	return out
 }
@@ -300,6 +334,10 @@ func (s *Server) overview(ctx context.Context, se *session, f TaskFilter) (Overv
 	ov.Nodes = s.nodeViews(ctx, ns)
 	ov.Alerts = alerts(ov.Nodes)
 	ov.Cluster = s.clusterView(ctx, cluster)
+	ov.Alerts = append(raftAlerts(ov.Cluster.Raft), ov.Alerts...)
+	if ov.Cluster.RaftErr != "" {
+		ov.Alerts = append([]Alert{{Level: "warn", Kind: "scheduler", Text: "scheduler group: cannot read its status: " + ov.Cluster.RaftErr}}, ov.Alerts...)
+	}
 	if ov.Cluster.SchedulerErr != "" {
 		ov.Alerts = append([]Alert{{Level: "error", Kind: "scheduler", Text: "scheduler: " + ov.Cluster.SchedulerErr}}, ov.Alerts...)
 	}
@@ -363,6 +401,21 @@ func (s *Server) clusterView(ctx context.Context, cluster bool) ClusterView {
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
+	if cluster {
+		// The group's status asks each member (2 s each, at once): give it its own bound.
+		rctx, rcancel := context.WithTimeout(ctx, s.cfg.CallTimeout+3*time.Second)
+		var rs api.RaftStatus
+		err := s.cfg.Local.Do(rctx, http.MethodGet, api.RaftPath, nil, &rs)
+		rcancel()
+		var ae *api.Error
+		switch {
+		case err == nil:
+			cv.Raft = &rs
+		case errors.As(err, &ae) && ae.Status == http.StatusNotFound: // a scheduler without a group
+		default:
+			cv.RaftErr = err.Error()
+		}
+	}
 	var h api.Health
 	if err := src.Do(cctx, http.MethodGet, "/v1/health", nil, &h); err != nil {
 		cv.SchedulerErr = err.Error()
@@ -387,70 +440,76 @@ func (s *Server) taskView(t api.Task, se *session) TaskView {
 	return TaskView{Task: t, User: s.users.name(t.Uid)}
 }
 
-// WhereView is GET /api/where: how much of a path each node caches.
+// WhereView is GET /api/where: how much of a path each node caches. In cluster mode it is the
+// scheduler's answer (GET /v1/cache/where, from the inventories the nodes' heartbeats carry: a
+// few seconds old, per-file totals); on a single node, the node's own GET /v1/cache/ls.
 type WhereView struct {
-	Path  string      `json:"path"`
-	Nodes []WhereNode `json:"nodes"`
+	Path      string      `json:"path"`
+	Source    string      `json:"source"` // "scheduler" or "node"
+	Files     int         `json:"files"`  // files of the path some node caches
+	SizeBytes int64       `json:"size_bytes"`
+	Nodes     []WhereNode `json:"nodes"`
 }
 
-// WhereNode is one node's share of a path (from its GET /v1/cache/ls).
+// WhereNode is one node's share of a path.
 type WhereNode struct {
 	Node        string `json:"node"`
 	Up          bool   `json:"up"`
 	Files       int    `json:"files"`
+	WholeFiles  int    `json:"whole_files"` // of Files, those cached in full
 	CachedBytes int64  `json:"cached_bytes"`
 	SizeBytes   int64  `json:"size_bytes"` // of the files it caches some of
-	Pinned      int    `json:"pinned"`
 	Error       string `json:"error,omitempty"`
 }
 
 func (s *Server) where(ctx context.Context, p string) (WhereView, error) {
-	ns, _, err := s.nodes(ctx)
+	q := url.Values{}
+	q.Set("path", p)
+	var cw api.CacheWhere
+	err := s.cfg.Local.Do(ctx, http.MethodGet, api.CacheWherePath+"?"+q.Encode(), nil, &cw)
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		return s.whereLocal(ctx, p) // not in cluster mode
+	}
 	if err != nil {
 		return WhereView{}, err
 	}
-	out := WhereView{Path: p, Nodes: make([]WhereNode, len(ns))}
-	for i, n := range ns {
-		out.Nodes[i] = WhereNode{Node: n.Name, Up: n.Up}
+	out := WhereView{Path: cw.Path, Source: "scheduler", Files: cw.Files, SizeBytes: cw.SizeBytes, Nodes: make([]WhereNode, len(cw.Nodes))}
+	for i, n := range cw.Nodes {
+		out.Nodes[i] = WhereNode{Node: n.Node, Up: n.Up, Files: n.Files, WholeFiles: n.WholeFiles, CachedBytes: n.CachedBytes, SizeBytes: n.SizeBytes}
 		if !n.Up {
-			out.Nodes[i].Error = "node down"
-		} else if s.nodeAPI(n) == nil {
-			out.Nodes[i].Error = "no address to reach it at"
+			out.Nodes[i].Error = "node down (as of its last heartbeat)"
 		}
 	}
+	return out, nil
+}
+
+// whereLocal is the one node's share of p, from its own cache listing.
+func (s *Server) whereLocal(ctx context.Context, p string) (WhereView, error) {
+	out := WhereView{Path: p, Source: "node", Nodes: []WhereNode{{Node: s.cfg.NodeName, Up: true}}}
 	q := url.Values{}
 	q.Set("path", p)
-	s.eachUpNode(ctx, ns, func(i int, c Caller, ctx context.Context) {
-		var files []api.FileInfo
-		if err := c.Do(ctx, http.MethodGet, "/v1/cache/ls?"+q.Encode(), nil, &files); err != nil {
-			var ae *api.Error
-			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-				return // nothing of it cached there
-			}
-			out.Nodes[i].Error = err.Error()
-			return
+	var files []api.FileInfo
+	if err := s.cfg.Local.Do(ctx, http.MethodGet, "/v1/cache/ls?"+q.Encode(), nil, &files); err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+			return out, nil // nothing of it cached
 		}
-		for _, f := range files {
-			if f.CachedBytes == 0 {
-				continue
-			}
-			out.Nodes[i].Files++
-			out.Nodes[i].CachedBytes += f.CachedBytes
-			out.Nodes[i].SizeBytes += f.Size
-			if f.Pinned {
-				out.Nodes[i].Pinned++
-			}
+		return out, err
+	}
+	n := &out.Nodes[0]
+	for _, f := range files {
+		if f.CachedBytes == 0 {
+			continue
 		}
-	})
-	slices.SortFunc(out.Nodes, func(a, b WhereNode) int {
-		if a.CachedBytes != b.CachedBytes {
-			if a.CachedBytes > b.CachedBytes {
-				return -1
-			}
-			return 1
+		n.Files++
+		n.CachedBytes += f.CachedBytes
+		n.SizeBytes += f.Size
+		if f.CachedBytes >= f.Size {
+			n.WholeFiles++
 		}
-		return strings.Compare(a.Node, b.Node)
-	})
+	}
+	out.Files, out.SizeBytes = n.Files, n.SizeBytes
 	return out, nil
 }
 

@@ -44,7 +44,18 @@ func (f *fakeCluster) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/cache/stats", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, 200, api.CacheStats{CacheCounters: api.CacheCounters{HitBytes: 300, MissBytes: 100, CachedBytes: 2000, QuotaBytes: 1000},
-			Origin: "/srv/share", OriginHealth: &api.OriginHealth{Up: false, LastError: "stale handle"}})
+			Origin: "/srv/share", OriginHealth: &api.OriginHealth{Up: false, LastError: "stale handle"},
+			Share: &api.ShareSpace{TotalBytes: 100 << 30, AvailBytes: 3 << 30, UsedPercent: 97, Threshold: 95, NearlyFull: true}})
+	})
+	mux.HandleFunc("GET "+api.CacheWherePath, func(w http.ResponseWriter, r *http.Request) {
+		api.WriteJSON(w, 200, api.CacheWhere{Path: r.URL.Query().Get("path"), Files: 1, SizeBytes: 100, Dir: true, Nodes: []api.WhereNode{
+			{Node: "n1", Up: true, Files: 1, CachedBytes: 60, SizeBytes: 100}, {Node: "n2"}}})
+	})
+	mux.HandleFunc("GET "+api.RaftPath, func(w http.ResponseWriter, r *http.Request) {
+		api.WriteJSON(w, 200, api.RaftStatus{Member: "n1", State: "leader", Leader: "n1", Term: 7, Healthy: true, Members: []api.RaftMember{
+			{Name: "n1", State: "leader", Leader: true, Suffrage: "voter", Term: 7},
+			{Name: "n2", State: "unreachable", Suffrage: "voter", Error: "connection refused"},
+		}})
 	})
 	mux.HandleFunc("GET /v1/cache/ls", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, 200, []api.FileInfo{{Path: r.URL.Query().Get("path") + "/a", Size: 100, CachedBytes: 60}})
@@ -336,6 +347,9 @@ func TestOverview(t *testing.T) {
 	if ov.Cluster.Version != "v9.9" || ov.Cluster.UptimeS < 3500 || ov.Cluster.Mode != "scheduler" {
 		t.Errorf("cluster: %+v", ov.Cluster)
 	}
+	if rs := ov.Cluster.Raft; rs == nil || rs.Leader != "n1" || rs.Term != 7 || len(rs.Members) != 2 {
+		t.Errorf("scheduler group: %+v", ov.Cluster.Raft)
+	}
 	if len(ov.Nodes) != 2 || !ov.Nodes[0].Up || ov.Nodes[1].Up || ov.Nodes[0].HitRatio == nil || *ov.Nodes[0].HitRatio != 0.75 {
 		t.Errorf("nodes: %+v", ov.Nodes)
 	}
@@ -343,7 +357,7 @@ func TestOverview(t *testing.T) {
 	for _, a := range ov.Alerts {
 		kinds[a.Kind+":"+a.Node] = true
 	}
-	for _, k := range []string{"node_down:n2", "origin:n1", "quota:n1"} {
+	for _, k := range []string{"node_down:n2", "origin:n1", "quota:n1", "share:n1", "scheduler_member:n2"} {
 		if !kinds[k] {
 			t.Errorf("no alert %s in %+v", k, ov.Alerts)
 		}
@@ -384,7 +398,7 @@ func TestOverview(t *testing.T) {
 	_, body = get(t, c, ts.URL+"/api/where?path=data")
 	var wv WhereView
 	json.Unmarshal([]byte(body), &wv)
-	if len(wv.Nodes) != 2 || wv.Nodes[0].Node != "n1" || wv.Nodes[0].CachedBytes != 60 || wv.Nodes[1].Error != "node down" {
+	if len(wv.Nodes) != 2 || wv.Source != "scheduler" || wv.Files != 1 || wv.Nodes[0].Node != "n1" || wv.Nodes[0].CachedBytes != 60 || !strings.HasPrefix(wv.Nodes[1].Error, "node down") {
 		t.Errorf("where: %s", body)
 	}
 	// The log chunk as the scheduler gave it.
@@ -401,7 +415,7 @@ func TestPagesRender(t *testing.T) {
 	login(t, ts, c, adminToken)
 	resp, page := get(t, c, ts.URL+"/")
 	for _, want := range []string{`id="cluster"`, `id="nodes-table"`, `id="queued-table"`, `id="running-table"`, `id="recent-table"`,
-		`id="where-form"`, `src="/chart/cache.svg"`, `src="/static/app.js"`, `content="admin"`} {
+		`id="where-form"`, `id="raft-table"`, `src="/chart/cache.svg"`, `src="/static/app.js"`, `content="admin"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("overview page lacks %s", want)
 		}

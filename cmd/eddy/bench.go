@@ -36,7 +36,8 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quick", Usage: "small version: 1 GiB file, 1,000 small files, 64 MiB shared file; a few minutes"},
 			&cli.StringFlag{Name: "links", Value: bench.Link1G, Usage: "comma-separated links to measure over: 1gbit, 10gbit, unshaped (or any tbf rate, e.g. 500mbit)"},
 			&cli.StringFlag{Name: "latency", Value: "0ms", Usage: "comma-separated one-way delays, e.g. 0ms,2ms,10ms: each non-zero one measures the network backends again through a TCP latency proxy (round trip +2x); 0ms = direct"},
-			&cli.StringFlag{Name: "backends", Value: strings.Join(bench.AllBackends(), ","), Usage: "comma-separated backends; also eddy-local (eddy over the local copy, no network: its own cost per operation)"},
+			&cli.StringFlag{Name: "backends", Value: strings.Join(bench.AllBackends(), ","), Usage: "comma-separated backends; also eddy-local (eddy over the local copy, no network: its own cost per operation) and " + bench.S3Backends + " (a versitygw bucket in the server namespace)"},
+			&cli.StringFlag{Name: "versitygw", Usage: "versitygw `BINARY` of the S3 backends (default: on PATH, else .tools/versitygw/bin/versitygw as scripts/versitygw.sh builds it)"},
 			&cli.StringFlag{Name: "workloads", Usage: "comma-separated workloads (default all): seq-read, small-files-epoch, random-4k, metadata, parallel (or parallel-N)"},
 			&cli.StringFlag{Name: "states", Value: "cold,warm", Usage: "comma-separated states: cold, warm, warm-dropped (eddy's disk cache warm, page cache dropped)"},
 			&cli.IntFlag{Name: "runs", Value: 3, Usage: "runs per backend, workload and state (the figure is the median)"},
@@ -78,6 +79,7 @@ func runBench(c *cli.Context) error {
 		Runs:        c.Int("runs"),
 		EddyVersion: version,
 		WorkDir:     c.String("work-dir"),
+		VersityGW:   c.String("versitygw"),
 	}
 	lat, err := bench.ParseLatencies(c.String("latency"))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/consistency"
 	"github.com/eddy-cluster/eddy/daemon"
 	"github.com/eddy-cluster/eddy/fusefs"
 	"github.com/eddy-cluster/eddy/runtime"
@@ -56,6 +57,7 @@ func daemonFlags() []cli.Flag {
 		dur("origin-timeout", daemon.DefaultOriginTimeout, "fail origin operations with EIO after this long"),
 		dur("attr-timeout", time.Second, "how long the kernel may cache names and attributes (file contents are revalidated on every open regardless)"),
 		dur("attr-timeout-max", time.Minute, "entries unchanged for a while are cached longer: a tenth of their age, from --attr-timeout up to this (as NFS's acregmin/acregmax); 0: --attr-timeout for all"),
+		slice("consistency", "`GLOB=ttl:DURATION` (or GLOB=strict): opens of files under GLOB (relative to the share) trust the last origin check for DURATION instead of checking at every open, and the kernel keeps their names and attributes as long (repeatable; first match wins; default strict close-to-open; see docs/consistency.md)"),
 		dur("passthrough-settle", fusefs.DefaultPassthroughSettle, "open a warm file with kernel passthrough only once it has been unchanged this long (a file being written is read through the daemon, which follows its changes); negative: at once"),
 		str("socket", defaultSocket, "unix socket of the local control API, open to every local user (mode 0666; each caller is identified by the kernel and gets only their own rights)"),
 		str("socket-group", "", "restrict the socket to members of `GROUP` (name or gid; mode 0660) instead of every local user"),
@@ -78,6 +80,10 @@ func daemonFlags() []cli.Flag {
 		str("node-name", "", "cluster: this node's name (default: the hostname)"),
 		slice("label", "cluster: node label `k=v` (repeatable)"),
 		dur("locality-wait", daemon.DefaultLocalityWait, "cluster: how long a task may wait for a node with its inputs cached"),
+		boolf("peer-fetch", "cluster: fetch missing chunks from other nodes (found through the scheduler) before the origin, and serve this node's chunks to them (needs --listen)"),
+		&cli.IntFlag{Name: "peer-upload-slots", Value: daemon.DefaultPeerUploadSlots, Usage: "cluster: with --peer-fetch, chunks served to other nodes at once (`N`)", EnvVars: envName("peer-upload-slots")},
+		dur("peer-wait", daemon.DefaultPeerWait, "cluster: with --peer-fetch, how long to wait for a node that is fetching a chunk from the origin before reading the origin"),
+		dur("peer-timeout", daemon.DefaultPeerTimeout, "cluster: with --peer-fetch, bound on one chunk fetch from another node (wait included); past it the origin is read"),
 		// The status page.
 		str("ui-listen", "", "serve the status page for people on `ADDR` (host:port; off by default; a loopback address such as 127.0.0.1:7070 is advised, reached over an SSH tunnel); log in with the cluster token"),
 		str("ui-viewer-token-file", "", "status page: a read-only viewer token in `FILE` (viewers see everything and act on nothing)"),
@@ -220,6 +226,10 @@ func daemonConfig(c *cli.Context) (daemon.Config, error) {
 		TLSCA:             c.String("tls-ca"),
 		NodeName:          c.String("node-name"),
 		LocalityWait:      c.Duration("locality-wait"),
+		PeerFetch:         c.Bool("peer-fetch"),
+		PeerUploadSlots:   c.Int("peer-upload-slots"),
+		PeerWait:          c.Duration("peer-wait"),
+		PeerTimeout:       c.Duration("peer-timeout"),
 		ContainerdSocket:  c.String("containerd-socket"),
 		ContainerdDir:     c.String("containerd-dir"),
 		UIListen:          c.String("ui-listen"),
@@ -231,6 +241,9 @@ func daemonConfig(c *cli.Context) (daemon.Config, error) {
 		Version:           version,
 	}
 	var err error
+	if cfg.Consistency, err = consistency.ParseAll(c.StringSlice("consistency")); err != nil {
+		return cfg, fmt.Errorf("--consistency: %w", err)
+	}
 	if err := scopeConfig(c, &cfg); err != nil {
 		return cfg, err
 	}

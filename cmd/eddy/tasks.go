@@ -452,6 +452,19 @@ func printTask(w io.Writer, t *api.Task) error {
 	return tb.flush()
 }
 
+// shareCell is `eddy nodes`' view of how full the share is, as the node last reported it.
+func shareCell(s *api.ShareSpace) string {
+	switch {
+	case s == nil:
+		return "-"
+	case s.TotalBytes == 0 && s.Error != "":
+		return "unknown"
+	case s.NearlyFull:
+		return fmt.Sprintf("%.1f%% used, NEARLY FULL", s.UsedPercent)
+	}
+	return fmt.Sprintf("%.1f%% used", s.UsedPercent)
+}
+
 func nodesCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "nodes",
@@ -469,7 +482,7 @@ func nodesCommand() *cli.Command {
 			if wantJSON(c) {
 				return printJSON(os.Stdout, ns)
 			}
-			t := newTable(os.Stdout, "NAME", "ADDRESS", "UP", "CORES FREE", "MEM FREE", "GPUS FREE", "TASKS", "CACHED FILES", "LAST SEEN", "LABELS")
+			t := newTable(os.Stdout, "NAME", "ADDRESS", "UP", "CORES FREE", "MEM FREE", "GPUS FREE", "TASKS", "CACHED FILES", "SHARE", "LAST SEEN", "LABELS")
 			for _, n := range ns {
 				var labels []string
 				for k, v := range n.Labels {
@@ -477,7 +490,7 @@ func nodesCommand() *cli.Command {
 				}
 				t.row(n.Name, n.Address, n.Up, fmt.Sprintf("%.4g/%.4g", n.Free.Cores, n.Total.Cores),
 					fmt.Sprintf("%s/%s", units.FormatBytes(n.Free.MemBytes), units.FormatBytes(n.Total.MemBytes)),
-					fmt.Sprintf("%d/%d", n.Free.GPUs, n.Total.GPUs), n.Running, n.CachedFiles, humanAgo(n.LastSeen), strings.Join(labels, ","))
+					fmt.Sprintf("%d/%d", n.Free.GPUs, n.Total.GPUs), n.Running, n.CachedFiles, shareCell(n.Share), humanAgo(n.LastSeen), strings.Join(labels, ","))
 			}
 			return t.flush()
 		},

@@ -81,3 +81,13 @@ func TestScaleDecisions(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// The scale test at the size `eddy bench sched --nodes 10000 --queued 100000` runs (for
+// profiling: go test -run XXX -bench Scale -cpuprofile FILE).
+func BenchmarkScale(b *testing.B) {
+	for range b.N {
+		r := Scale(sched.PolicyEddy, 10000, 100000, 200, 1)
+		b.ReportMetric(r.DecisionP99, "pass-p99-ms")
+		b.ReportMetric(r.DecisionP50, "pass-p50-ms")
+	}
+}

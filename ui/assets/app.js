@@ -90,6 +90,32 @@
     $("c-counts").textContent = ["queued", "assigned", "running", "completed", "failed", "killed", "lost"]
       .map((s) => s + " " + (counts[s] || 0)).join(", ");
 
+    const rs = c.raft;
+    if (rs) {
+      $("c-raft").textContent = (rs.healthy ? "healthy" : "UNHEALTHY") + ": " + rs.members.length + " member" + (rs.members.length === 1 ? "" : "s") +
+        ", leader " + (rs.leader || "none") + ", term " + rs.term;
+      $("raft-table").hidden = false;
+      fill("raft-table", rs.members.map((m) => {
+        const tr = el("tr");
+        tr.dataset.member = m.name;
+        tr.dataset.leader = m.leader ? "1" : "0";
+        const ok = m.state !== "unreachable" && m.state !== "";
+        return row(tr, [
+          m.name,
+          m.leader ? "leader" : "",
+          el("span", m.state || "–", ok ? "up" : "down"),
+          m.suffrage || "–",
+          m.term || "–",
+          (m.applied_index || 0) + " / " + (m.commit_index || 0),
+          m.leader ? "–" : (m.last_contact || "–"),
+          m.error ? m.api + " (" + m.error + ")" : (m.api || "–"),
+        ]);
+      }), "no members", 8);
+    } else {
+      $("c-raft").textContent = c.raft_error ? "cannot read: " + c.raft_error : (c.mode === "single" ? "(single node: no scheduler)" : "–");
+      $("raft-table").hidden = true;
+    }
+
     const al = $("alerts");
     al.replaceChildren();
     if (ov.alerts.length === 0) al.appendChild(el("li", "No alerts: every node up, origins healthy, caches within quota.", "ok"));
@@ -171,8 +197,13 @@
       fill("where-table", w.nodes.map((n) => {
         const tr = el("tr");
         tr.dataset.node = n.node;
-        return row(tr, [n.node, n.files, bytes(n.cached_bytes), bytes(n.size_bytes), n.pinned, n.error || (n.files ? "" : "nothing cached")]);
+        return row(tr, [n.node, n.files, bytes(n.cached_bytes), bytes(n.size_bytes), n.whole_files, n.error || (n.files ? "" : "nothing cached")]);
       }), "no nodes", 6);
+      const note = $("where-note");
+      note.hidden = false;
+      note.textContent = w.path + ": " + w.files + " cached file" + (w.files === 1 ? "" : "s") + " of " + bytes(w.size_bytes) + " in all. " +
+        (w.source === "scheduler" ? "From the scheduler's inventory of the nodes' caches (sent with their heartbeats, a few seconds old): each file's cached bytes per node, not which ranges." :
+          "From this node's cache.");
     } catch (e) {
       $("error").textContent = "Lookup failed: " + e.message;
       $("error").hidden = false;
