@@ -144,10 +144,11 @@
         n.running,
         st ? (st.no_cache ? "no cache" : bytes(st.cached_bytes) + " / " + bytes(st.quota_bytes)) : "–",
         n.hit_ratio !== undefined && n.hit_ratio !== null ? (n.hit_ratio * 100).toFixed(1) + "%" : "–",
+        st && !st.no_cache ? bytes(st.peer_bytes || 0) + " / " + bytes(st.served_bytes || 0) : "–",
         origin,
       ]);
       return tr;
-    }), "no nodes", 10);
+    }), "no nodes", 11);
     setOptions("f-node", ov.nodes.map((n) => n.name));
     setOptions("f-user", ov.users || []);
 
