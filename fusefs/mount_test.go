@@ -144,8 +144,10 @@ func TestPassthroughWarmFile(t *testing.T) {
 	if err := os.WriteFile(p, []byte("new content"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(p); string(got) != "new content" {
-		t.Fatalf("after write: %q", got)
+	if got, err := os.ReadFile(p); err != nil || string(got) != "new content" {
+		fi, serr := os.Stat(p)
+		again, aerr := os.ReadFile(p)
+		t.Fatalf("after write: %q %v; stat %v %v; again %q %v; pt opens %d", got, err, fi.Size(), serr, again, aerr, fc.ptOpens.Load())
 	}
 	if o, _ := os.ReadFile(filepath.Join(dir, "warm")); string(o) != "new content" {
 		t.Fatalf("origin after write: %q", o)
