@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/eddy-cluster/eddy/api"
 )
@@ -95,4 +96,37 @@ func (h *foHistory) String() string {
 	}
 	sort.Strings(parts)
 	return fmt.Sprintf("acked=%d failed=%d ended: %s", len(h.acked), h.failed, strings.Join(parts, " "))
+}
+
+// loopbackGroup lays out a scheduler group of nSched members and nWork workers on loopback
+// addresses from 127.0.0.<firstIP>: each daemon's API and raft addresses, and its cluster
+// flags (node names prefix0, prefix1, ...; schedulers listed as each other's peers, workers
+// joining all of them).
+type loopbackGroup struct {
+	api, raft []string // by daemon
+	join      string   // the schedulers' API addresses, comma-separated
+	args      func(i int) []string
+}
+
+func newLoopbackGroup(t *testing.T, prefix string, firstIP, nSched, nWork int, token string) loopbackGroup {
+	t.Helper()
+	var g loopbackGroup
+	for i := range nSched + nWork {
+		ip := fmt.Sprintf("127.0.0.%d", firstIP+i)
+		g.api = append(g.api, freeAddr(t, ip))
+		g.raft = append(g.raft, freeAddr(t, ip))
+	}
+	var peers []string
+	for i := range nSched {
+		peers = append(peers, fmt.Sprintf("%s%d=%s", prefix, i, g.raft[i]))
+	}
+	g.join = strings.Join(g.api[:nSched], ",")
+	g.args = func(i int) []string {
+		a := []string{"--node-name", fmt.Sprintf("%s%d", prefix, i), "--listen", g.api[i], "--token-file", token}
+		if i < nSched {
+			return append(a, "--scheduler", "--raft-listen", g.raft[i], "--scheduler-peers", strings.Join(peers, ","))
+		}
+		return append(a, "--join", g.join)
+	}
+	return g
 }

@@ -35,24 +35,8 @@ func TestFailoverQueueOrder(t *testing.T) {
 
 	const nSched, nWork = 3, 1
 	const worker = "fq3"
-	var apiAddrs, raftAddrs []string
-	for i := range nSched + nWork {
-		ip := fmt.Sprintf("127.0.0.%d", 41+i)
-		apiAddrs = append(apiAddrs, freeAddr(t, ip))
-		raftAddrs = append(raftAddrs, freeAddr(t, ip))
-	}
-	var peers []string
-	for i := range nSched {
-		peers = append(peers, fmt.Sprintf("fq%d=%s", i, raftAddrs[i]))
-	}
-	join := strings.Join(apiAddrs[:nSched], ",")
-	args := func(i int) []string {
-		a := []string{"--node-name", fmt.Sprintf("fq%d", i), "--listen", apiAddrs[i], "--token-file", token}
-		if i < nSched {
-			return append(a, "--scheduler", "--raft-listen", raftAddrs[i], "--scheduler-peers", strings.Join(peers, ","))
-		}
-		return append(a, "--join", join)
-	}
+	g := newLoopbackGroup(t, "fq", 41, nSched, nWork, token)
+	apiAddrs, join, args := g.api, g.join, g.args
 	var nodes []*node
 	for i := range nSched + nWork {
 		nodes = append(nodes, newNodeAt(t, filepath.Join(base, fmt.Sprintf("fq-n%d", i)), origin))

@@ -33,24 +33,8 @@ func TestFailoverSchedulerGroup(t *testing.T) {
 	os.WriteFile(token, []byte("fo-secret\n"), 0o600)
 
 	const nSched, nWork = 3, 2
-	var apiAddrs, raftAddrs []string
-	for i := range nSched + nWork {
-		ip := fmt.Sprintf("127.0.0.%d", 31+i)
-		apiAddrs = append(apiAddrs, freeAddr(t, ip))
-		raftAddrs = append(raftAddrs, freeAddr(t, ip))
-	}
-	var peers []string
-	for i := range nSched {
-		peers = append(peers, fmt.Sprintf("fo%d=%s", i, raftAddrs[i]))
-	}
-	join := strings.Join(apiAddrs[:nSched], ",")
-	args := func(i int) []string {
-		a := []string{"--node-name", fmt.Sprintf("fo%d", i), "--listen", apiAddrs[i], "--token-file", token}
-		if i < nSched {
-			return append(a, "--scheduler", "--raft-listen", raftAddrs[i], "--scheduler-peers", strings.Join(peers, ","))
-		}
-		return append(a, "--join", join)
-	}
+	g := newLoopbackGroup(t, "fo", 31, nSched, nWork, token)
+	apiAddrs, raftAddrs, join, args := g.api, g.raft, g.join, g.args
 	var nodes []*node
 	for i := range nSched + nWork {
 		n := newNodeAt(t, filepath.Join(base, fmt.Sprintf("fo-n%d", i)), origin)
