@@ -553,8 +553,10 @@ func (h *housekeeping) verifyLocal(ctx context.Context, req api.VerifyStepReques
 				resp.Error = err.Error()
 			}
 		}
-		_ = os.Remove(dir) // the last node's removal succeeds
-		_ = os.Remove(filepath.Dir(dir))
+		// The last node's removal succeeds. The parent, VerifyDir, stays: removing it would
+		// leave other nodes a cached entry of a directory that is gone (for up to their
+		// attribute timeout, as NFS clients do), so the next run's mkdir in it would fail there.
+		_ = os.Remove(dir)
 	default:
 		return fail(fmt.Errorf("unknown step %q", req.Step))
 	}
