@@ -15,7 +15,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"slices"
@@ -23,7 +22,6 @@ import (
 	"time"
 
 	"github.com/eddy-cluster/eddy/api"
-	"github.com/eddy-cluster/eddy/bench/topo"
 	"github.com/eddy-cluster/eddy/internal/ctxio"
 	"github.com/eddy-cluster/eddy/runtime/envs"
 	"github.com/eddy-cluster/eddy/units"
@@ -85,17 +83,13 @@ type EnvResult struct {
 
 // EnvReport is the result of RunEnv.
 type EnvReport struct {
-	Started      time.Time         `json:"started"`
-	Finished     time.Time         `json:"finished"`
-	Machine      Machine           `json:"machine"`
-	Kernel       string            `json:"kernel"`
-	Versions     map[string]string `json:"versions"`
-	Link         string            `json:"link"`
-	TarballBytes int64             `json:"tarball_bytes"`
-	PayloadBytes int64             `json:"payload_bytes"`
-	Runs         int               `json:"runs"`
-	Daemon       []string          `json:"daemon_command"`
-	Results      []EnvResult       `json:"results"`
+	RunInfo
+	Link         string      `json:"link"`
+	TarballBytes int64       `json:"tarball_bytes"`
+	PayloadBytes int64       `json:"payload_bytes"`
+	Runs         int         `json:"runs"`
+	Daemon       []string    `json:"daemon_command"`
+	Results      []EnvResult `json:"results"`
 }
 
 const (
@@ -141,13 +135,8 @@ func RunEnv(ctx context.Context, cfg EnvConfig) (rep *EnvReport, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("bench env: must run as root (network namespaces, FUSE, containerd, drop_caches)")
-	}
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ganesha.nfsd", "rpcbind"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return nil, fmt.Errorf("bench env: %s not installed (scripts/deps.sh nfs containers): %w", bin, err)
-		}
+	if err := needRoot("bench env", "network namespaces, FUSE, containerd, drop_caches", "nfs containers", "containerd", "containerd-shim-runc-v2", "runc", "ganesha.nfsd", "rpcbind"); err != nil {
+		return nil, err
 	}
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
@@ -155,14 +144,8 @@ func RunEnv(ctx context.Context, cfg EnvConfig) (rep *EnvReport, err error) {
 	}
 	prog := NewProgress(cfg.Progress)
 	defer prog.Close()
-	host, _ := os.Hostname()
-	rep = &EnvReport{Started: time.Now().UTC(), Kernel: commandVersion("uname", "-srvm"), Link: cfg.Link, Runs: cfg.Runs,
-		PayloadBytes: cfg.Size,
-		Machine:      Machine{Hostname: host, CPUs: goruntime.NumCPU(), CPU: cpuModel(), MemBytes: memBytes(), OS: osRelease()},
-		Versions:     map[string]string{"eddy": cfg.EddyVersion, "go": goruntime.Version()}}
-	for _, pkg := range []string{"containerd", "runc", "nfs-ganesha"} {
-		rep.Versions[pkg] = commandVersion("dpkg-query", "-W", "-f", "${Version}", pkg)
-	}
+	rep = &EnvReport{RunInfo: newRunInfo(cfg.EddyVersion, "containerd", "runc", "nfs-ganesha"), Link: cfg.Link, Runs: cfg.Runs,
+		PayloadBytes: cfg.Size}
 
 	work, err := os.MkdirTemp(cfg.WorkDir, "ebe-")
 	if err != nil {
@@ -220,10 +203,9 @@ type envBench struct {
 	export  string
 	busybox []byte
 
-	pair *topo.Pair
-	nfs  *topo.Ganesha
-	d    *eddyDaemon
-	cl   *api.Client
+	*nfsServer // nil until setUp has started it
+	d          *eddyDaemon
+	cl         *api.Client
 
 	seed         uint64
 	current      envs.Version // the newest version on the share
@@ -239,15 +221,9 @@ func (b *envBench) setUp(ctx context.Context) error {
 		os.Chmod(d, 0o755)
 	}
 	var err error
-	b.prog.Printf("bench env: network namespaces, %s link", b.cfg.Link)
-	b.pair, err = topo.NewPair(ctx, topo.PairOptions{Prefix: "ebe", ServerAddr: "10.79.0.1", ClientAddr: "10.79.0.2", Rate: linkRate(b.cfg.Link)})
+	b.nfsServer, err = startNFSServer(ctx, b.prog, "bench env", "ebe", "10.79.0", b.cfg.Link, b.export)
 	if err != nil {
-		return fmt.Errorf("bench env: topology: %w", err)
-	}
-	b.prog.Printf("bench env: nfs-ganesha in %s exporting %s", b.pair.Server, b.export)
-	b.nfs, err = topo.StartGanesha(ctx, topo.GaneshaOptions{Netns: b.pair.Server, Addr: b.pair.ServerAddr, Export: b.export, ReadyFrom: b.pair.Client})
-	if err != nil {
-		return fmt.Errorf("bench env: %w", err)
+		return err
 	}
 	listen := b.pair.ClientAddr + ":7071"
 	b.d = &eddyDaemon{bin: b.cfg.Eddy, netns: b.pair.Client, origin: b.nfs.URL(), logLevel: "info",
@@ -282,12 +258,7 @@ func (b *envBench) close() error {
 	if b.d != nil {
 		errs = append(errs, b.d.stop())
 	}
-	if b.nfs != nil {
-		errs = append(errs, b.nfs.Close())
-	}
-	if b.pair != nil {
-		errs = append(errs, b.pair.Close())
-	}
+	errs = append(errs, b.nfsServer.close())
 	os.Remove("/run/containerd/runc/eddy") // runc's per-namespace state dir, when empty
 	if mounted := mountsUnder(b.work); len(mounted) > 0 {
 		errs = append(errs, fmt.Errorf("bench env: still mounted, %s left in place: %s", b.work, strings.Join(mounted, " ")))

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,25 +16,8 @@ import (
 // sshfs mount, and local disk; every workload, cold and warm, one run. It
 // proves the harness end to end and that it leaves nothing behind.
 func TestSuiteSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the smoke run builds eddy and mounts file systems")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, FUSE mounts, drop_caches")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no /dev/fuse: %v", err)
-	}
-	for _, bin := range []string{"ip", "tc", "nsenter", "sshfs", "ssh-keygen"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (scripts/deps.sh fuse ssh): %v", bin, err)
-		}
-	}
 	dir := t.TempDir()
-	eddy := filepath.Join(dir, "eddy")
-	if out, err := exec.Command("go", "build", "-o", eddy, "../cmd/eddy").CombinedOutput(); err != nil {
-		t.Fatalf("build eddy: %v\n%s", err, out)
-	}
+	eddy := needRig(t, dir, "fuse ssh", "ip", "tc", "nsenter", "sshfs", "ssh-keygen")
 	netnsBefore := ebnNetns(t)
 	work := filepath.Join(dir, "work")
 	if err := os.MkdirAll(work, 0o755); err != nil {

@@ -114,8 +114,8 @@ func TestSingleFlightChunk(t *testing.T) {
 	}
 }
 
-// stalledStore opens a store without read-ahead whose data file syncs wait
-// until release is called (once; the test's cleanup calls it too).
+// stalledStore opens a store without read-ahead whose data file syncs (each
+// file's and a batch's syncfs) wait until release is called (once; the test's cleanup calls it too).
 func stalledStore(t *testing.T, o *fakeOrigin) (*Store, func()) {
 	t.Helper()
 	cfg := testConfig(t)
@@ -125,6 +125,8 @@ func stalledStore(t *testing.T, o *fakeOrigin) (*Store, func()) {
 	var once sync.Once
 	release := func() { once.Do(func() { close(ch) }) }
 	s.syncData = func(f *os.File) error { <-ch; return syscall.Fdatasync(int(f.Fd())) }
+	syncFS := s.syncFS
+	s.syncFS = func() error { <-ch; return syncFS() }
 	t.Cleanup(release)
 	return s, release
 }

@@ -259,39 +259,84 @@ func (s *Store) syncLoop() {
 	}
 }
 
-// commitBatch makes a batch of written chunks durable (one fdatasync per
-// data file) and indexes them (one transaction per file).
+// commitParallel bounds the files of one batch committed at once: their index transactions
+// (and fdatasyncs, when the batch is not synced as a whole) overlap instead of each waiting for
+// the one before, which made a batch of small files (a dataset being warmed, a cold epoch) as
+// slow as its files times one round trip to the cache disk.
+const commitParallel = 16
+
+// syncfsFiles: a batch of at least this many files is synced with one syncfs.
+const syncfsFiles = 4
+
+// commitBatch makes a batch of written chunks durable (one syncfs for a batch
+// of many files, else one fdatasync per data file) and indexes them (one
+// transaction per file). Files commit in parallel; the versions of one file in
+// turn, in the order they came.
 func (s *Store) commitBatch(batch []*fetch) {
 	type group struct {
 		e  *entry
 		v  *version
 		fs []*fetch
 	}
-	var groups []*group
+	var perEntry [][]*group
 	byVer := map[*version]*group{}
+	entryAt := map[*entry]int{}
 	for _, f := range batch {
 		g := byVer[f.v]
 		if g == nil {
 			g = &group{e: f.e, v: f.v}
 			byVer[f.v] = g
-			groups = append(groups, g)
+			i, ok := entryAt[f.e]
+			if !ok {
+				i = len(perEntry)
+				entryAt[f.e] = i
+				perEntry = append(perEntry, nil)
+			}
+			perEntry[i] = append(perEntry[i], g)
 		}
 		g.fs = append(g.fs, f)
 	}
-	for _, g := range groups {
-		stored := g.e.commitGroup(g.v, g.fs)
-		g.e.settle(g.v, g.fs, stored)
-		for _, f := range g.fs {
-			close(f.persisted)
-			<-s.commits.sem
-			g.e.unref()
+	// Many files: one syncfs of the cache's file system makes them all durable for about the
+	// cost of one fdatasync (measured here: ~5 ms each on a loaded VM disk, the limit of warming
+	// a directory of small files). When it fails, each file's fdatasync reports its own error.
+	synced := false
+	if len(perEntry) >= syncfsFiles {
+		if err := s.syncFS(); err == nil {
+			synced = true
 		}
 	}
+	commit := func(gs []*group) {
+		for _, g := range gs {
+			stored := g.e.commitGroup(g.v, g.fs, synced)
+			g.e.settle(g.v, g.fs, stored)
+			for _, f := range g.fs {
+				close(f.persisted)
+				<-s.commits.sem
+				g.e.unref()
+			}
+		}
+	}
+	if len(perEntry) == 1 {
+		commit(perEntry[0])
+		return
+	}
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, commitParallel)
+	for _, gs := range perEntry {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			commit(gs)
+		}()
+	}
+	wg.Wait()
 }
 
-// commitGroup syncs v's data file and indexes fs; it reports whether they
-// are stored (indexed, or kept in memory for an evicted open version).
-func (e *entry) commitGroup(v *version, fs []*fetch) bool {
+// commitGroup syncs v's data file (unless synced: the batch's syncfs did) and
+// indexes fs; it reports whether they are stored (indexed, or kept in memory
+// for an evicted open version).
+func (e *entry) commitGroup(v *version, fs []*fetch, synced bool) bool {
 	s := e.s
 	if v.detached.Load() {
 		return e.current() == v // evicted while open: valid for its readers
@@ -315,9 +360,11 @@ func (e *entry) commitGroup(v *version, fs []*fetch) bool {
 			}
 		}
 	}
-	if err := s.syncData(v.fd); err != nil {
-		s.diskError("sync chunks", err)
-		return false
+	if !synced {
+		if err := s.syncData(v.fd); err != nil {
+			s.diskError("sync chunks", err)
+			return false
+		}
 	}
 	s.diskOK()
 	if s.commitChunks(e.name, v, fs) {
@@ -437,4 +484,39 @@ func (s *Store) commitChunks(name string, v *version, fs []*fetch) bool {
 	}
 	s.noteRecovered("index-write")
 	return true
+}
+
+// fsSyncer syncs the file system of the cache's data directory through one descriptor kept for
+// the store's life: syncfs reports a writeback error of any file on the file system once per
+// descriptor, for errors since the descriptor was opened, so a descriptor opened per call would
+// miss an error of a page written back before it.
+type fsSyncer struct {
+	once sync.Once
+	fd   int // -1 when the directory could not be opened
+}
+
+// sync returns the store's syncFS.
+func (f *fsSyncer) sync(dir string) func() error {
+	return func() error {
+		f.once.Do(func() {
+			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				fd = -1
+			}
+			f.fd = fd
+		})
+		if f.fd < 0 {
+			return fmt.Errorf("cache: open %s for syncfs failed", dir)
+		}
+		return unix.Syncfs(f.fd)
+	}
+}
+
+// close releases the descriptor; syncLoop has returned, so no sync runs.
+func (f *fsSyncer) close() {
+	f.once.Do(func() { f.fd = -1 })
+	if f.fd >= 0 {
+		unix.Close(f.fd)
+		f.fd = -1
+	}
 }

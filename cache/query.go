@@ -228,7 +228,7 @@ func (s *Store) Warm(ctx context.Context, name string, progress func(Progress)) 
 	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
-	for range s.cfg.FetchWorkers {
+	for range max(s.cfg.FetchWorkers, warmWorkers) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -256,64 +256,36 @@ func (s *Store) Warm(ctx context.Context, name string, progress func(Progress)) 
 			}
 		}()
 	}
-	var openErr error
-feed:
+	// Openers: opening a file (its index record and data file) and the chunk fetches are each
+	// waits on a disk or the origin, so a directory of small files is opened by several at once
+	// and is not as slow as its files times one open.
+	var openErr error // guarded by pmu
+	names := make(chan file)
+	var owg sync.WaitGroup
+	for range warmOpeners {
+		owg.Add(1)
+		go func() {
+			defer owg.Done()
+			for f := range names {
+				s.warmFeed(ctx, f.name, f.attr, &pmu, &p, &openErr, report, func(hd *handle, v *version, idx int, left *int) bool {
+					select {
+					case jobs <- job{e: hd.e, v: v, idx: idx, left: left, h: hd, name: f.name}:
+						return true
+					case <-ctx.Done():
+						return false
+					}
+				})
+			}
+		}()
+	}
 	for _, f := range files {
 		if ctx.Err() != nil {
 			break
 		}
-		h, _, err := s.OpenFile(ctx, f.name, f.attr)
-		if err != nil {
-			if openErr == nil {
-				openErr = fmt.Errorf("cache: warm %s: %w", f.name, err)
-			}
-			continue
-		}
-		hd := h.(*handle)
-		v := hd.e.current()
-		var todo []int
-		if v != nil {
-			hd.e.mu.Lock()
-			for idx := 0; idx < v.nchunks; idx++ {
-				if v.state[idx] == chunkAbsent {
-					todo = append(todo, idx)
-				}
-			}
-			hd.e.mu.Unlock()
-		}
-		pmu.Lock()
-		p.Path = f.name
-		if v != nil {
-			p.BytesDone += v.size
-			for _, idx := range todo {
-				p.BytesDone -= chunkLen(v.size, v.csize, idx)
-			}
-		}
-		if len(todo) == 0 {
-			p.FilesDone++
-			report(false)
-			pmu.Unlock()
-			_ = h.Close()
-			continue
-		}
-		left := len(todo)
-		pmu.Unlock()
-		for _, idx := range todo {
-			select {
-			case jobs <- job{e: hd.e, v: v, idx: idx, left: &left, h: h, name: f.name}:
-			case <-ctx.Done():
-				// The workers close h when its queued chunks are done;
-				// account for the chunks never queued.
-				pmu.Lock()
-				left -= len(todo) - idxPos(todo, idx)
-				if left == 0 {
-					_ = h.Close()
-				}
-				pmu.Unlock()
-				break feed
-			}
-		}
+		names <- f
 	}
+	close(names)
+	owg.Wait()
 	close(jobs)
 	wg.Wait()
 	report(true)
@@ -330,6 +302,69 @@ feed:
 		return fmt.Errorf("cache: warm %s: %d bytes could not be stored (cache degraded): %w", name, uncached, ErrNotCached)
 	}
 	return nil
+}
+
+// warmOpeners is how many files Warm opens at once.
+const warmOpeners = 4
+
+// warmWorkers is the least number of chunks Warm fetches at once. Each waits until its chunk is
+// committed; with many waiting, the commits of small files go in batches, in parallel.
+const warmWorkers = 32
+
+// warmFeed opens one file for Warm and queues its absent chunks with queue (which reports false
+// when Warm is cancelled). The workers close the handle when its queued chunks are done; chunks
+// never queued are accounted for here. p and *openErr are guarded by pmu.
+func (s *Store) warmFeed(ctx context.Context, name string, attr origin.Attr, pmu *sync.Mutex, p *Progress, openErr *error,
+	report func(bool), queue func(hd *handle, v *version, idx int, left *int) bool) {
+	h, _, err := s.OpenFile(ctx, name, attr)
+	if err != nil {
+		pmu.Lock()
+		if *openErr == nil {
+			*openErr = fmt.Errorf("cache: warm %s: %w", name, err)
+		}
+		pmu.Unlock()
+		return
+	}
+	hd := h.(*handle)
+	v := hd.e.current()
+	var todo []int
+	if v != nil {
+		hd.e.mu.Lock()
+		for idx := 0; idx < v.nchunks; idx++ {
+			if v.state[idx] == chunkAbsent {
+				todo = append(todo, idx)
+			}
+		}
+		hd.e.mu.Unlock()
+	}
+	pmu.Lock()
+	p.Path = name
+	if v != nil {
+		p.BytesDone += v.size
+		for _, idx := range todo {
+			p.BytesDone -= chunkLen(v.size, v.csize, idx)
+		}
+	}
+	if len(todo) == 0 {
+		p.FilesDone++
+		report(false)
+		pmu.Unlock()
+		_ = h.Close()
+		return
+	}
+	left := len(todo)
+	pmu.Unlock()
+	for _, idx := range todo {
+		if !queue(hd, v, idx, &left) {
+			pmu.Lock()
+			left -= len(todo) - idxPos(todo, idx)
+			if left == 0 {
+				_ = h.Close()
+			}
+			pmu.Unlock()
+			return
+		}
+	}
 }
 
 func idxPos(todo []int, idx int) int {

@@ -117,6 +117,8 @@ type Store struct {
 	// test hooks
 	writeData func(f *os.File, p []byte, off int64) (int, error)
 	syncData  func(f *os.File) error
+	syncFS    func() error // syncfs of the data directory's file system
+	fsSync    fsSyncer
 }
 
 type counters struct {
@@ -209,6 +211,7 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		writeData: func(f *os.File, p []byte, off int64) (int, error) { return f.WriteAt(p, off) },
 		syncData:  func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) },
 	}
+	s.syncFS = s.fsSync.sync(s.dataDir)
 	s.inv.init(4096)
 	s.bufs.pool.New = func() any { b := make([]byte, s.csize); return &b }
 
@@ -305,6 +308,7 @@ func (s *Store) Close() error {
 	s.persists.Wait()
 	close(s.commits.stop)
 	<-s.commits.done
+	s.fsSync.close()
 	s.closeIdle()
 	if s.mets != nil {
 		s.mets.unregister()

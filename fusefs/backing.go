@@ -146,6 +146,49 @@ func (n *node) dropBacking() {
 	}
 }
 
+// keptBackingDup returns a duplicate of the kept backing file for an open
+// joining the inode's passthrough, nil if none is kept. The caller's handle
+// is counted in io.ptOpens, so the backing file is neither dropped nor
+// replaced meanwhile (dropBacking, adoptBacking).
+func (n *node) keptBackingDup() *os.File {
+	n.backMu.Lock()
+	defer n.backMu.Unlock()
+	if n.back == nil {
+		return nil
+	}
+	fd, err := unix.FcntlInt(n.back.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		n.st.log.Warn("fusefs: cannot duplicate the passthrough backing file for a new open", "name", n.name(), "err", err)
+		return nil
+	}
+	return os.NewFile(uintptr(fd), n.back.f.Name())
+}
+
+// backingKept reports whether a backing file is kept for the inode.
+func (n *node) backingKept() bool {
+	n.backMu.Lock()
+	defer n.backMu.Unlock()
+	return n.back != nil
+}
+
+// writeBacking writes p at off into the kept backing file, as the kernel
+// does for a passthrough writer (ptHandle.Write); the next flush pushes it.
+func (n *node) writeBacking(p []byte, off int64) (int, error) {
+	n.backMu.Lock()
+	defer n.backMu.Unlock()
+	b := n.back
+	if b == nil {
+		return 0, syscall.EBADF
+	}
+	n.divergeLocked(b)
+	w, err := b.writable()
+	if err != nil {
+		return 0, err
+	}
+	defer w.Close()
+	return w.WriteAt(p, off)
+}
+
 // writableBacking opens the backing file for writing (the kept descriptor
 // is read-only).
 func (b *backingFile) writable() (*os.File, error) {

@@ -46,14 +46,21 @@ type handle struct {
 	lockers map[int]bool
 }
 
-// ptHandle is a read-only cached handle whose content is a complete local
-// file: it offers the kernel a passthrough backing fd. A distinct type,
-// because go-fuse gives every handle implementing FilePassthroughFder the
-// inode's existing backing file.
+// ptHandle is a handle admitted with passthrough (iomode.go): the kernel
+// reads and writes its backing file. A distinct type, because go-fuse gives
+// every handle implementing FilePassthroughFder the inode's existing backing
+// file.
 type ptHandle struct {
 	*handle
-	f        *os.File
-	readSeen sync.Once
+	// f is offered to go-fuse as the inode's backing file, which it
+	// registers only if it holds none for the inode when the open's reply
+	// goes out (newPtHandle). Immutable.
+	f *os.File
+	// ownsF: f is this handle's duplicate of the kept backing file, closed
+	// at Release (otherwise it is the cache handle's). Immutable.
+	ownsF bool
+	// daemonIO: a read or write of the handle reached the daemon.
+	daemonIO sync.Once
 }
 
 var (
@@ -69,6 +76,8 @@ var (
 
 	_ fs.FilePassthroughFder = (*ptHandle)(nil)
 	_ fs.FileReader          = (*ptHandle)(nil)
+	_ fs.FileWriter          = (*ptHandle)(nil)
+	_ fs.FileReleaser        = (*ptHandle)(nil)
 )
 
 func asHandle(f fs.FileHandle) *handle {
@@ -207,16 +216,50 @@ func (h *handle) readLive(ctx context.Context, dest []byte, off int64) (fuse.Rea
 // Read on a passthrough handle means the kernel did not take the backing
 // file (go-fuse turned passthrough off): serve it, and say so once.
 func (p *ptHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	p.readSeen.Do(p.n.st.notePassthroughFailed)
+	p.daemonIO.Do(p.n.st.notePassthroughFailed)
 	return p.handle.Read(ctx, dest, off)
 }
 
-// PassthroughFd offers the complete cached file as the inode's backing file.
+// Write on a passthrough handle means the kernel did not take the backing
+// file for this open (go-fuse turned passthrough off). The write goes where
+// the kernel would have put it, into the kept backing file, which the flush
+// pushes to the origin: written to the origin file instead, it would be
+// undone by that push whenever the backing file changed too (a truncating
+// open of a writer joining passthrough truncates both).
+func (p *ptHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	p.daemonIO.Do(p.n.st.notePassthroughFailed)
+	if !p.writable {
+		return 0, syscall.EBADF
+	}
+	if !p.n.backingKept() {
+		return p.handle.Write(ctx, data, off)
+	}
+	if e := p.quotaWrite(ctx, off, len(data)); e != 0 {
+		return 0, e
+	}
+	k, err := p.n.writeBacking(data, off)
+	if err != nil {
+		return uint32(k), errno(err)
+	}
+	return uint32(k), 0
+}
+
+// PassthroughFd offers f as the inode's backing file.
 func (p *ptHandle) PassthroughFd() (int, bool) {
 	if p.f == nil {
-		return -1, false // joins the inode's registered backing file
+		return -1, false // only the inode's registered backing file, if any
 	}
 	return int(p.f.Fd()), true
+}
+
+// Release closes the handle, and its duplicate of the backing file (the
+// kernel holds its own reference to a registered one).
+func (p *ptHandle) Release(ctx context.Context) syscall.Errno {
+	e := p.handle.Release(ctx)
+	if p.ownsF {
+		p.f.Close()
+	}
+	return e
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

@@ -329,8 +329,9 @@ func (st *state) passthroughOK() bool {
 	return st.ptAvailable.Load() && !st.ptFailed.Load() && !st.opts.NoPassthrough
 }
 
-// notePassthroughFailed records that a passthrough handle's reads reached
-// the daemon (go-fuse turned passthrough off after a failed registration).
+// notePassthroughFailed records that a passthrough handle's reads or writes
+// reached the daemon (go-fuse turned passthrough off after a failed
+// registration).
 func (st *state) notePassthroughFailed() {
 	st.ptFailed.Store(true)
 	st.ptLogOnce.Do(func() {

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"os"
 	"syscall"
 	"time"
 
@@ -68,7 +69,7 @@ func (n *node) openWritable(ctx, octx context.Context, name string, plan openPla
 		if plan.truncate {
 			n.truncateBacking(0)
 		}
-		return &ptHandle{handle: h}, plan.fuseFlags, 0
+		return n.newPtHandle(h, mode, nil), plan.fuseFlags, 0
 	}
 	return h, plan.fuseFlags, 0
 }
@@ -154,7 +155,7 @@ func (n *node) openCached(ctx context.Context, name string, a origin.Attr, op op
 		if mode == registerPassthrough {
 			n.adoptBacking(pf, plan.admit.fp)
 		}
-		return &ptHandle{handle: h, f: pf}, plan.fuseFlags, 0
+		return n.newPtHandle(h, mode, pf), plan.fuseFlags, 0
 	}
 	n.mu.Lock()
 	if n.cached == nil {
@@ -181,7 +182,7 @@ func (n *node) openOrigin(ctx, octx context.Context, name string, op openPlan, p
 	}
 	h := &handle{n: n, name: name, flags: op.oflags, of: of, pt: pt}
 	if pt {
-		return &ptHandle{handle: h}, plan.fuseFlags, 0
+		return n.newPtHandle(h, mode, nil), plan.fuseFlags, 0
 	}
 	return h, plan.fuseFlags, 0
 }
@@ -202,7 +203,7 @@ func (n *node) openOffline(ctx context.Context, name string, plan readPlan) (fs.
 	pt := mode.passthrough()
 	h := &handle{n: n, name: name, flags: syscall.O_RDONLY, ch: ch, attr: a, pt: pt}
 	if pt {
-		return &ptHandle{handle: h}, plan.fuseFlags, 0
+		return n.newPtHandle(h, mode, nil), plan.fuseFlags, 0
 	}
 	return h, plan.fuseFlags, 0
 }
@@ -216,6 +217,31 @@ func (n *node) admit(ctx context.Context, r openRequest) (ioAdmission, syscall.E
 			"name", n.name(), "read_only", r.readOnly)
 	}
 	return mode, e
+}
+
+// newPtHandle makes the handle of an open admitted with passthrough mode.
+// An open that registers offers the cache's complete file pf. An open that
+// joins offers the kept backing file: go-fuse attaches its backing ID to
+// the reply only after Open returns, and the passthrough handles the open
+// was admitted to join may have released in between (RELEASE is
+// asynchronous: close(2) has returned long before), taking go-fuse's
+// backing ID with them. A handle with nothing to offer would then get
+// cached I/O from the kernel (nothing else has the inode open there) while
+// the daemon counts it as passthrough: a writer's writes would reach the
+// origin file and be undone by the flush's push of the backing file, and a
+// reader's reads would reach the daemon and turn passthrough off for the
+// mount. Registered again, the kept backing file is the same file with the
+// same content (backing.go's invariant), so the mode holds either way. pf,
+// if any, stands in when no backing file is kept (it could not be
+// duplicated): it is the joined version too.
+func (n *node) newPtHandle(h *handle, mode ioAdmission, pf *os.File) *ptHandle {
+	if mode == registerPassthrough {
+		return &ptHandle{handle: h, f: pf}
+	}
+	if f := n.keptBackingDup(); f != nil {
+		return &ptHandle{handle: h, f: f, ownsF: true}
+	}
+	return &ptHandle{handle: h, f: pf}
 }
 
 // release uncounts a handle admitted by admit; the last passthrough handle

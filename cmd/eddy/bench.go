@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -108,25 +105,8 @@ func runBench(c *cli.Context) error {
 		cfg.Parallel = append(cfg.Parallel, n)
 	}
 
-	// The first SIGINT/SIGTERM cancels the run; teardown still completes.
-	// Further signals are reported and ignored so nothing is leaked.
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		n := 0
-		for range sigs {
-			n++
-			if n == 1 {
-				fmt.Fprintln(os.Stderr, "\nbench: interrupted; tearing down (mounts, daemons, servers, namespaces)...")
-				cancel()
-			} else {
-				fmt.Fprintln(os.Stderr, "bench: still tearing down; SIGKILL would leak mounts and namespaces")
-			}
-		}
-	}()
+	ctx, stop := cancelOnSignal(c.Context, "bench", "mounts, daemons, servers, namespaces")
+	defer stop()
 
 	rep, err := bench.Run(ctx, cfg)
 	if c.Bool("json") && rep != nil {

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -46,18 +43,8 @@ func runBenchEnv(c *cli.Context) error {
 	}
 	cfg := bench.EnvConfig{Size: size, Runs: c.Int("runs"), Link: c.String("link"), States: splitList(c.String("states")),
 		EddyVersion: version, WorkDir: c.String("work-dir")}
-	// The first SIGINT/SIGTERM cancels the run; teardown still completes.
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		for range sigs {
-			fmt.Fprintln(os.Stderr, "\nbench env: interrupted; tearing down (daemon, containerd, ganesha, namespaces)...")
-			cancel()
-		}
-	}()
+	ctx, stop := cancelOnSignal(c.Context, "bench env", "daemon, containerd, ganesha, namespaces")
+	defer stop()
 	rep, err := bench.RunEnv(ctx, cfg)
 	if rep != nil && len(rep.Results) > 0 {
 		if c.Bool("json") {
