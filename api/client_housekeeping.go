@@ -67,3 +67,10 @@ func (c *Client) ShareSpace(ctx context.Context) (ShareSpace, error) {
 	err := c.Do(ctx, http.MethodGet, ShareSpacePath, nil, &out)
 	return out, err
 }
+
+// GCStatus calls GET /v1/gc/status.
+func (c *Client) GCStatus(ctx context.Context) (GCStatus, error) {
+	var out GCStatus
+	err := c.Do(ctx, http.MethodGet, GCStatusPath, nil, &out)
+	return out, err
+}

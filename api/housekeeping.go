@@ -11,6 +11,9 @@ const (
 	QuotaSetPath   = "/v1/quota/set"   // POST QuotaSetRequest (root's), answered with QuotaStatus
 	QuotaRmPath    = "/v1/quota/rm"    // POST QuotaRmRequest (root's)
 	ShareSpacePath = "/v1/share/space" // GET: ShareSpace
+	// GCStatusPath: GET answers GCStatus, the scheduler's periodic gc (the leader's; a
+	// follower and a joined node forward it).
+	GCStatusPath = "/v1/gc/status"
 )
 
 // The steps of `eddy verify`, each done by one node through its own mount.
@@ -164,4 +167,46 @@ type ShareSpace struct {
 	NearlyFull  bool      `json:"nearly_full"`
 	CheckedAt   time.Time `json:"checked_at"`
 	Error       string    `json:"error,omitempty"`
+}
+
+// GCStatus is the scheduler's periodic gc (`eddy daemon --gc-every`): its settings, and what
+// its last run did (`eddy gc --status`).
+type GCStatus struct {
+	Scheduler string  `json:"scheduler"` // the scheduler that answered (the group's leader)
+	Leading   bool    `json:"leading"`   // it leads the group: only the leader runs gc
+	EverySec  float64 `json:"every_s"`   // seconds between runs; 0: periodic gc is off
+	// Retentions in seconds (-1: never removed) and the environment versions kept (-1: none
+	// pruned), as `eddy gc`'s flags.
+	JobRetentionSec float64   `json:"job_retention_s"`
+	LogRetentionSec float64   `json:"log_retention_s"`
+	KeepEnvs        int       `json:"keep_envs"`
+	EnvGraceSec     float64   `json:"env_grace_s"`
+	Running         bool      `json:"running"`
+	Next            time.Time `json:"next,omitzero"` // when the next run is due
+	// Last is the last run on this scheduler since it started (nil: none yet).
+	Last *GCRun `json:"last,omitempty"`
+}
+
+// GCRun is one periodic run: what it removed (the first 100 listed, the count complete), the
+// bytes freed, the items it could not remove, and Error when the run as a whole failed or was
+// cancelled.
+type GCRun struct {
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished"`
+	Removed      []GCItem  `json:"removed"`
+	RemovedCount int       `json:"removed_count"`
+	KeptCount    int       `json:"kept_count"`
+	FreedBytes   int64     `json:"freed_bytes"`
+	Errors       []string  `json:"errors,omitempty"`
+	ErrorCount   int       `json:"error_count,omitempty"`
+	Error        string    `json:"error,omitempty"`
+}
+
+// GCItem is a directory a run removed (Rel relative to the share).
+type GCItem struct {
+	Kind   string `json:"kind"` // job, log or env
+	Rel    string `json:"rel"`
+	Task   string `json:"task,omitempty"`
+	Bytes  int64  `json:"bytes"`
+	Reason string `json:"reason"`
 }

@@ -45,7 +45,7 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 	schedAddr := c.Join
 	switch {
 	case c.Scheduler:
-		if schedAddr, err = d.startScheduler(m); err != nil {
+		if schedAddr, err = d.startScheduler(ctx, m); err != nil {
 			return err
 		}
 	case c.Join != "":

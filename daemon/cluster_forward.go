@@ -17,8 +17,10 @@ import (
 )
 
 // forwardedRoutes are the control API's paths a joined node forwards to the scheduler: the task
-// and node commands of the local socket, and the scheduler group's status and membership.
-var forwardedRoutes = []string{"/v1/tasks", "/v1/tasks/", "/v1/nodes", api.RaftPath, api.RaftPath + "/", api.CacheWherePath}
+// and node commands of the local socket, the scheduler group's status and membership, and the
+// periodic gc's status.
+var forwardedRoutes = []string{"/v1/tasks", "/v1/tasks/", "/v1/nodes", api.RaftPath, api.RaftPath + "/", api.CacheWherePath,
+	api.GCStatusPath}
 
 // forwardTasksToScheduler serves the task and node commands of the local socket by forwarding
 // them to the scheduler at --join (a URL, or host:port for plain HTTP; several, comma-separated,

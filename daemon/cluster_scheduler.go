@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/sched"
 )
 
-// schedulerRoutes are the control API's paths the scheduler serves (the cluster's own calls, and
-// the task and node commands).
-var schedulerRoutes = []string{"/v1/cluster/", "/v1/tasks", "/v1/tasks/", "/v1/nodes", "/v1/cache/where"}
+// schedulerRoutes are the control API's paths the scheduler serves (the cluster's own calls, the
+// task and node commands, and the periodic gc's status).
+var schedulerRoutes = []string{"/v1/cluster/", "/v1/tasks", "/v1/tasks/", "/v1/nodes", "/v1/cache/where", api.GCStatusPath}
 
 // startScheduler opens the cluster's queue (badger, beside the cache dir) under its raft
 // group member (log, stable store and snapshots in "<cache dir>-raft"), starts the scheduler
@@ -19,7 +20,7 @@ var schedulerRoutes = []string{"/v1/cluster/", "/v1/tasks", "/v1/tasks/", "/v1/n
 //
 // Without --scheduler-peers the group is this scheduler alone, bootstrapped on first start
 // (the badger state of an earlier, unreplicated scheduler is carried into the log).
-func (d *Daemon) startScheduler(m *clusterMember) (addr string, err error) {
+func (d *Daemon) startScheduler(ctx context.Context, m *clusterMember) (addr string, err error) {
 	peers, err := sched.ParsePeers(m.cfg.SchedulerPeers)
 	if err != nil {
 		return "", fmt.Errorf("cluster: --scheduler-peers: %w", err)
@@ -60,6 +61,9 @@ func (d *Daemon) startScheduler(m *clusterMember) (addr string, err error) {
 	})
 	mux := http.NewServeMux()
 	s.Routes(mux)
+	if err := d.startPeriodicGC(ctx, s, mux); err != nil {
+		return "", fmt.Errorf("cluster: %w", err)
+	}
 	h := s.LeaderRouter(mux)
 	for _, p := range schedulerRoutes {
 		d.Handle(p, h)

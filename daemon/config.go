@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/eddy-cluster/eddy/consistency"
+	hk "github.com/eddy-cluster/eddy/housekeeping"
 )
 
 // Config is everything `eddy daemon` takes. The command fills it from flags,
@@ -127,6 +128,12 @@ type Config struct {
 	QuotaWalkInterval time.Duration
 	ShareFullPercent  float64
 	UsageWorkers      int
+	// Periodic gc on the scheduler (cluster_gc.go, docs/housekeeping.md): GCEvery > 0 runs
+	// `eddy gc --yes` that often on the scheduler group's leader, through this node's mount
+	// (0: off; ignored without Scheduler). GCPolicy is what it keeps (nil: `eddy gc`'s
+	// defaults, housekeeping.DefaultPolicy; a pointer because a zero retention is a policy).
+	GCEvery  time.Duration
+	GCPolicy *hk.Policy
 
 	// ShutdownTimeout bounds the unmount at SIGINT/SIGTERM.
 	ShutdownTimeout time.Duration
@@ -207,6 +214,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--chunk-size %d: must be between 64KiB and 256MiB", c.ChunkSize)
 	case c.ChunkSize > 0 && c.ChunkSize&(4096-1) != 0:
 		return fmt.Errorf("--chunk-size %d: must be a multiple of 4KiB", c.ChunkSize)
+	case c.GCEvery < 0:
+		return fmt.Errorf("--gc-every must not be negative (0: off)")
 	case c.ContainerdSocket != "" && c.ContainerdDir != "":
 		return fmt.Errorf("--containerd-socket and --containerd-dir exclude each other (the node's containerd, or a private one)")
 	}

@@ -26,6 +26,7 @@ type Daemon struct {
 	mnt     Mounted // the FUSE server
 	api     *apiServer
 	house   *housekeeping // verify, du, quotas, share space (server_housekeeping.go)
+	gc      *periodicGC   // the scheduler's periodic gc (cluster_gc.go); nil when off
 	started time.Time
 	// mounted is closed when the FUSE server has stopped (unmounted).
 	mounted chan struct{}
@@ -207,6 +208,10 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err := d.startCluster(ctx); err != nil {
 		return nil, err
 	}
+	if cfg.GCEvery > 0 && !cfg.Scheduler {
+		// Not an error: one configuration file is often shared by every node.
+		log.Warn("gc: --gc-every is ignored: periodic gc runs on the scheduler (--scheduler)", "gc_every", cfg.GCEvery)
+	}
 	if err := d.startUI(); err != nil {
 		return nil, err
 	}
@@ -221,6 +226,14 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 
 // stop unmounts (bounded) and closes everything.
 func (d *Daemon) stop() error {
+	if d.gc != nil {
+		// A gc run works through the mount: it ends before the unmount, not under it.
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+		if err := d.gc.stop(ctx); err != nil {
+			d.log.Warn("shutdown", "err", err)
+		}
+		cancel()
+	}
 	d.unmount()
 	return d.runClosers()
 }

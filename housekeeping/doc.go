@@ -8,4 +8,8 @@
 //
 // The caller supplies the scheduler's tasks (Options.Tasks); a directory whose task the
 // scheduler does not know is aged by its newest modification time.
+//
+// Periodic runs Run on a schedule for the scheduler (`eddy daemon --gc-every`): one run at a
+// time, only while its scheduler leads the group. The daemon wires it; this package knows
+// nothing of raft or of the API's routes.
 package housekeeping

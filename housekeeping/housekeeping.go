@@ -38,14 +38,8 @@ type Options struct {
 	Share string
 	// Layout names the share's directories (only Jobs is used); zero fields: the defaults.
 	Layout runtime.Layout
-	// JobRetention and LogRetention: how long after its task ended a job or log directory is
-	// kept (0: removed as soon as the task has ended; negative: never removed).
-	JobRetention, LogRetention time.Duration
-	// KeepEnvs newest versions of each environment are kept (at least 1); older ones go as
-	// envs.Prune decides, with EnvGrace as its grace period. KeepEnvs < 0: no environment is
-	// pruned.
-	KeepEnvs int
-	EnvGrace time.Duration
+	// Policy: how long directories are kept, how many environment versions.
+	Policy
 	// Tasks are the scheduler's tasks (all of them, ended or not).
 	Tasks []api.Task
 	// DryRun: report only, remove nothing.
@@ -56,10 +50,28 @@ type Options struct {
 	Progress func(Progress)
 }
 
+// Policy is what Run keeps. It is one type so that `eddy gc`'s flags and the scheduler's
+// periodic gc (Periodic) are given the same settings with the same defaults.
+type Policy struct {
+	// JobRetention and LogRetention: how long after its task ended a job or log directory is
+	// kept (0: removed as soon as the task has ended; negative: never removed).
+	JobRetention, LogRetention time.Duration
+	// KeepEnvs newest versions of each environment are kept (at least 1); older ones go as
+	// envs.Prune decides, with EnvGrace as its grace period. KeepEnvs < 0: no environment is
+	// pruned.
+	KeepEnvs int
+	EnvGrace time.Duration
+}
+
+// DefaultPolicy is the policy of `eddy gc` without flags.
+func DefaultPolicy() Policy {
+	return Policy{JobRetention: DefaultJobRetention, LogRetention: DefaultLogRetention,
+		KeepEnvs: DefaultKeepEnvs, EnvGrace: DefaultEnvGrace}
+}
+
 // DefaultOptions are the options of `eddy gc` without flags (a dry run).
 func DefaultOptions(share string) Options {
-	return Options{Share: share, JobRetention: DefaultJobRetention, LogRetention: DefaultLogRetention,
-		KeepEnvs: DefaultKeepEnvs, EnvGrace: DefaultEnvGrace, DryRun: true}
+	return Options{Share: share, Policy: DefaultPolicy(), DryRun: true}
 }
 
 // Progress is the state of a walk: Phase is "jobs", "logs" or "envs"; Done of Total entries

@@ -7,9 +7,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/housekeeping"
 	"github.com/eddy-cluster/eddy/sched"
 )
+
+// submit submits a task as nobody and returns its id.
+func (c *ctrCluster) submit(args ...string) string {
+	c.t.Helper()
+	out, errOut, code := c.asUser(append([]string{"submit"}, args...)...)
+	id := strings.TrimSpace(out)
+	if code != 0 || id == "" || strings.Contains(id, "\n") {
+		c.t.Fatalf("submit %v: %d %q %s", args, code, out, errOut)
+	}
+	return id
+}
 
 // `eddy gc` against a one-node cluster: a dry run removes nothing; --yes removes the job and
 // log dirs of an ended task whose retention has passed, never a running task's, nor the job
@@ -18,18 +30,9 @@ func TestTaskGCKeepsRunningRemovesExpired(t *testing.T) {
 	c := newCtrCluster(t)
 	c.n.start(c.args()...)
 	c.waitNodeUp()
-	submit := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := c.asUser(append([]string{"submit"}, args...)...)
-		id := strings.TrimSpace(out)
-		if code != 0 || id == "" || strings.Contains(id, "\n") {
-			t.Fatalf("submit %v: %d %q %s", args, code, out, errOut)
-		}
-		return id
-	}
-	done := submit("--", "sh", "-c", `echo result > "$EDDY_JOB_DIR/out"`)
-	kept := submit("--keep-job-dir", "--", "sh", "-c", `echo result > "$EDDY_JOB_DIR/out"`)
-	running := submit("--", "sh", "-c", `echo partial > "$EDDY_JOB_DIR/out"; echo started; sleep 120`)
+	done := c.submit("--", "sh", "-c", `echo result > "$EDDY_JOB_DIR/out"`)
+	kept := c.submit("--keep-job-dir", "--", "sh", "-c", `echo result > "$EDDY_JOB_DIR/out"`)
+	running := c.submit("--", "sh", "-c", `echo partial > "$EDDY_JOB_DIR/out"; echo started; sleep 120`)
 	for _, id := range []string{done, kept} {
 		c.waitTask(id, 60*time.Second, "completed", func(tk sched.Task) bool { return tk.State == sched.StateCompleted })
 	}
@@ -99,6 +102,60 @@ func TestTaskGCKeepsRunningRemovesExpired(t *testing.T) {
 	// The running task still runs, and ends normally once killed.
 	if tk := c.task(running); tk.State != sched.StateRunning {
 		t.Fatalf("running task after gc: %s", tk.State)
+	}
+	if _, err := c.n.eddy("tasks", "kill", running); err != nil {
+		t.Fatal(err)
+	}
+	c.waitTask(running, 30*time.Second, "killed", func(tk sched.Task) bool { return tk.State.Terminal() })
+}
+
+// The scheduler's periodic gc (--gc-every): with a short interval and no retention, an ended
+// task's job and log dirs go on their own, a running task's stay, and `eddy gc --status` says
+// what the scheduler's gc is set to and how its last run went.
+func TestPeriodicGCRemovesExpiredKeepsRunning(t *testing.T) {
+	c := newCtrCluster(t)
+	c.n.start(append(c.args(), "--gc-every", "1s", "--gc-job-retention", "0s", "--gc-log-retention", "0s")...)
+	c.waitNodeUp()
+	running := c.submit("--", "sh", "-c", `echo partial > "$EDDY_JOB_DIR/out"; echo started; sleep 120`)
+	done := c.submit("--", "sh", "-c", `echo result > "$EDDY_JOB_DIR/out"`)
+	c.waitTask(running, 30*time.Second, "running with output", func(tk sched.Task) bool {
+		b, _ := os.ReadFile(c.n.org("logs/" + running + "/stdout.log"))
+		return tk.State == sched.StateRunning && string(b) == "started\n"
+	})
+	c.waitTask(done, 30*time.Second, "completed", func(tk sched.Task) bool { return tk.State == sched.StateCompleted })
+	exists := func(rel string) bool { _, err := os.Stat(c.n.org(rel)); return err == nil }
+	waitUntil(t, "the periodic gc to remove the ended task's job and log dirs", 10*time.Second, func() bool {
+		return !exists("jobs/"+done) && !exists("logs/"+done)
+	}, func() string { return c.n.tail(40) })
+	for _, rel := range []string{"jobs/" + running, "logs/" + running} {
+		if !exists(rel) {
+			t.Errorf("the periodic gc removed %s, a running task's", rel)
+		}
+	}
+	if b, err := os.ReadFile(c.n.org("jobs/" + running + "/out")); err != nil || string(b) != "partial\n" {
+		t.Errorf("running task's job dir: %q %v", b, err)
+	}
+	if log := c.n.log(); !strings.Contains(log, "kind=job path=jobs/"+done) {
+		t.Errorf("the daemon's log does not record the removal of jobs/%s:\n%s", done, c.n.tail(40))
+	}
+
+	out, err := c.n.eddy("gc", "--status", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st api.GCStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("gc --status --json: %v: %s", err, out)
+	}
+	if !st.Leading || st.Scheduler != "ecd0" || st.EverySec != 1 || st.JobRetentionSec != 0 || st.Last == nil || st.Last.Error != "" {
+		t.Fatalf("gc --status: %s", out)
+	}
+	if out, err := c.n.eddy("gc", "--status"); err != nil || !strings.Contains(out, "periodic gc every 1s on scheduler ecd0") ||
+		!strings.Contains(out, "last run") {
+		t.Fatalf("gc --status: %v\n%s", err, out)
+	}
+	if tk := c.task(running); tk.State != sched.StateRunning {
+		t.Fatalf("running task after the periodic gc: %s", tk.State)
 	}
 	if _, err := c.n.eddy("tasks", "kill", running); err != nil {
 		t.Fatal(err)

@@ -42,7 +42,7 @@ func daemonFlags() []cli.Flag {
 	slice := func(name, usage string) cli.Flag {
 		return &cli.StringSliceFlag{Name: name, Usage: usage, EnvVars: envName(name)}
 	}
-	return []cli.Flag{
+	flags := []cli.Flag{
 		str("origin", "", "the shared directory: a `PATH` (any POSIX dir: NFS/SSHFS/local) or a URL such as nfs://server/export (required)"),
 		str("mount", "", "mount the cached view on `DIR` (required)"),
 		str("cache-dir", "", "local cache directory (index and chunks), on local disk outside the share (required unless --no-cache)"),
@@ -106,7 +106,10 @@ func daemonFlags() []cli.Flag {
 		str("user-mount", runtime.DefaultUserMount, "container tasks: where the user's directory appears"),
 		str("job-mount", runtime.DefaultJobMount, "container tasks: where the task's job directory appears"),
 		str("scratch-mount", runtime.DefaultScratchMount, "container tasks: where the task's scratch directory appears"),
+		// Periodic gc on the scheduler; what it keeps is set as `eddy gc`'s flags are (--gc-*).
+		dur("gc-every", 0, "scheduler: every `DURATION` the scheduler group's leader runs eddy gc --yes through its mount, keeping what the --gc-* flags say (0: off; eddy gc --status shows the last run)"),
 	}
+	return append(flags, policyFlags("gc-")...)
 }
 
 func daemonCommand() *cli.Command {
@@ -247,6 +250,12 @@ func daemonConfig(c *cli.Context) (daemon.Config, error) {
 	if err := scopeConfig(c, &cfg); err != nil {
 		return cfg, err
 	}
+	cfg.GCEvery = c.Duration("gc-every")
+	pol, err := policyFromFlags(c, "gc-")
+	if err != nil {
+		return cfg, err
+	}
+	cfg.GCPolicy = &pol
 	if cfg.CacheBytes, cfg.CachePercent, err = units.ParseSizeOrPercent(c.String("cache-size")); err != nil {
 		return cfg, fmt.Errorf("--cache-size: %w", err)
 	}
