@@ -25,6 +25,10 @@ type CacheStats struct {
 	Origin  string `json:"origin"`
 	Mount   string `json:"mount"`
 	NoCache bool   `json:"no_cache,omitempty"` // the daemon runs with --no-cache
+	// PeerRejected: chunks other nodes sent that failed their checksum, each fetched from
+	// another holder or the origin instead. Peer fetch counts it, not the cache (which never
+	// sees those bytes), so it sits beside the cache's counters rather than among them.
+	PeerRejected int64 `json:"peer_rejected,omitempty"`
 	// OriginHealth: whether the origin answers, since when, its last error.
 	OriginHealth *OriginHealth `json:"origin_health,omitempty"`
 	// Share: how full the share is (statfs of the origin), with the nearly-full warning.

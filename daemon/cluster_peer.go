@@ -14,15 +14,18 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/cache"
 	"github.com/eddy-cluster/eddy/origin"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Peer fetch's fixed bounds.
@@ -36,6 +39,14 @@ const (
 	peerMaxHolderTry  = 4                      // holders tried per chunk
 	peerMinTransfer   = 100 * time.Millisecond // below this left, a holder is not tried
 )
+
+// peerCorruptEnv names a test hook, read once when peer fetch starts: set to 1, this node
+// flips one byte of every chunk it serves to other nodes while sending the true checksum, so
+// that the integration tests can show a receiver catching a corrupt peer (the checksum rejects
+// it, the chunk comes from another holder or the origin, peer_rejected counts it). It is not
+// configuration: it is never in --help or the config file, and a daemon with it on says so in
+// a warning at start, so that it is never on unnoticed.
+const peerCorruptEnv = "EDDY_TEST_PEER_CORRUPT"
 
 // peerCache is what peer fetch needs of the cache (*cache.Store).
 type peerCache interface {
@@ -56,7 +67,10 @@ func (d *Daemon) startPeerFetch(m *clusterMember, schedAddr string) {
 		return
 	}
 	srv := &peerServer{c: pc, slots: make(chan struct{}, c.PeerUploadSlots), waiters: make(chan struct{}, peerMaxWaiters),
-		log: m.log.With("part", "peer")}
+		corrupt: os.Getenv(peerCorruptEnv) == "1", log: m.log.With("part", "peer")}
+	if srv.corrupt {
+		m.log.Warn("TEST HOOK: " + peerCorruptEnv + "=1, every chunk this node serves to other nodes is corrupted on purpose")
+	}
 	d.Handle("GET "+api.PeerChunkPath, srv)
 	opts := append(append([]api.Option{}, m.callOpts...), api.WithTimeout(peerLookupTimeout))
 	tr := &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second, TLSClientConfig: m.clientTLS}
@@ -67,7 +81,12 @@ func (d *Daemon) startPeerFetch(m *clusterMember, schedAddr string) {
 	src := &peerSource{node: m.name, token: m.token, scheme: scheme, tracker: api.NewTCP(schedAddr, opts...),
 		hc: &http.Client{Transport: tr}, wait: min(c.PeerWait, c.PeerTimeout), timeout: c.PeerTimeout,
 		leases: map[cache.PeerKey]bool{}, pending: map[peerFileKey]*api.PeerHaveFile{}, kick: make(chan struct{}, 1),
-		stop: make(chan struct{}), log: m.log.With("part", "peer")}
+		rejected: &d.api.peerRejected, stop: make(chan struct{}), log: m.log.With("part", "peer")}
+	reg, err := registerPeerMetrics(d.meter, src.rejected)
+	if err != nil {
+		m.log.Warn("peer fetch metrics not registered", "err", err)
+		reg = nil
+	}
 	done := make(chan struct{})
 	go func() { defer close(done); src.reportLoop() }()
 	pc.SetPeerSource(src)
@@ -76,9 +95,30 @@ func (d *Daemon) startPeerFetch(m *clusterMember, schedAddr string) {
 		close(src.stop)
 		<-done
 		tr.CloseIdleConnections()
+		if reg != nil {
+			return reg.Unregister()
+		}
 		return nil
 	})
 	m.log.Info("peer fetch on", "upload_slots", c.PeerUploadSlots, "wait", src.wait, "timeout", src.timeout)
+}
+
+// registerPeerMetrics exports the rejected-chunk count beside the cache's own instruments
+// (cache/metrics.go): the cache never sees those chunks, as the peer source drops them before
+// handing bytes over, so the count is the daemon's to export.
+func registerPeerMetrics(m metric.Meter, rejected *atomic.Int64) (metric.Registration, error) {
+	if m == nil {
+		return nil, nil
+	}
+	c, err := m.Int64ObservableCounter("eddy.cache.peer.rejected",
+		metric.WithDescription("Chunks from other nodes that failed their checksum (fetched elsewhere instead)"), metric.WithUnit("{chunk}"))
+	if err != nil {
+		return nil, fmt.Errorf("eddy.cache.peer.rejected: %w", err)
+	}
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(c, rejected.Load())
+		return nil
+	}, c)
 }
 
 // peerServer serves this node's chunks to other nodes.
@@ -86,6 +126,7 @@ type peerServer struct {
 	c       peerCache
 	slots   chan struct{} // upload slots (--peer-upload-slots)
 	waiters chan struct{} // requests waiting for a fetch under way here
+	corrupt bool          // the peerCorruptEnv test hook is on
 	bufs    sync.Pool
 	log     *slog.Logger
 }
@@ -140,6 +181,9 @@ func (p *peerServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, status, err)
 		return
 	}
+	if p.corrupt && n > 0 {
+		buf[n/2] ^= 0xff // the test hook: our own copy, the cached chunk stays whole
+	}
 	w.Header().Set(api.PeerSumHeader, fmt.Sprintf("%016x", sum))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.Itoa(n))
@@ -176,6 +220,7 @@ type peerSource struct {
 	tracker             *api.Client
 	hc                  *http.Client
 	wait, timeout       time.Duration
+	rejected            *atomic.Int64 // chunks a holder sent that failed their checksum
 	log                 *slog.Logger
 
 	mu        sync.Mutex
@@ -271,7 +316,13 @@ func (p *peerSource) fetchFrom(ctx context.Context, h api.PeerHolder, key cache.
 		return 0, fmt.Errorf("%s: %w", h.Node, err)
 	}
 	if xxhash.Sum64(dst) != sum {
-		return 0, fmt.Errorf("%s: chunk failed its checksum", h.Node)
+		// Counted, so that a peer with a bad disk or bad memory shows in the stats; the
+		// first one is a warning, the rest would repeat it once per chunk.
+		err := fmt.Errorf("%s: chunk %d of %s failed its checksum", h.Node, key.Index, key.Path)
+		if p.rejected.Add(1) == 1 {
+			p.log.Warn("chunk from a peer rejected; trying another holder or the origin", "err", err)
+		}
+		return 0, err
 	}
 	return sum, nil
 }

@@ -1,14 +1,21 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/cache"
+	"github.com/eddy-cluster/eddy/origin"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 type nopPeerCache struct{ calls int }
@@ -62,5 +69,80 @@ func TestPeerAddRange(t *testing.T) {
 	}
 	if len(rs) != 2 || rs[0] != (api.PeerRange{From: 2, To: 6}) || rs[1] != (api.PeerRange{From: 9, To: 11}) {
 		t.Fatalf("ranges %v", rs)
+	}
+}
+
+// chunkPeerCache serves one chunk of fixed bytes with their true checksum.
+type chunkPeerCache struct{ data []byte }
+
+func (c *chunkPeerCache) SetPeerSource(cache.PeerSource) {}
+func (c *chunkPeerCache) ServePeerChunk(ctx context.Context, key cache.PeerKey, dst []byte, wait time.Duration) (int, uint64, error) {
+	if dst == nil {
+		return 0, 0, nil
+	}
+	return copy(dst, c.data), xxhash.Sum64(c.data), nil
+}
+
+// A holder whose bytes do not match the checksum it sends (the test hook on) is refused and
+// counted; one whose bytes match is taken and not counted.
+func TestPeerFetchRejectsCorruptChunk(t *testing.T) {
+	data := []byte("0123456789abcdef")
+	key := cache.PeerKey{Path: "f", Fingerprint: origin.Fingerprint{Size: 16}, ChunkSize: 65536, Len: int64(len(data))}
+	for _, tc := range []struct {
+		corrupt      bool
+		wantRejected int64
+	}{{false, 0}, {true, 1}} {
+		srv := &peerServer{c: &chunkPeerCache{data: data}, slots: make(chan struct{}, 1), waiters: make(chan struct{}, 1),
+			corrupt: tc.corrupt}
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv.ServeHTTP(w, r.WithContext(api.WithIdentity(r.Context(), api.Identity{Via: "token"})))
+		}))
+		var rejected atomic.Int64
+		src := &peerSource{token: "t", scheme: "http", hc: hs.Client(), rejected: &rejected, log: slog.New(slog.DiscardHandler)}
+		dst := make([]byte, len(data))
+		_, err := src.fetchFrom(context.Background(), api.PeerHolder{Node: "n", Address: hs.URL}, key, dst)
+		hs.Close()
+		if (err != nil) != tc.corrupt || rejected.Load() != tc.wantRejected {
+			t.Fatalf("corrupt %v: err %v, rejected %d; want an error %v, rejected %d", tc.corrupt, err, rejected.Load(), tc.corrupt, tc.wantRejected)
+		}
+		if !tc.corrupt && !bytes.Equal(dst, data) {
+			t.Fatalf("fetched %q, want %q", dst, data)
+		}
+	}
+}
+
+// The rejected-chunk count is exported as an OpenTelemetry counter reading the same atomic as
+// the stats, and unregistered with peer fetch.
+func TestPeerRejectedMetric(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	var rejected atomic.Int64
+	reg, err := registerPeerMetrics(mp.Meter("test"), &rejected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejected.Add(3)
+	collect := func() (int64, bool) {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if d, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "eddy.cache.peer.rejected" && len(d.DataPoints) > 0 {
+					return d.DataPoints[0].Value, true
+				}
+			}
+		}
+		return 0, false
+	}
+	if v, ok := collect(); !ok || v != 3 {
+		t.Fatalf("eddy.cache.peer.rejected = %d (found %v), want 3", v, ok)
+	}
+	if err := reg.Unregister(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := collect(); ok {
+		t.Fatal("eddy.cache.peer.rejected still observed after Unregister")
 	}
 }

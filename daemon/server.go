@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,9 +51,13 @@ type apiServer struct {
 	access Access
 	// shareSpace, when set, is how full the share is (server_housekeeping.go).
 	shareSpace func() *api.ShareSpace
-	log        *slog.Logger
-	mux        *http.ServeMux
-	started    time.Time
+	// peerRejected counts the chunks other nodes sent that failed their checksum; peer fetch
+	// (cluster_peer.go) adds to it. It lives here, not in the cache, because the peer source
+	// drops those chunks before the cache sees them.
+	peerRejected atomic.Int64
+	log          *slog.Logger
+	mux          *http.ServeMux
+	started      time.Time
 }
 
 func newAPIServer(c CacheControl, mount, originName string, health func() api.Health, log *slog.Logger) *apiServer {
@@ -166,6 +171,7 @@ func (s *apiServer) handleStats(w http.ResponseWriter, r *http.Request) {
 	if s.cache != nil {
 		out.CacheCounters = wireCounters(s.cache.Stats())
 	}
+	out.PeerRejected = s.peerRejected.Load()
 	if s.originHealth != nil {
 		h := wireOriginHealth(s.originHealth())
 		out.OriginHealth = &h

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +31,11 @@ func newPeerCluster(t *testing.T, extra ...string) *peerCluster {
 	t.Helper()
 	needFUSE(t)
 	tnEnsure(t, "nfs", "ganesha.nfsd", "rpcbind")
+	t0 := time.Now()
 	env := fltNFS(t, "unshaped")
+	// Most of a slow set-up is the wait for the machine-wide rpcbind lock (another suite's
+	// NFS server holds it): said here, so that a slow run shows where its time went.
+	t.Logf("NFS server up in %s", time.Since(t0).Round(time.Millisecond))
 	openPath(t, env.export)
 	base := t.TempDir()
 	token := filepath.Join(base, "peer-token")
@@ -52,8 +57,15 @@ func newPeerCluster(t *testing.T, extra ...string) *peerCluster {
 		n.start()
 		pc.nodes = append(pc.nodes, n)
 	}
+	pc.waitUp(t)
+	return pc
+}
+
+// waitUp waits until the scheduler sees all the cluster's nodes up.
+func (pc *peerCluster) waitUp(t *testing.T) {
+	t.Helper()
 	cl := api.NewUnix(pc.nodes[1].Socket)
-	waitUntil(t, "three nodes up", 60*time.Second, func() bool {
+	waitUntil(t, "all nodes up", 60*time.Second, func() bool {
 		var ns []struct {
 			Name string `json:"name"`
 			Up   bool   `json:"up"`
@@ -69,9 +81,47 @@ func newPeerCluster(t *testing.T, extra ...string) *peerCluster {
 				up++
 			}
 		}
-		return up == 3
+		return up == len(pc.nodes)
 	}, func() string { return pc.nodes[0].tail(40) })
-	return pc
+}
+
+// peerCorruptEnv is the daemon's test hook (daemon/cluster_peer.go): a daemon started with it
+// set to 1 corrupts every chunk it serves to other nodes.
+const peerCorruptEnv = "EDDY_TEST_PEER_CORRUPT"
+
+// restartCorrupt restarts node i with the corrupting test hook on. The variable is in the test
+// process's environment only while that daemon starts, so that no other daemon or command the
+// test runs inherits it (and t.Setenv refuses to run beside a parallel test).
+func (pc *peerCluster) restartCorrupt(t *testing.T, i int) {
+	t.Helper()
+	n := pc.nodes[i]
+	if !n.signal(syscall.SIGTERM, 10*time.Second) {
+		n.kill9()
+	}
+	t.Setenv(peerCorruptEnv, "1")
+	n.start()
+	if err := os.Unsetenv(peerCorruptEnv); err != nil {
+		t.Fatal(err)
+	}
+	// Health answers before the cluster part is up; the peer source is in place once the
+	// daemon says it is ready.
+	waitUntil(t, fmt.Sprintf("node %d ready", i), 30*time.Second, func() bool {
+		return strings.Contains(lastRun(n), "eddy ready")
+	}, func() string { return n.tail(40) })
+	pc.waitUp(t)
+	if !strings.Contains(lastRun(n), "TEST HOOK: "+peerCorruptEnv) {
+		t.Fatalf("node %d runs with %s=1 and did not warn about it:\n%s", i, peerCorruptEnv, n.tail(40))
+	}
+}
+
+// lastRun is n's log since its daemon last started.
+func lastRun(n *fnode) string {
+	b, _ := os.ReadFile(n.LogFile)
+	s := string(b)
+	if i := strings.LastIndex(s, "=== start "); i >= 0 {
+		s = s[i:]
+	}
+	return s
 }
 
 // originTx is the bytes the server namespace has sent so far.

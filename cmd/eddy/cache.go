@@ -116,6 +116,7 @@ func printStats(w io.Writer, s api.CacheStats) error {
 	t.row("hit bytes", fmt.Sprintf("%s (%d chunk reads)", units.FormatBytes(s.HitBytes), s.Hits))
 	t.row("miss bytes", fmt.Sprintf("%s (%d chunk fetches; %s read for random readers, not stored)", units.FormatBytes(s.MissBytes), s.Misses, units.FormatBytes(s.DirectBytes)))
 	t.row("peer bytes", fmt.Sprintf("%s fetched from other nodes, %s served to them", units.FormatBytes(s.PeerBytes), units.FormatBytes(s.ServedBytes)))
+	t.row("peer rejected", fmt.Sprintf("%d chunks from other nodes failed their checksum (fetched elsewhere)", s.PeerRejected))
 	t.row("hit ratio", ratio)
 	t.row("cached bytes", fmt.Sprintf("%s of %s quota", units.FormatBytes(s.CachedBytes), units.FormatBytes(s.QuotaBytes)))
 	t.row("files", fmt.Sprintf("%d (%d pinned)", s.Files, s.PinnedFiles))
