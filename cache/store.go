@@ -107,6 +107,9 @@ type Store struct {
 	lastDirect, lastPiece atomic.Int64
 
 	evictCh chan struct{} // wakes evictLoop
+	// spare holds unnamed data files ready to be linked to a new file's
+	// name (spare.go); spareLoop fills it, createData takes from it.
+	spare chan int
 
 	inv inventoryLog
 
@@ -208,6 +211,7 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 		raq:       make(chan raJob, cfg.FetchWorkers*4),
 		bgq:       make(chan raJob, bgQueueLen),
 		evictCh:   make(chan struct{}, 1),
+		spare:     make(chan int, spareFiles),
 		writeData: func(f *os.File, p []byte, off int64) (int, error) { return f.WriteAt(p, off) },
 		syncData:  func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) },
 	}
@@ -237,10 +241,11 @@ func Open(ctx context.Context, org origin.FS, cfg Config) (*Store, error) {
 	s.wg.Add(1)
 	go s.fillWorker()
 	if s.db != nil {
-		s.wg.Add(3)
+		s.wg.Add(4)
 		go s.scanTotals()
 		go s.evictLoop()
 		go s.accessLoop()
+		go s.spareLoop()
 	}
 	return s, nil
 }
@@ -303,6 +308,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	s.closeSpares()
 	// No persist step starts once closed is set; the running ones queue
 	// their chunks, which syncLoop commits before it returns.
 	s.persists.Wait()

@@ -136,7 +136,7 @@ func (s *Store) loadVersion(name string, nv *version, chunks []indexedChunk) {
 	fd, err := s.openData(p, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		_ = os.MkdirAll(filepath.Dir(p), 0o700)
-		fd, err = s.openData(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		fd, err = s.createData(p)
 		created = true
 	}
 	if err == nil {

@@ -136,13 +136,18 @@ func (n *node) openReadOnly(ctx, octx context.Context, name string, op openPlan)
 // one otherwise.
 func (n *node) openCached(ctx context.Context, name string, a origin.Attr, op openPlan, plan readPlan, ch cache.Handle, res cache.OpenResult) (fs.FileHandle, uint32, syscall.Errno) {
 	st := n.st
-	pf := ch.PassthroughFile()
-	plan = plan.cacheOpened(cacheFacts{
-		changed:           res.Changed,
-		offersPassthrough: pf != nil,
-		passthroughOK:     st.passthroughOK(),
-		settled:           settled(a, st.opts.PassthroughSettle, time.Now()),
-	})
+	facts := cacheFacts{
+		changed:       res.Changed,
+		passthroughOK: st.passthroughOK(),
+		settled:       settled(a, st.opts.PassthroughSettle, time.Now()),
+		small:         a.Size <= pageCacheMax,
+	}
+	var pf *os.File
+	if facts.mayPassthrough() {
+		pf = ch.PassthroughFile()
+		facts.offersPassthrough = pf != nil
+	}
+	plan = plan.cacheOpened(facts)
 	mode, e := n.admit(ctx, plan.admit)
 	if e != 0 {
 		ch.Close()

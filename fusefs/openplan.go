@@ -202,16 +202,40 @@ func (p readPlan) keeping(keep bool) readPlan {
 	return p
 }
 
+// pageCacheMax is the size up to which a file is read through the kernel's
+// page cache of the mount rather than by passthrough. The kernel keeps
+// those pages from one open of a version to the next (FOPEN_KEEP_CACHE), so
+// a warm small file is read with no request at all either way, while a
+// passthrough open costs the daemon, per open, the check of the version's
+// chunks and its data file (fstat), the registration of a backing file
+// with the kernel and its removal after release (two ioctls), and a
+// duplicate of the data file kept in step (backing.go): most of what the
+// open of a warm small file costs it. When the kernel has dropped the
+// pages, the whole file comes back in one READ (the mount reads ahead
+// 1 MiB), answered from the cache. Larger files use passthrough, which
+// reads at local-disk speed without the daemon.
+const pageCacheMax = 512 << 10
+
 // cacheFacts are what the cache's open of the version tells.
 type cacheFacts struct {
 	// changed: the cache held another version, now replaced
 	// (cache.OpenResult.Changed): the kernel's pages may be of it.
 	changed bool
 	// offersPassthrough: the cache has the version as one complete,
-	// verified local file (cache.Handle.PassthroughFile).
+	// verified local file (cache.Handle.PassthroughFile). Asked only when
+	// the other facts let the open use passthrough (mayPassthrough).
 	offersPassthrough bool
 	passthroughOK     bool // kernel passthrough is in effect on this mount
 	settled           bool // the file has been unchanged long enough (settled)
+	// small: the file is at most pageCacheMax bytes.
+	small bool
+}
+
+// mayPassthrough reports whether an open with these facts could use
+// passthrough if the cache offers a complete local file; if not, the
+// cache is not asked (its check reads every chunk's state).
+func (c cacheFacts) mayPassthrough() bool {
+	return c.passthroughOK && c.settled && !c.small
 }
 
 // cacheOpened is the plan once the cache opened the file for reading.
@@ -219,7 +243,7 @@ func (p readPlan) cacheOpened(c cacheFacts) readPlan {
 	if c.changed {
 		p = p.keeping(false)
 	}
-	p.admit.complete = c.offersPassthrough && c.passthroughOK && c.settled
+	p.admit.complete = c.offersPassthrough && c.mayPassthrough()
 	return p
 }
 

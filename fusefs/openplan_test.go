@@ -197,6 +197,7 @@ func TestPlanReadCacheOpened(t *testing.T) {
 		{"no complete local file", cacheFacts{passthroughOK: true, settled: true}, fopenNoFlush | fopenKeepCache, false},
 		{"passthrough not available", cacheFacts{offersPassthrough: true, settled: true}, fopenNoFlush | fopenKeepCache, false},
 		{"not settled", cacheFacts{offersPassthrough: true, passthroughOK: true}, fopenNoFlush | fopenKeepCache, false},
+		{"small: its pages serve it", cacheFacts{offersPassthrough: true, passthroughOK: true, settled: true, small: true}, fopenNoFlush | fopenKeepCache, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := kept.cacheOpened(c.c)
@@ -207,6 +208,15 @@ func TestPlanReadCacheOpened(t *testing.T) {
 				t.Fatalf("cacheOpened changed the source or version: %+v", p)
 			}
 		})
+	}
+	// The cache's passthrough check is asked only for a candidate.
+	if !all.mayPassthrough() {
+		t.Fatal("a settled large file with passthrough available is no candidate")
+	}
+	for _, c := range []cacheFacts{{passthroughOK: true, settled: true, small: true}, {settled: true}, {passthroughOK: true}} {
+		if c.mayPassthrough() {
+			t.Fatalf("%+v: a candidate for passthrough", c)
+		}
 	}
 	// The cache failed: read the origin, never by passthrough of a cache
 	// file; the page cache verdict stands.

@@ -70,6 +70,32 @@ type FS struct {
 	sent   [32]atomic.Int64 // calls sent, by procedure
 }
 
+// procNames names the NFSv3 procedures CallsSent reports.
+var procNames = map[uint32]string{
+	procGetattr: "GETATTR", procSetattr: "SETATTR", procLookup: "LOOKUP", procReadlink: "READLINK",
+	procRead: "READ", procWrite: "WRITE", procCreate: "CREATE", procMkdir: "MKDIR",
+	procSymlink: "SYMLINK", procMknod: "MKNOD", procRemove: "REMOVE", procRmdir: "RMDIR",
+	procRename: "RENAME", procLink: "LINK", procReaddirplus: "READDIRPLUS", procFsstat: "FSSTAT",
+	procFsinfo: "FSINFO", procPathconf: "PATHCONF",
+}
+
+// CallsSent returns the NFS calls sent so far, by procedure name (retries
+// included): what an operation through the origin costs in round trips,
+// for benchmarks and tests.
+func (f *FS) CallsSent() map[string]int64 {
+	out := map[string]int64{}
+	for p := range f.sent {
+		if n := f.sent[p].Load(); n > 0 {
+			name, ok := procNames[uint32(p)]
+			if !ok {
+				name = fmt.Sprintf("proc%d", p)
+			}
+			out[name] = n
+		}
+	}
+	return out
+}
+
 type slot struct {
 	mu   sync.Mutex
 	conn *rpcConn // guarded by mu
