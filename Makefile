@@ -4,7 +4,7 @@ BIN      := bin/eddy
 PKGS     := ./...
 DEMO_DIR ?= /tmp/eddy-demo
 
-.PHONY: all build test test-unit test-faults vet bench bench-quick bench-sched demo fuzz clean deps
+.PHONY: all build test test-unit test-faults vet bench bench-quick bench-sched bench-cluster demo fuzz clean deps
 
 all: build
 
@@ -41,6 +41,7 @@ fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
 bench: deps build
+	EDDY_BENCH_CLUSTER_SMOKE=1 EDDY_BENCH_EDDY=$(CURDIR)/$(BIN) $(GO) test -count=1 -run TestClusterSmoke ./bench/
 	$(BIN) bench --out bench-results
 
 bench-quick: deps build
@@ -48,6 +49,10 @@ bench-quick: deps build
 
 bench-sched: build
 	$(BIN) bench sched --trace bench/traces/lab-16.json
+
+# N nodes reading one file at once from one NFS server: nfs, eddy, eddy with peer fetch.
+bench-cluster: deps build
+	$(BIN) bench cluster --out bench-results-cluster
 
 # A single node over a local origin directory, no config. Leaves the mount up until Ctrl-C.
 demo: build

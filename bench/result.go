@@ -241,19 +241,22 @@ func (r *Report) setParameters(cfg *Config, spec DatasetSpec, ws []Workload) {
 }
 
 // Write writes results.json, results.md and the plots into dir.
-func (r *Report) Write(dir string) error {
-	data, err := json.MarshalIndent(r, "", "  ")
+func (r *Report) Write(dir string) error { return writeReport(dir, r, r.writePlots, r.Markdown) }
+
+// writeReport writes a report as results.json, its plots, and results.md naming them.
+func writeReport(dir string, rep any, plots func(dir string) ([]string, error), markdown func(plots []string) string) error {
+	data, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
-	plots, err := r.writePlots(dir)
+	names, err := plots(dir)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(r.Markdown(plots)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(names)), 0o644); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return nil

@@ -215,7 +215,10 @@ func (b *warmBench) measure(ctx context.Context, method string, run int) (r Warm
 	start := time.Now()
 	switch method {
 	case WarmCopy:
+		// cp says nothing while it runs: the progress line shows the bytes the origin has sent.
+		stop := b.followOrigin(tx0)
 		err = b.copyAll(ctx, src, filepath.Join(dir, "copy"))
+		stop()
 	case WarmEddy:
 		err = b.warm(ctx, d, src)
 	}
@@ -230,6 +233,30 @@ func (b *warmBench) measure(ctx context.Context, method string, run int) (r Warm
 	total := float64(b.cfg.Files) * float64(b.cfg.FileSize)
 	return WarmRun{Seconds: round2(secs), FilesPerSec: round2(float64(b.cfg.Files) / secs), MBps: round2(total / 1e6 / secs),
 		OriginBytes: tx1 - tx0}, nil
+}
+
+// followOrigin adds the bytes the origin sends to the progress line, once a second, until the
+// returned stop is called.
+func (b *warmBench) followOrigin(tx0 int64) (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		last := tx0
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if tx, err := b.originTx(); err == nil && tx > last {
+				b.prog.Add(tx-last, 0)
+				last = tx
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
 }
 
 // copyAll runs cp -r and checks the copy holds every file.

@@ -181,8 +181,11 @@ func (s *Store) Warm(ctx context.Context, name string, progress func(Progress)) 
 					if !s.Cacheable(child) {
 						continue
 					}
-					a, err := s.org.Lstat(ctx, child)
-					if err != nil {
+					// A listing with attributes (NFS READDIRPLUS) saves a round trip per file.
+					var a origin.Attr
+					if de.Attr != nil {
+						a = *de.Attr
+					} else if a, err = s.org.Lstat(ctx, child); err != nil {
 						if origin.IsNotExist(err) {
 							continue
 						}
