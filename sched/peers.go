@@ -19,6 +19,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -51,6 +52,11 @@ type peerChunk struct {
 	holders    []string // node names, oldest first
 	lease      string   // node fetching it from the origin; "" none
 	leaseUntil time.Time
+	// fetching: nodes sent to fetch the chunk from a peer, until when; sent: how many
+	// askers each node was handed as the first source. A lookup offers the source with
+	// the fewest first, so N copies leave N different links instead of one.
+	fetching map[string]time.Time
+	sent     map[string]int
 }
 
 type peerFile struct {
@@ -167,10 +173,6 @@ func (t *peerTracker) lookup(req api.PeerLookupRequest) (api.PeerLookupResponse,
 	var resp api.PeerLookupResponse
 	seen := map[string]bool{req.Node: true}
 	leased := c.lease != "" && now.Before(c.leaseUntil) && addrs[c.lease] != ""
-	if leased && c.lease != req.Node {
-		resp.Holders = append(resp.Holders, api.PeerHolder{Node: c.lease, Address: t.address(c.lease, addrs[c.lease]), Leased: true})
-		seen[c.lease] = true
-	}
 	live := c.holders[:0]
 	for _, h := range c.holders {
 		if addrs[h] != "" {
@@ -178,19 +180,62 @@ func (t *peerTracker) lookup(req api.PeerLookupRequest) (api.PeerLookupResponse,
 		}
 	}
 	c.holders = live
-	var cand []string
+	type src struct {
+		node   string
+		leased bool
+	}
+	var cand []src
+	wasSource := c.lease == req.Node // a holder or the lease holder asking has dropped the chunk
 	for _, h := range c.holders {
+		if h == req.Node {
+			wasSource = true
+		}
 		if !seen[h] {
-			cand = append(cand, h)
+			cand = append(cand, src{h, false})
+			seen[h] = true
 		}
 	}
+	for n, until := range c.fetching {
+		if now.After(until) || addrs[n] == "" {
+			delete(c.fetching, n)
+			continue
+		}
+		// INVARIANT: a node fetching from a peer is offered only to askers that came after
+		// its source (each was offered only sources already known when it asked), so no two
+		// nodes wait on each other; a former source asking again may be what they fetch from.
+		if !seen[n] && !wasSource {
+			cand = append(cand, src{n, true})
+			seen[n] = true
+		}
+	}
+	if leased && !seen[c.lease] {
+		cand = append(cand, src{c.lease, true})
+		seen[c.lease] = true
+	}
 	rand.Shuffle(len(cand), func(i, j int) { cand[i], cand[j] = cand[j], cand[i] })
+	sort.SliceStable(cand, func(i, j int) bool {
+		if a, b := c.sent[cand[i].node], c.sent[cand[j].node]; a != b {
+			return a < b
+		}
+		return !cand[i].leased && cand[j].leased
+	})
 	for _, h := range cand {
 		if len(resp.Holders) >= peerAnswerHolders {
 			break
 		}
-		resp.Holders = append(resp.Holders, api.PeerHolder{Node: h, Address: t.address(h, addrs[h])})
-		seen[h] = true
+		resp.Holders = append(resp.Holders, api.PeerHolder{Node: h.node, Address: t.address(h.node, addrs[h.node]), Leased: h.leased})
+	}
+	if len(resp.Holders) > 0 {
+		if c.sent == nil {
+			c.sent = map[string]int{}
+		}
+		c.sent[resp.Holders[0].Node]++
+		if c.fetching == nil {
+			c.fetching = map[string]time.Time{}
+		}
+		if len(c.fetching) < peerMaxHolders {
+			c.fetching[req.Node] = now.Add(PeerLeaseTTL)
+		}
 	}
 	if len(resp.Holders) == 0 && (!leased || c.lease == req.Node) {
 		c.lease, c.leaseUntil = req.Node, now.Add(PeerLeaseTTL)
@@ -233,6 +278,7 @@ func (t *peerTracker) have(req api.PeerHaveRequest) error {
 				if c.lease == req.Node {
 					c.lease = ""
 				}
+				delete(c.fetching, req.Node)
 				c.addHolder(req.Node)
 			}
 		}

@@ -10,7 +10,18 @@ import (
 	"github.com/eddy-cluster/eddy/api"
 )
 
-func TestPeerTrackerLeasesAndHolders(t *testing.T) {
+// trackerRig is a scheduler with nodes a, b and c behind its HTTP API, and lookup and have
+// calls for one file's chunks (1 MiB) as those nodes make them.
+type trackerRig struct {
+	clk  *clock
+	srv  *httptest.Server
+	fp   api.Fingerprint
+	look func(nodeName string, idx int, f api.Fingerprint) api.PeerLookupResponse
+	have func(nodeName string, from, to int)
+}
+
+func newTrackerRig(t *testing.T) *trackerRig {
+	t.Helper()
 	clk := &clock{t: time.Unix(1000, 0)}
 	s := newTestScheduler(t, NewMemStore(), clk)
 	ctx := context.Background()
@@ -22,10 +33,11 @@ func TestPeerTrackerLeasesAndHolders(t *testing.T) {
 	mux := http.NewServeMux()
 	s.Routes(mux)
 	srv := httptest.NewServer(Authorize("tok", mux))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	c := api.NewTCP(srv.URL, api.WithToken("tok"))
 	fp := api.Fingerprint{Size: 3 << 20, MtimeNs: 7, Ino: 9}
-	look := func(nodeName string, idx int, f api.Fingerprint) api.PeerLookupResponse {
+	r := &trackerRig{clk: clk, srv: srv, fp: fp}
+	r.look = func(nodeName string, idx int, f api.Fingerprint) api.PeerLookupResponse {
 		t.Helper()
 		var resp api.PeerLookupResponse
 		req := api.PeerLookupRequest{Node: nodeName, Path: "d/f", Fingerprint: f, ChunkSize: 1 << 20, Index: idx}
@@ -34,7 +46,7 @@ func TestPeerTrackerLeasesAndHolders(t *testing.T) {
 		}
 		return resp
 	}
-	have := func(nodeName string, from, to int) {
+	r.have = func(nodeName string, from, to int) {
 		t.Helper()
 		req := api.PeerHaveRequest{Node: nodeName, Files: []api.PeerHaveFile{{Path: "d/f", Fingerprint: fp, ChunkSize: 1 << 20,
 			Ranges: []api.PeerRange{{From: from, To: to}}}}}
@@ -42,6 +54,32 @@ func TestPeerTrackerLeasesAndHolders(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return r
+}
+
+// Copies spread: a node still fetching a chunk from a peer is offered to the next asker before
+// a source that has already been handed out, so N copies leave N links, not one.
+func TestPeerTrackerSpreadsSources(t *testing.T) {
+	r := newTrackerRig(t)
+	if l := r.look("a", 0, r.fp); !l.Lease {
+		t.Fatalf("first miss: %+v, want a lease", l)
+	}
+	if l := r.look("b", 0, r.fp); len(l.Holders) != 1 || l.Holders[0].Node != "a" {
+		t.Fatalf("second miss: %+v, want a", l)
+	}
+	l := r.look("c", 0, r.fp)
+	if len(l.Holders) != 2 || l.Holders[0].Node != "b" || !l.Holders[0].Leased || l.Holders[1].Node != "a" {
+		t.Fatalf("third miss: %+v, want b (fetching, never handed out) before a", l)
+	}
+	// a dropped its copy and asks again: b and c may be fetching from a, so they are not offered.
+	if l := r.look("a", 0, r.fp); len(l.Holders) != 0 {
+		t.Fatalf("the lease holder asking again: %+v, want nobody fetching from it", l)
+	}
+}
+
+func TestPeerTrackerLeasesAndHolders(t *testing.T) {
+	r := newTrackerRig(t)
+	clk, srv, fp, look, have := r.clk, r.srv, r.fp, r.look, r.have
 	if r := look("a", 0, fp); !r.Lease || len(r.Holders) != 0 {
 		t.Fatalf("first miss: %+v, want a lease and no holders", r)
 	}
