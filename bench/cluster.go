@@ -3,7 +3,8 @@ package bench
 // `eddy bench cluster`: N nodes read one large file at once from one NFS server behind a
 // shaped link, each node behind a shaped link of its own (ports on a switch). How long until
 // the last node has every byte, and how many bytes the server sent, for the plain NFS
-// baseline, eddy with its cache, and eddy with peer fetch.
+// baseline, eddy with its cache, and eddy with peer fetch; and the same N nodes starting a
+// container from one environment tarball at once (cluster_env.go).
 
 import (
 	"context"
@@ -47,8 +48,14 @@ type ClusterConfig struct {
 	Nodes []int
 	// Backends to measure (default ClusterBackends()).
 	Backends []string
+	// Workloads to measure: WorkloadFile, WorkloadEnv (default both, or the file alone when
+	// the machine lacks containerd, runc or busybox).
+	Workloads []string
 	// Size of the file every node reads (default 4 GiB; quick 1 GiB).
 	Size int64
+	// EnvSize is the random payload of the environment every node starts (default 512 MiB;
+	// quick 256 MiB).
+	EnvSize int64
 	// Runs per (backend, nodes); the figures are medians (default 3; quick 2).
 	Runs int
 	// ServerLink and NodeLink are the tbf rates of the server's port and of
@@ -97,6 +104,12 @@ func (c *ClusterConfig) setDefaults() error {
 			c.Size = 1 << 30
 		}
 	}
+	if c.EnvSize <= 0 {
+		c.EnvSize = 512 << 20
+		if c.Quick {
+			c.EnvSize = 256 << 20
+		}
+	}
 	if c.Runs <= 0 {
 		c.Runs = 3
 		if c.Quick {
@@ -114,13 +127,35 @@ func (c *ClusterConfig) setDefaults() error {
 	if c.DaemonLogLevel == "" {
 		c.DaemonLogLevel = "info"
 	}
-	return runDefaults("bench cluster", &c.Eddy, &c.WorkDir, &c.Progress)
+	if err := runDefaults("bench cluster", &c.Eddy, &c.WorkDir, &c.Progress); err != nil {
+		return err
+	}
+	if len(c.Workloads) == 0 {
+		var note string
+		if c.Workloads, note = defaultWorkloads(); note != "" {
+			fmt.Fprintln(c.Progress, note)
+		}
+		return nil
+	}
+	var err error
+	if c.Workloads, err = checkWorkloads(c.Workloads); err != nil {
+		return err
+	}
+	if slices.Contains(c.Workloads, WorkloadEnv) {
+		if err := clusterEnvPrereqs(); err != nil {
+			return fmt.Errorf("bench cluster: --workloads env: %w", err)
+		}
+	}
+	return nil
 }
 
-// RunCluster runs the cluster benchmark: writes the file into a fresh export, builds the
-// switch (server and node namespaces), starts nfs-ganesha, and for every backend and cluster
-// size starts one daemon per node on empty caches, has every node read the whole file at once
-// and verifies every byte. It writes results.json, results.md and the plots into cfg.Out.
+func (c *ClusterConfig) runs(w string) bool { return slices.Contains(c.Workloads, w) }
+
+// RunCluster runs the cluster benchmark: writes the file and the environment into a fresh
+// export, builds the switch (server and node namespaces), starts nfs-ganesha, and for every
+// workload, backend and cluster size starts one daemon per node on empty caches, then has every
+// node read the whole file at once (verifying every byte) or start a container from the
+// environment at once. It writes results.json, results.md and the plots into cfg.Out.
 // Everything it starts is torn down before it returns, also when ctx is cancelled; the
 // results gathered so far are written either way.
 func RunCluster(ctx context.Context, cfg ClusterConfig) (rep *ClusterReport, err error) {
@@ -156,42 +191,68 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (rep *ClusterReport, err
 		prog.Printf("bench cluster: results in %s", cfg.Out)
 	}()
 
-	prog.Printf("bench cluster: writing the %s file in %s", units.FormatBytesUpToGiB(cfg.Size), ce.export)
-	prog.Begin("write the file")
-	ce.file, err = writeClusterFile(ctx, filepath.Join(ce.export, clusterFileName), cfg.Size, prog)
-	if err != nil {
-		return rep, err
+	if err := os.MkdirAll(ce.export, 0o755); err != nil {
+		return rep, fmt.Errorf("bench cluster: %w", err)
+	}
+	if cfg.runs(WorkloadFile) {
+		prog.Printf("bench cluster: writing the %s file in %s", units.FormatBytesUpToGiB(cfg.Size), ce.export)
+		prog.Begin("write the file")
+		ce.file, err = writeClusterFile(ctx, filepath.Join(ce.export, clusterFileName), cfg.Size, prog)
+		if err != nil {
+			return rep, err
+		}
+	}
+	if cfg.runs(WorkloadEnv) {
+		prog.Printf("bench cluster: writing the environment (busybox and a %s payload) in %s", units.FormatBytesUpToGiB(cfg.EnvSize), ce.export)
+		prog.Begin("write the environment")
+		if err := ce.writeEnv(ctx); err != nil {
+			return rep, err
+		}
 	}
 	if err := ce.setUp(ctx); err != nil {
 		return rep, err
 	}
-	for _, bn := range cfg.Backends {
-		for _, n := range cfg.Nodes {
-			row := ce.measure(ctx, bn, n)
-			rep.Results = append(rep.Results, row)
-			if ctx.Err() != nil {
-				return rep, ctx.Err()
+	for _, w := range cfg.Workloads {
+		for _, bn := range cfg.Backends {
+			for _, n := range cfg.Nodes {
+				row := ce.measure(ctx, w, bn, n)
+				rep.Results = append(rep.Results, row)
+				if ctx.Err() != nil {
+					return rep, ctx.Err()
+				}
 			}
 		}
 	}
 	return rep, nil
 }
 
-// measure runs one (backend, nodes) cfg.Runs times.
-func (ce *clusterEnv) measure(ctx context.Context, backend string, n int) ClusterRow {
-	row := ClusterRow{Backend: backend, Label: clusterLabels[backend], Nodes: n, FileBytes: ce.file.Size, Status: StatusOK}
+// measure runs one (workload, backend, nodes) cfg.Runs times.
+func (ce *clusterEnv) measure(ctx context.Context, workload, backend string, n int) ClusterRow {
+	row := ClusterRow{Workload: workload, Backend: backend, Label: clusterLabels[backend], Nodes: n, FileBytes: ce.file.Size, Status: StatusOK}
+	if workload == WorkloadEnv {
+		row.FileBytes = ce.env.Size
+	}
 	for i := range ce.cfg.Runs {
-		r, err := ce.runOnce(ctx, backend, n, i)
+		r, err := ce.runOnce(ctx, workload, backend, n, i)
 		if err != nil {
 			row.Status, row.Error = StatusFailed, err.Error()
-			ce.prog.Printf("  %-10s N=%d run %d/%d FAILED: %v", backend, n, i+1, ce.cfg.Runs, err)
+			ce.prog.Printf("  %-4s %-10s N=%d run %d/%d FAILED: %v", workload, backend, n, i+1, ce.cfg.Runs, err)
 			return row
 		}
 		row.Runs = append(row.Runs, r)
-		ce.prog.Printf("  %-10s N=%d run %d/%d: wall %6.2f s, per node %6.1f MB/s (median), origin %s (%.2fx the file), peers %s, cpu busy %3.0f%%, load %.1f",
+		if workload == WorkloadEnv {
+			ce.prog.Printf("  env  %-10s N=%d run %d/%d: last container started %6.2f s, submit to start %6.2f s (median; image ready %6.2f s), origin %s (%.2fx the tarball), peers %s, cpu busy %3.0f%%, load %.1f",
+				backend, n, i+1, ce.cfg.Runs, r.WallS, median(r.NodeStartS), median(r.NodeImageS), units.FormatBytesUpToGiB(r.OriginBytes),
+				float64(r.OriginBytes)/float64(ce.env.Size), units.FormatBytesUpToGiB(r.PeerBytes), 100*r.CPUBusy, r.Load1Before)
+			continue
+		}
+		ce.prog.Printf("  file %-10s N=%d run %d/%d: wall %6.2f s, per node %6.1f MB/s (median), origin %s (%.2fx the file), peers %s, cpu busy %3.0f%%, load %.1f",
 			backend, n, i+1, ce.cfg.Runs, r.WallS, median(r.NodeMBps), units.FormatBytesUpToGiB(r.OriginBytes),
 			float64(r.OriginBytes)/float64(ce.file.Size), units.FormatBytesUpToGiB(r.PeerBytes), 100*r.CPUBusy, r.Load1Before)
 	}
 	row.summarize(parseRateBps(linkRate(ce.cfg.ServerLink)), parseRateBps(linkRate(ce.cfg.NodeLink)))
+	if workload == WorkloadEnv {
+		row.summarizeEnv()
+	}
 	return row
 }

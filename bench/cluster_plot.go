@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/eddy-cluster/eddy/units"
 )
 
 // clusterColor gives each backend of the cluster benchmark a colour.
@@ -115,13 +117,49 @@ func niceStep(v float64) float64 {
 	return 10 * p
 }
 
-// writePlots writes wall-time.svg, origin-bytes.svg and node-mbps.svg (each backend against
-// the number of nodes) and returns their names; failed rows leave a gap.
+// writePlots writes wall-time.svg, origin-bytes.svg and node-mbps.svg (file workload),
+// env-start-time.svg and env-origin-bytes.svg (env workload), each backend against the number
+// of nodes, and returns their names; failed rows leave a gap.
 func (r *ClusterReport) writePlots(dir string) ([]string, error) {
-	var xs []int
+	type plot struct{ name, svg string }
+	var plots []plot
+	if rows := rowsOf(r.Results, WorkloadFile); len(rows) > 0 {
+		xs, lines, fileBytes := clusterLines(rows)
+		size := units1(fileBytes)
+		plots = append(plots,
+			plot{"wall-time.svg", lineChart("Time until the last node has every byte of the "+size+" file", "nodes reading at once",
+				"wall time, s", xs, lines(func(x ClusterRow) float64 { return x.WallS }), 0, "")},
+			plot{"origin-bytes.svg", lineChart("Bytes the NFS server sent while the nodes read the "+size+" file", "nodes reading at once",
+				"origin bytes, GiB", xs, lines(func(x ClusterRow) float64 { return float64(x.OriginBytes) / (1 << 30) }),
+				float64(fileBytes)/(1<<30), "file size")},
+			plot{"node-mbps.svg", lineChart("Each node's read rate (median over the nodes)", "nodes reading at once",
+				"MB/s per node", xs, lines(func(x ClusterRow) float64 { return x.MBps }), 0, "")})
+	}
+	if rows := rowsOf(r.Results, WorkloadEnv); len(rows) > 0 {
+		xs, lines, tarBytes := clusterLines(rows)
+		plots = append(plots,
+			plot{"env-start-time.svg", lineChart("Time until the last node's container started (one "+units.FormatBytesUpToGiB(tarBytes)+" tarball)",
+				"nodes starting a container at once", "wall time, s", xs, lines(func(x ClusterRow) float64 { return x.WallS }), 0, "")},
+			plot{"env-origin-bytes.svg", lineChart("Bytes the NFS server sent while the nodes started their containers", "nodes starting a container at once",
+				"origin bytes, GiB", xs, lines(func(x ClusterRow) float64 { return float64(x.OriginBytes) / (1 << 30) }),
+				float64(tarBytes)/(1<<30), "tarball size")})
+	}
+	var files []string
+	for _, p := range plots {
+		if err := os.WriteFile(filepath.Join(dir, p.name), []byte(p.svg), 0o644); err != nil {
+			return files, fmt.Errorf("write plot: %w", err)
+		}
+		files = append(files, p.name)
+	}
+	return files, nil
+}
+
+// clusterLines returns the node counts of rows (sorted), a function making one series per
+// backend of a row's value at each (NaN where the row is missing or failed), and the largest
+// file_bytes.
+func clusterLines(rows []ClusterRow) (xs []int, lines func(func(ClusterRow) float64) []series, fileBytes int64) {
 	var backends []string
-	var fileBytes int64
-	for _, x := range r.Results {
+	for _, x := range rows {
 		if !slices.Contains(xs, x.Nodes) {
 			xs = append(xs, x.Nodes)
 		}
@@ -130,11 +168,8 @@ func (r *ClusterReport) writePlots(dir string) ([]string, error) {
 		}
 		fileBytes = max(fileBytes, x.FileBytes)
 	}
-	if len(xs) == 0 {
-		return nil, nil
-	}
 	slices.Sort(xs)
-	lines := func(val func(ClusterRow) float64) []series {
+	lines = func(val func(ClusterRow) float64) []series {
 		var ss []series
 		for _, bn := range backends {
 			s := series{name: bn, color: clusterColor[bn]}
@@ -143,7 +178,7 @@ func (r *ClusterReport) writePlots(dir string) ([]string, error) {
 			}
 			for _, n := range xs {
 				v := math.NaN()
-				for _, x := range r.Results {
+				for _, x := range rows {
 					if x.Backend == bn && x.Nodes == n && x.Status == StatusOK {
 						v = val(x)
 					}
@@ -154,26 +189,7 @@ func (r *ClusterReport) writePlots(dir string) ([]string, error) {
 		}
 		return ss
 	}
-	size := units1(fileBytes)
-	plots := []struct {
-		name, svg string
-	}{
-		{"wall-time.svg", lineChart("Time until the last node has every byte of the "+size+" file", "nodes reading at once",
-			"wall time, s", xs, lines(func(x ClusterRow) float64 { return x.WallS }), 0, "")},
-		{"origin-bytes.svg", lineChart("Bytes the NFS server sent while the nodes read the "+size+" file", "nodes reading at once",
-			"origin bytes, GiB", xs, lines(func(x ClusterRow) float64 { return float64(x.OriginBytes) / (1 << 30) }),
-			float64(fileBytes)/(1<<30), "file size")},
-		{"node-mbps.svg", lineChart("Each node's read rate (median over the nodes)", "nodes reading at once",
-			"MB/s per node", xs, lines(func(x ClusterRow) float64 { return x.MBps }), 0, "")},
-	}
-	var files []string
-	for _, p := range plots {
-		if err := os.WriteFile(filepath.Join(dir, p.name), []byte(p.svg), 0o644); err != nil {
-			return files, fmt.Errorf("write plot: %w", err)
-		}
-		files = append(files, p.name)
-	}
-	return files, nil
+	return xs, lines, fileBytes
 }
 
 // units1 names a file size for a title: "1 GiB", "64 MiB".

@@ -15,13 +15,20 @@ import (
 
 // ClusterRun is one run of a ClusterRow.
 type ClusterRun struct {
-	// WallS: from the moment every node starts reading until the last one has every byte.
+	// WallS: from the moment every node starts reading until the last one has every byte;
+	// of the env workload, from the moment every task is released for submission until the
+	// last container started.
 	WallS float64 `json:"wall_s"`
-	// NodeSeconds and NodeMBps: each node's own read (node 0 first).
-	NodeSeconds []float64 `json:"node_seconds"`
-	NodeMBps    []float64 `json:"node_mb_per_s"`
+	// NodeSeconds and NodeMBps: each node's own read (node 0 first; file workload).
+	NodeSeconds []float64 `json:"node_seconds,omitempty"`
+	NodeMBps    []float64 `json:"node_mb_per_s,omitempty"`
+	// NodeStartS and NodeImageS (env workload, node 0 first): each node's task from its
+	// submit call to its container running, and the node's time until the image was ready
+	// (reading and importing the tarball).
+	NodeStartS []float64 `json:"node_submit_to_start_s,omitempty"`
+	NodeImageS []float64 `json:"node_image_s,omitempty"`
 	// OriginBytes: bytes the server namespace sent during the reads (its veth's tx_bytes):
-	// the file's bytes plus NFS and TCP overhead.
+	// the file's (or tarball's) bytes plus NFS and TCP overhead.
 	OriginBytes int64 `json:"origin_bytes"`
 	// PeerBytes, ServedBytes, MissBytes: the sums over the nodes of eddy's cache stats (chunk
 	// bytes fetched from peers, served to peers, fetched from the origin).
@@ -43,14 +50,20 @@ type ClusterRun struct {
 	Load1After  float64 `json:"load1_after"`
 }
 
-// ClusterRow is one (backend, nodes): the medians of its runs.
+// ClusterRow is one (workload, backend, nodes): the medians of its runs.
 type ClusterRow struct {
-	Backend   string `json:"backend"`
-	Label     string `json:"label"`
-	Nodes     int    `json:"nodes"`
+	Workload string `json:"workload"` // file | env
+	Backend  string `json:"backend"`
+	Label    string `json:"label"`
+	Nodes    int    `json:"nodes"`
+	// FileBytes: the size of what every node reads: the file, or the environment's tarball.
 	FileBytes int64  `json:"file_bytes"`
 	Status    string `json:"status"` // ok | failed
 	Error     string `json:"error,omitempty"`
+	// SubmitToStartS and ImageS (env workload): a node's submit-to-start and image-ready
+	// time, the median over the nodes of each run, then over the runs.
+	SubmitToStartS float64 `json:"submit_to_start_s,omitempty"`
+	ImageS         float64 `json:"image_s,omitempty"`
 
 	OriginBytes int64   `json:"origin_bytes"`
 	OriginRatio float64 `json:"origin_ratio"` // origin_bytes / file_bytes
@@ -202,8 +215,10 @@ const (
 	targetSpeedup     = 4.0 // nfs wall / eddy-peers wall at targetSpeedupN
 )
 
-// clusterTargets evaluates the targets on rows.
+// clusterTargets evaluates the targets on rows (the file workload's; the env workload has
+// no targets yet).
 func clusterTargets(rows []ClusterRow) []ClusterTarget {
+	rows = rowsOf(rows, WorkloadFile)
 	find := func(b string, n int) (ClusterRow, bool) {
 		for _, r := range rows {
 			if r.Backend == b && r.Nodes == n && r.Status == StatusOK {
@@ -302,6 +317,7 @@ func newClusterReport(cfg *ClusterConfig) *ClusterReport {
 	}
 	r.Parameters = map[string]any{
 		"quick":       cfg.Quick,
+		"workloads":   cfg.Workloads,
 		"nodes":       cfg.Nodes,
 		"backends":    cfg.Backends,
 		"labels":      clusterLabels,
@@ -313,11 +329,15 @@ func newClusterReport(cfg *ClusterConfig) *ClusterReport {
 		"topology": "a Linux bridge in a namespace of its own; the server namespace (nfs-ganesha, VFS FSAL, NFSv3) " +
 			"and one namespace per node plugged into it with a veth each, every port shaped on both ends; " +
 			"one eddy daemon per node namespace, node 0 the scheduler of the eddy backends, the others --join it",
-		"cold":         "every run starts new daemons on empty cache directories after sync + echo 3 > /proc/sys/vm/drop_caches",
-		"workload":     "every node opens the file and reads it to its end with 1 MiB reads, all nodes released at once",
-		"verify":       "sha256 of every node's bytes against the file's, known from writing it",
-		"origin_bytes": "tx_bytes of the server namespace's veth over the reads (NFS and TCP overhead included)",
-		"cpu_busy":     "/proc/stat over the reads: the whole machine, every process (it is shared)",
+		"cold":     "every run starts new daemons on empty cache directories after sync + echo 3 > /proc/sys/vm/drop_caches",
+		"workload": "file: every node opens the file and reads it to its end with 1 MiB reads, all nodes released at once",
+		"env_workload": "env: one container task (`true`, 1 core) pinned to each node, all submitted at once through node 0; every node's daemon " +
+			"runs a private containerd, new for every run, so each node reads the environment's tarball through its mount and imports it; " +
+			"wall_s until the last container started, submit_to_start_s per node from its submit call to its container running",
+		"env_payload_bytes": cfg.EnvSize,
+		"verify":            "sha256 of every node's bytes against the file's, known from writing it",
+		"origin_bytes":      "tx_bytes of the server namespace's veth over the reads (NFS and TCP overhead included)",
+		"cpu_busy":          "/proc/stat over the reads: the whole machine, every process (it is shared)",
 		"bound": fmt.Sprintf("server-link (the server's sending), node-uplink (the busiest node's serving to its peers) or node-link (a node's median reading) "+
 			"when that link ran >= %.0f%% full, else cpu when cpu_busy >= %.0f%%, else other", 100*boundLinkUtil, 100*boundCPUBusy),
 		"suite_cores": "CPU seconds of the suite's own processes (daemons, ganesha, the readers' sha256) over wall_s",
@@ -340,35 +360,40 @@ func (r *ClusterReport) Markdown(plots []string) string {
 	fmt.Fprintf(&b, "# eddy bench cluster\n\n")
 	fmt.Fprintf(&b, "%s to %s on %s (%d CPUs, %s, %s), %s.\n\n", r.Started.Format(time.RFC3339), r.Finished.Format(time.RFC3339),
 		r.Machine.Hostname, r.Machine.CPUs, r.Machine.CPU, units.FormatBytesUpToGiB(r.Machine.MemBytes), r.Kernel)
-	fmt.Fprintf(&b, "Every node reads one %s file at once; server link %v, each node's link %v; figures are the median of %v runs. "+
+	files, envRows := rowsOf(r.Results, WorkloadFile), rowsOf(r.Results, WorkloadEnv)
+	fmt.Fprintf(&b, "Server link %v, each node's link %v; figures are the median of %v runs. "+
 		"The machine is shared with other work: `cpu_busy` (whole machine) and the 1-minute load before each run are recorded with every figure.\n\n",
-		units.FormatBytesUpToGiB(toInt64(p["file_bytes"])), p["server_link"], p["node_link"], p["runs"])
-	b.WriteString("| backend | nodes | wall s | per node MB/s | aggregate MB/s | origin bytes | origin / file | peer bytes | served bytes | cpu busy | suite cores | load1 before | bound | runs (wall s) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, x := range r.Results {
+		p["server_link"], p["node_link"], p["runs"])
+	if len(files) > 0 {
+		fmt.Fprintf(&b, "## N nodes read one file at once\n\nEvery node reads one %s file at once.\n\n", units.FormatBytesUpToGiB(files[0].FileBytes))
+		b.WriteString("| backend | nodes | wall s | per node MB/s | aggregate MB/s | origin bytes | origin / file | peer bytes | served bytes | cpu busy | suite cores | load1 before | bound | runs (wall s) |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	}
+	for _, x := range files {
 		if x.Status != StatusOK {
 			fmt.Fprintf(&b, "| %s | %d | failed | | | | | | | | | | | |\n", x.Backend, x.Nodes)
 			continue
 		}
-		var walls []string
-		for _, run := range x.Runs {
-			walls = append(walls, fmt.Sprintf("%.2f", run.WallS))
-		}
 		fmt.Fprintf(&b, "| %s | %d | %.2f | %.1f | %.1f | %d | %.3f | %d | %d | %.0f%% | %.2f | %.2f | %s | %s |\n",
 			x.Backend, x.Nodes, x.WallS, x.MBps, x.AggregateMBps, x.OriginBytes, x.OriginRatio, x.PeerBytes, x.ServedBytes,
-			100*x.CPUBusy, x.SuiteCores, x.Load1Before, x.Bound, strings.Join(walls, " "))
+			100*x.CPUBusy, x.SuiteCores, x.Load1Before, x.Bound, runWalls(x.Runs))
 	}
-	b.WriteString("\n## Targets\n\n| target | measured | status |\n|---|---|---|\n")
-	for _, t := range r.Targets {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.Target, t.Measured, t.Status)
+	if len(envRows) > 0 {
+		b.WriteString(envMarkdown(envRows, p))
+	}
+	if len(files) > 0 { // the targets are the file workload's
+		b.WriteString("\n## Targets\n\n| target | measured | status |\n|---|---|---|\n")
+		for _, t := range r.Targets {
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", t.Target, t.Measured, t.Status)
+		}
 	}
 	b.WriteString("\n## What limited each figure\n\n")
 	fmt.Fprintf(&b, "`bound` is %v. ", p["bound"])
 	var cpu []string
 	for _, x := range r.Results {
 		if x.Status == StatusOK && x.Bound == BoundCPU {
-			cpu = append(cpu, fmt.Sprintf("%s N=%d (cpu busy %.0f%%, of which the suite's own processes %.2f cores; links: server %.0f%%, busiest node's upload %.0f%%, node download %.0f%% full)",
-				x.Backend, x.Nodes, 100*x.CPUBusy, x.SuiteCores, 100*x.ServerLinkUtil, 100*x.NodeUplinkUtil, 100*x.NodeLinkUtil))
+			cpu = append(cpu, fmt.Sprintf("%s %s N=%d (cpu busy %.0f%%, of which the suite's own processes %.2f cores; links: server %.0f%%, busiest node's upload %.0f%%, node download %.0f%% full)",
+				x.workload(), x.Backend, x.Nodes, 100*x.CPUBusy, x.SuiteCores, 100*x.ServerLinkUtil, 100*x.NodeUplinkUtil, 100*x.NodeLinkUtil))
 		}
 	}
 	if len(cpu) > 0 {
@@ -378,7 +403,7 @@ func (r *ClusterReport) Markdown(plots []string) string {
 	}
 	for _, x := range r.Results {
 		if x.Status == StatusOK && x.Bound == BoundNodeUplink {
-			fmt.Fprintf(&b, "\n%s N=%d was limited by one node's upload link (%.0f%% full): %s.\n", x.Backend, x.Nodes,
+			fmt.Fprintf(&b, "\n%s %s N=%d was limited by one node's upload link (%.0f%% full): %s.\n", x.workload(), x.Backend, x.Nodes,
 				100*x.NodeUplinkUtil, servedShares(x.Runs))
 		}
 	}
@@ -391,7 +416,7 @@ func (r *ClusterReport) Markdown(plots []string) string {
 	var failed []string
 	for _, x := range r.Results {
 		if x.Status != StatusOK {
-			failed = append(failed, fmt.Sprintf("- %s N=%d: %s", x.Backend, x.Nodes, oneLine(x.Error)))
+			failed = append(failed, fmt.Sprintf("- %s %s N=%d: %s", x.workload(), x.Backend, x.Nodes, oneLine(x.Error)))
 		}
 	}
 	for _, e := range r.Errors {
@@ -401,6 +426,33 @@ func (r *ClusterReport) Markdown(plots []string) string {
 		b.WriteString("\n## Failures\n\n" + strings.Join(failed, "\n") + "\n")
 	}
 	return b.String()
+}
+
+// envMarkdown is results.md's section of the env workload.
+func envMarkdown(rows []ClusterRow, p map[string]any) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n## N nodes start a container from one tarball at once\n\n%v. The environment is busybox and %s of random payload, a %s tarball.\n\n",
+		p["env_workload"], units.FormatBytesUpToGiB(toInt64(p["env_payload_bytes"])), units.FormatBytesUpToGiB(rows[0].FileBytes))
+	b.WriteString("| backend | nodes | wall s (last container started) | submit to start s (median) | image ready s (median) | origin bytes | origin / tarball | peer bytes | cpu busy | load1 before | bound | runs (wall s) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range rows {
+		if x.Status != StatusOK {
+			fmt.Fprintf(&b, "| %s | %d | failed | | | | | | | | | |\n", x.Backend, x.Nodes)
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f | %d | %.3f | %d | %.0f%% | %.2f | %s | %s |\n",
+			x.Backend, x.Nodes, x.WallS, x.SubmitToStartS, x.ImageS, x.OriginBytes, x.OriginRatio, x.PeerBytes,
+			100*x.CPUBusy, x.Load1Before, x.Bound, runWalls(x.Runs))
+	}
+	return b.String()
+}
+
+func runWalls(runs []ClusterRun) string {
+	var walls []string
+	for _, run := range runs {
+		walls = append(walls, fmt.Sprintf("%.2f", run.WallS))
+	}
+	return strings.Join(walls, " ")
 }
 
 // servedShares says, per run, which node served the largest share of the chunks the nodes

@@ -19,11 +19,11 @@ import (
 	"github.com/eddy-cluster/eddy/units"
 )
 
-// runOnce starts n daemons of the backend on empty caches, has every node read the file at
-// once, and stops them again.
-func (ce *clusterEnv) runOnce(ctx context.Context, backend string, n, run int) (r ClusterRun, err error) {
-	ce.prog.Begin(fmt.Sprintf("%s N=%d run %d/%d: starting %d daemons", backend, n, run+1, ce.cfg.Runs, n))
-	if err := ce.startNodes(ctx, backend, n); err != nil {
+// runOnce starts n daemons of the backend on empty caches for the workload, has every node
+// read the file or start its container at once, and stops them again.
+func (ce *clusterEnv) runOnce(ctx context.Context, workload, backend string, n, run int) (r ClusterRun, err error) {
+	ce.prog.Begin(fmt.Sprintf("%s %s N=%d run %d/%d: starting %d daemons", workload, backend, n, run+1, ce.cfg.Runs, n))
+	if err := ce.startNodes(ctx, backend, workload, n); err != nil {
 		return r, err
 	}
 	defer func() {
@@ -34,6 +34,14 @@ func (ce *clusterEnv) runOnce(ctx context.Context, backend string, n, run int) (
 			err = errors.Join(err, serr)
 		}
 	}()
+	if workload == WorkloadEnv {
+		return ce.startEnvs(ctx, backend, n, run)
+	}
+	return ce.readFile(ctx, backend, n, run)
+}
+
+// readFile has each of the n running nodes read the file at once.
+func (ce *clusterEnv) readFile(ctx context.Context, backend string, n, run int) (r ClusterRun, err error) {
 	tx0, err := ce.sw.ServerTx(ctx)
 	if err != nil {
 		return r, err
@@ -77,21 +85,29 @@ func (ce *clusterEnv) runOnce(ctx context.Context, backend string, n, run int) (
 	}
 	r.CPUBusy, r.DaemonsCPUS, r.GaneshaCPUS, r.ReadersCPUS = cpu1.since(cpu0)
 	if backend != ClusterNFS {
-		for i, d := range ce.daemons {
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			st, err := api.NewUnix(d.socket).CacheStats(sctx)
-			cancel()
-			if err != nil {
-				return r, fmt.Errorf("node %d: cache stats: %w", i, err)
-			}
-			r.PeerBytes += st.PeerBytes
-			r.ServedBytes += st.ServedBytes
-			r.MissBytes += st.MissBytes
-			r.NodeMissBytes = append(r.NodeMissBytes, st.MissBytes)
-			r.NodeServedBytes = append(r.NodeServedBytes, st.ServedBytes)
+		if err := ce.addCacheStats(ctx, &r); err != nil {
+			return r, err
 		}
 	}
 	return r, nil
+}
+
+// addCacheStats adds every daemon's cache stats (peer, served, miss bytes) to r.
+func (ce *clusterEnv) addCacheStats(ctx context.Context, r *ClusterRun) error {
+	for i, d := range ce.daemons {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := api.NewUnix(d.socket).CacheStats(sctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("node %d: cache stats: %w", i, err)
+		}
+		r.PeerBytes += st.PeerBytes
+		r.ServedBytes += st.ServedBytes
+		r.MissBytes += st.MissBytes
+		r.NodeMissBytes = append(r.NodeMissBytes, st.MissBytes)
+		r.NodeServedBytes = append(r.NodeServedBytes, st.ServedBytes)
+	}
+	return nil
 }
 
 func (ce *clusterEnv) daemonPIDs() []int {

@@ -55,7 +55,7 @@ func TestClusterSmoke(t *testing.T) {
 	defer cancel()
 	var progress strings.Builder
 	const size = 64 << 20
-	rep, err := RunCluster(ctx, ClusterConfig{Out: out, Nodes: []int{2}, Size: size, Runs: 1,
+	rep, err := RunCluster(ctx, ClusterConfig{Out: out, Workloads: []string{WorkloadFile}, Nodes: []int{2}, Size: size, Runs: 1,
 		Eddy: eddy, EddyVersion: "smoke", WorkDir: work, Progress: &syncWriter{b: &progress}})
 	if err != nil {
 		t.Fatalf("RunCluster: %v\nprogress:\n%s", err, progress.String())

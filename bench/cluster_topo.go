@@ -19,6 +19,7 @@ import (
 
 	"github.com/eddy-cluster/eddy/api"
 	"github.com/eddy-cluster/eddy/bench/topo"
+	"github.com/eddy-cluster/eddy/runtime/envs"
 )
 
 const (
@@ -35,8 +36,9 @@ type clusterEnv struct {
 	prog   *Progress
 	work   string
 	export string
-	file   clusterFile
-	token  string // the cluster token file
+	file   clusterFile  // of the file workload (zero without it)
+	env    envs.Version // of the env workload (zero without it)
+	token  string       // the cluster token file
 
 	sw  *topo.Switch
 	nfs *topo.Ganesha
@@ -73,16 +75,22 @@ func (ce *clusterEnv) setUp(ctx context.Context) error {
 	return nil
 }
 
-// nodeFlags are the daemon flags of node i of a cluster of the backend's kind: nfs runs N
-// independent daemons without a cache; the eddy backends are a cluster, node 0 its scheduler.
-func (ce *clusterEnv) nodeFlags(backend string, i int) []string {
-	if backend == ClusterNFS {
-		return []string{"--shutdown-timeout", "5s"}
+// nodeFlags are the daemon flags of node i of a cluster of the backend's kind for the
+// workload. nfs reading the file runs N independent daemons without a cache; the eddy
+// backends, and nfs starting containers (tasks need a scheduler), are a cluster, node 0 its
+// scheduler. The env workload gives every node a private containerd, new for every run, so
+// nothing is imported when the run starts.
+func (ce *clusterEnv) nodeFlags(backend, workload string, i int) []string {
+	f := []string{"--shutdown-timeout", "5s"}
+	if backend == ClusterNFS && workload != WorkloadEnv {
+		return f
 	}
-	f := []string{"--shutdown-timeout", "5s", "--node-name", fmt.Sprintf("node%d", i),
-		"--listen", fmt.Sprintf("%s:%d", ce.sw.NodeAddrs[i], clusterPort), "--token-file", ce.token,
+	f = append(f, "--node-name", clusterNodeName(i),
+		"--listen", fmt.Sprintf("%s:%d", ce.sw.NodeAddrs[i], clusterPort), "--token-file", ce.token)
+	if backend != ClusterNFS {
 		// The caches share this machine's disk: room for the file whatever the others hold.
-		"--cache-size", fmt.Sprintf("%dM", 2*ce.file.Size>>20+64), "--min-free", "1%"}
+		f = append(f, "--cache-size", fmt.Sprintf("%dM", 2*max(ce.file.Size, ce.env.Size)>>20+64), "--min-free", "1%")
+	}
 	if i == 0 {
 		f = append(f, "--scheduler")
 	} else {
@@ -91,17 +99,33 @@ func (ce *clusterEnv) nodeFlags(backend string, i int) []string {
 	if backend == ClusterEddyPeers {
 		f = append(f, "--peer-fetch")
 	}
+	if workload == WorkloadEnv {
+		f = append(f, "--containerd-dir", filepath.Join(ce.nodeDir(i), fmt.Sprintf("containerd-%d", ce.gen)))
+	}
 	return f
+}
+
+func (ce *clusterEnv) nodeDir(i int) string { return filepath.Join(ce.work, clusterNodeName(i)) }
+
+// clustered says whether the daemons of the backend and workload form a cluster.
+func clustered(backend, workload string) bool {
+	return backend != ClusterNFS || workload == WorkloadEnv
 }
 
 // startNodes starts n daemons of the backend on empty caches (the page cache dropped) and,
 // for a cluster, waits until the scheduler sees every node up.
-func (ce *clusterEnv) startNodes(ctx context.Context, backend string, n int) error {
+func (ce *clusterEnv) startNodes(ctx context.Context, backend, workload string, n int) error {
 	if err := ce.stopNodes(); err != nil {
 		return err
 	}
 	ce.gen++
-	old, _ := filepath.Glob(filepath.Join(ce.work, "node*", "cache-*"))
+	// Earlier runs' caches, containerds, and the cluster state a daemon without a cache keeps
+	// beside its socket (eddy-<kind>-<node>): every run starts on empty ones.
+	var old []string
+	for _, g := range []string{"cache-*", "containerd-*", "eddy-*-node*"} {
+		m, _ := filepath.Glob(filepath.Join(ce.work, "node*", g))
+		old = append(old, m...)
+	}
 	for _, o := range old {
 		if err := os.RemoveAll(o); err != nil {
 			return fmt.Errorf("remove old cache: %w", err)
@@ -111,18 +135,22 @@ func (ce *clusterEnv) startNodes(ctx context.Context, backend string, n int) err
 		return err
 	}
 	for i := range n {
-		dir := filepath.Join(ce.work, fmt.Sprintf("node%d", i))
+		dir := ce.nodeDir(i)
 		d := &eddyDaemon{bin: ce.cfg.Eddy, netns: ce.sw.Nodes[i], origin: ce.nfs.URL(), logLevel: ce.cfg.DaemonLogLevel,
 			noCache: backend == ClusterNFS, mnt: filepath.Join(dir, "mnt"), cacheDir: filepath.Join(dir, fmt.Sprintf("cache-%d", ce.gen)),
 			socket: filepath.Join(dir, "eddy.sock"), logPath: filepath.Join(dir, fmt.Sprintf("daemon-%d.log", ce.gen)),
-			extra: ce.nodeFlags(backend, i)}
+			extra: ce.nodeFlags(backend, workload, i)}
 		if err := d.start(ctx); err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
 		}
 		ce.daemons = append(ce.daemons, d)
-		ce.noteCommand(fmt.Sprintf("%s node%d", backend, min(i, 1)), d.args)
+		key := fmt.Sprintf("%s node%d", backend, min(i, 1))
+		if workload == WorkloadEnv {
+			key = "env " + key
+		}
+		ce.noteCommand(key, d.args)
 	}
-	if backend == ClusterNFS {
+	if !clustered(backend, workload) {
 		return nil
 	}
 	cl := api.NewUnix(ce.daemons[0].socket, api.WithTimeout(5*time.Second))
@@ -199,6 +227,9 @@ func (ce *clusterEnv) close() error {
 	}
 	if ce.sw != nil {
 		errs = append(errs, ce.sw.Close())
+	}
+	if ce.env.Path != "" {
+		os.Remove("/run/containerd/runc/eddy") // runc's per-namespace state dir, when empty
 	}
 	if mounted := mountsUnder(ce.work); len(mounted) > 0 {
 		errs = append(errs, fmt.Errorf("bench cluster: still mounted, %s left in place: %s", ce.work, strings.Join(mounted, " ")))
