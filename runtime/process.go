@@ -39,12 +39,10 @@ func (r *Runtime) startProcess(ctx context.Context, spec Spec, sc Scopes) (Runni
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	stdout, stderr, err := openLogs(spec)
-	if err != nil {
+	// The reaper opens the log files, not the daemon: see launch.
+	if err := makeLogDir(spec); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	defer stdout.Close()
-	defer stderr.Close()
 
 	env := taskEnv(spec, Scopes{Shared: spec.SharedDir, User: sc.User, Job: sc.Job, Scratch: sc.Scratch}, true)
 	path, err := lookPath(spec.Command[0], env)
@@ -63,11 +61,11 @@ func (r *Runtime) startProcess(ctx context.Context, spec Spec, sc Scopes) (Runni
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	l := reaperLaunch{ID: spec.ID, Path: path, Args: spec.Command, Env: env, Dir: dir, Cgroup: refOf(cg),
-		GPUs: spec.GPUs, LogDir: spec.LogDir}
+		GPUs: spec.GPUs, LogDir: spec.LogDir, LogUid: spec.Uid, LogGid: spec.Gid}
 	if cred != nil {
 		l.SetCred, l.Uid, l.Gid = true, cred.Uid, cred.Gid
 	}
-	t, err := r.launch(l, cg, stdout, stderr)
+	t, err := r.launch(l, cg)
 	if err != nil {
 		if rerr := cg.remove(); rerr != nil {
 			r.log.Warn("remove cgroup", "task", spec.ID, "err", rerr)
@@ -81,7 +79,15 @@ func (r *Runtime) startProcess(ctx context.Context, spec Spec, sc Scopes) (Runni
 }
 
 // launch records l in a fresh state directory and starts its reaper, which starts the task.
-func (r *Runtime) launch(l reaperLaunch, cg taskCgroup, stdout, stderr *os.File) (*processTask, error) {
+//
+// The daemon holds no file of its own mount while it forks: Go forks with vfork, and the parent
+// thread keeps its P, in a raw system call, until the child has exec'd. At exec the child
+// closes its copies of the daemon's close-on-exec descriptors, and closing a file of a FUSE
+// mount sends FLUSH and waits for the answer, which the daemon itself must give. A stop-the-world
+// pause (a garbage collection) starting in that window can never complete, as that P never
+// stops: the daemon froze, every task's file operation on the mount with it. So the task's logs
+// on the share are opened by the reaper, a process of its own, after its exec.
+func (r *Runtime) launch(l reaperLaunch, cg taskCgroup) (*processTask, error) {
 	dir := r.taskStateDir(l.ID)
 	// An earlier run of this ID by this Runtime (Start refuses IDs of an earlier daemon's tasks).
 	if err := os.RemoveAll(dir); err != nil {
@@ -133,7 +139,7 @@ func (r *Runtime) launch(l reaperLaunch, cg taskCgroup, stdout, stderr *os.File)
 		Dir:         "/",
 		Stdout:      rlog,
 		Stderr:      rlog,
-		ExtraFiles:  []*os.File{stdout, stderr, pw, lock}, // fdTaskStdout, fdTaskStderr, fdStatus, fdLock
+		ExtraFiles:  []*os.File{pw, lock}, // fdStatus, fdLock
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	closeOnExecAll()
@@ -273,32 +279,45 @@ func (r *Runtime) credential(spec Spec) (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: spec.Uid, Gid: spec.Gid, Groups: []uint32{}}, nil
 }
 
-// openLogs creates LogDir (owned by the task's user, mode 0700: a task's logs are its owner's,
-// as the API's logs call is) and opens stdout.log and stderr.log for appending (a retried task
-// adds to its logs). The directory above it (the share's logs/) is a layout directory every
-// user must be able to traverse to reach their own task's logs through the share.
+// openLogs creates LogDir (makeLogDir) and opens its log files (openLogFiles).
 func openLogs(spec Spec) (stdout, stderr *os.File, err error) {
+	if err := makeLogDir(spec); err != nil {
+		return nil, nil, err
+	}
+	return openLogFiles(spec.LogDir, spec.Uid, spec.Gid)
+}
+
+// makeLogDir creates LogDir (owned by the task's user, mode 0700: a task's logs are its owner's,
+// as the API's logs call is). The directory above it (the share's logs/) is a layout directory
+// every user must be able to traverse to reach their own task's logs through the share.
+func makeLogDir(spec Spec) error {
 	if err := traversableDir(filepath.Dir(spec.LogDir)); err != nil {
-		return nil, nil, fmt.Errorf("make log dir: %w", err)
+		return fmt.Errorf("make log dir: %w", err)
 	}
 	if err := os.Mkdir(spec.LogDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, nil, fmt.Errorf("make log dir: %w", err)
+		return fmt.Errorf("make log dir: %w", err)
 	}
 	if os.Geteuid() == 0 {
 		if err := os.Chown(spec.LogDir, int(spec.Uid), int(spec.Gid)); err != nil {
-			return nil, nil, fmt.Errorf("chown log dir: %w", err)
+			return fmt.Errorf("chown log dir: %w", err)
 		}
 	}
 	if err := os.Chmod(spec.LogDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("chmod log dir: %w", err)
+		return fmt.Errorf("chmod log dir: %w", err)
 	}
+	return nil
+}
+
+// openLogFiles opens dir's stdout.log and stderr.log for appending (a retried task adds to its
+// logs), owned by uid and gid when run as root.
+func openLogFiles(dir string, uid, gid uint32) (stdout, stderr *os.File, err error) {
 	open := func(name string) (*os.File, error) {
-		f, err := os.OpenFile(filepath.Join(spec.LogDir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o644)
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o644)
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", name, err)
 		}
 		if os.Geteuid() == 0 {
-			if err := f.Chown(int(spec.Uid), int(spec.Gid)); err != nil {
+			if err := f.Chown(int(uid), int(gid)); err != nil {
 				f.Close()
 				return nil, fmt.Errorf("chown %s: %w", name, err)
 			}

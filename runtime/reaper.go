@@ -52,10 +52,8 @@ const (
 
 // Descriptors a reaper is handed (exec.Cmd.ExtraFiles, from 3 on).
 const (
-	fdTaskStdout = 3 + iota
-	fdTaskStderr
-	fdStatus // "ok <pid> <start unix ns>\n" or "err <message>\n", then closed
-	fdLock   // the state directory's lock, already held
+	fdStatus = 3 + iota // "ok <pid> <start unix ns>\n" or "err <message>\n", then closed
+	fdLock              // the state directory's lock, already held
 )
 
 func init() {
@@ -77,6 +75,8 @@ type reaperLaunch struct {
 	Cgroup  cgroupRef `json:"cgroup"`
 	GPUs    []string  `json:"gpus,omitempty"`
 	LogDir  string    `json:"log_dir"`
+	LogUid  uint32    `json:"log_uid"` // owner of the log files the reaper opens in LogDir
+	LogGid  uint32    `json:"log_gid"`
 }
 
 // startedRecord is started.json.
@@ -119,11 +119,10 @@ func reaperMain(dir string) int {
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
 	// None of the reaper's descriptors goes to the task beyond its stdout and stderr; the lock
 	// stays open (not wrapped in an os.File, whose finalizer would close it) until exit.
-	for _, fd := range []int{fdTaskStdout, fdTaskStderr, fdStatus, fdLock} {
+	for _, fd := range []int{fdStatus, fdLock} {
 		syscall.CloseOnExec(fd)
 	}
 	status := os.NewFile(fdStatus, "status")
-	stdout, stderr := os.NewFile(fdTaskStdout, "stdout"), os.NewFile(fdTaskStderr, "stderr")
 	fail := func(err error) int {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", reaperArg0, err)
 		res := Result{ExitCode: -1, Err: "start: " + err.Error(), Finished: time.Now()}
@@ -136,6 +135,10 @@ func reaperMain(dir string) int {
 	}
 	var l reaperLaunch
 	if err := readJSON(filepath.Join(dir, launchFile), &l); err != nil {
+		return fail(err)
+	}
+	stdout, stderr, err := openLogFiles(l.LogDir, l.LogUid, l.LogGid)
+	if err != nil {
 		return fail(err)
 	}
 	cmd := &exec.Cmd{Path: l.Path, Args: l.Args, Env: l.Env, Dir: l.Dir, Stdout: stdout, Stderr: stderr,
