@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -530,6 +531,10 @@ func TestMountIdleFiles(t *testing.T) {
 		s := n.stats()
 		return s.CachedBytes >= files*size && s.FillBacklog == 0 && s.IdleFiles >= files
 	}, func() string { return fmt.Sprintf("%+v\n%s", n.stats().CacheCounters, n.tail(40)) })
+	// dataFDs: the daemon's descriptors of data files, by descriptor, true when the file is
+	// removed. A data file made from a spare (an unnamed O_TMPFILE file linked to its name at
+	// first use) keeps the name "<data dir>/#<inode> (deleted)" here, so links and size tell
+	// them apart: spares not yet linked are empty and unlinked, and are no file's data.
 	dataFDs := func() map[string]bool {
 		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", n.pid()))
 		if err != nil {
@@ -537,10 +542,19 @@ func TestMountIdleFiles(t *testing.T) {
 		}
 		open := map[string]bool{}
 		for _, e := range ents {
-			l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", n.pid(), e.Name()))
-			if err == nil && strings.HasPrefix(l, n.CacheDir+"/") && strings.Contains(l, "/data/") {
-				open[l] = true
+			fd := fmt.Sprintf("/proc/%d/fd/%s", n.pid(), e.Name())
+			l, err := os.Readlink(fd)
+			if err != nil || !strings.HasPrefix(l, n.CacheDir+"/") || !strings.Contains(l, "/data/") {
+				continue
 			}
+			var st syscall.Stat_t
+			if err := syscall.Stat(fd, &st); err != nil {
+				continue // closed meanwhile
+			}
+			if st.Nlink == 0 && st.Size == 0 && strings.HasPrefix(filepath.Base(l), "#") {
+				continue // a spare
+			}
+			open[e.Name()+" "+l] = st.Nlink == 0
 		}
 		return open
 	}
@@ -555,8 +569,8 @@ func TestMountIdleFiles(t *testing.T) {
 		var held string
 		waitUntil(t, when+": removed data files closed", 5*time.Second, func() bool {
 			held = ""
-			for l := range dataFDs() {
-				if strings.HasSuffix(l, " (deleted)") {
+			for l, removed := range dataFDs() {
+				if removed {
 					held = l
 				}
 			}
