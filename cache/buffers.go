@@ -6,6 +6,7 @@ package cache
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // chunkBuffers pools the chunk buffers and bounds how many are in use.
@@ -48,6 +49,21 @@ func (s *Store) tryGetBuf(n int64) *[]byte {
 	}
 	b := s.bufs.pool.Get().(*[]byte)
 	*b = (*b)[:n]
+	return b
+}
+
+// getBufWithin is getBuf waiting at most d: nil when no buffer freed up in
+// time (or ctx ended).
+func (s *Store) getBufWithin(ctx context.Context, n int64, d time.Duration) *[]byte {
+	if b := s.tryGetBuf(n); b != nil {
+		return b
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	b, err := s.getBuf(ctx, n)
+	if err != nil {
+		return nil
+	}
 	return b
 }
 

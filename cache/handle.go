@@ -46,12 +46,15 @@ type handle struct {
 	closed atomic.Bool
 
 	mu      sync.Mutex
-	lastEnd int64    // GUARDED_BY(mu): end of the previous read
-	seq     int      // GUARDED_BY(mu): consecutive sequential reads
-	raNext  int      // GUARDED_BY(mu): first chunk not yet queued for read-ahead
-	pt      *os.File // GUARDED_BY(mu): passthrough file (the version's data file), once handed out
-	seqRead int64    // GUARDED_BY(mu): bytes read as part of sequential runs
-	ptDone  bool     // GUARDED_BY(mu)
+	lastEnd int64 // GUARDED_BY(mu): end of the previous read
+	// GUARDED_BY(mu): end of the read started last (reads still under way
+	// included): -1 before the first.
+	startedEnd int64
+	seq        int      // GUARDED_BY(mu): consecutive sequential reads
+	raNext     int      // GUARDED_BY(mu): first chunk not yet queued for read-ahead
+	pt         *os.File // GUARDED_BY(mu): passthrough file (the version's data file), once handed out
+	seqRead    int64    // GUARDED_BY(mu): bytes read as part of sequential runs
+	ptDone     bool     // GUARDED_BY(mu)
 
 	// The origin file this handle opened (inode and device; unset when the
 	// origin's inode numbers are not stable): a version of another file
@@ -61,7 +64,7 @@ type handle struct {
 }
 
 func newHandle(e *entry) *handle {
-	h := &handle{e: e, lastEnd: -1}
+	h := &handle{e: e, lastEnd: -1, startedEnd: -1}
 	if v := e.current(); v != nil && !v.attr.InoVolatile {
 		h.ino, h.dev, h.pinned = v.attr.Ino, v.attr.Dev, true
 	}
@@ -91,7 +94,7 @@ func (h *handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := e.maybeRevalidate(ctx); err != nil {
 		return 0, err
 	}
-	random := h.isRandom(off)
+	random := h.isRandom(off, len(p))
 	total := 0
 	var v *version
 	for retries := 0; total < len(p); {
@@ -145,18 +148,23 @@ func (h *handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // little out of order).
 const seqSlack = 1 << 20
 
-// isRandom reports whether a read at off is not part of a sequential run:
-// it jumps more than seqSlack away from the previous read's end. A
-// handle's first read counts as sequential (readers starting in the middle
-// of a file, several kernel reads in flight).
-func (h *handle) isRandom(off int64) bool {
+// isRandom reports whether a read of n bytes at off is not part of a
+// sequential run: it jumps more than seqSlack away from both the previous
+// read's end and the end of the read started before it. The second matters
+// when reads wait (on a peer, the origin, a busy disk): the kernel's
+// read-ahead keeps issuing the next offsets while the previous read's end
+// still lags behind, and those reads must not count as random (a random
+// read of a missing chunk goes to the origin). A handle's first read
+// counts as sequential (readers starting in the middle of a file, several
+// kernel reads in flight).
+func (h *handle) isRandom(off int64, n int) bool {
 	const slack = seqSlack
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if off == 0 || h.lastEnd < 0 {
-		return false
-	}
-	return off < h.lastEnd-slack || off > h.lastEnd+slack
+	near := func(end int64) bool { return end >= 0 && off >= end-slack && off <= end+slack }
+	random := off != 0 && h.lastEnd >= 0 && !near(h.lastEnd) && !near(h.startedEnd)
+	h.startedEnd = off + int64(n)
+	return random
 }
 
 // readAhead detects sequential reading and queues the next chunks.

@@ -304,3 +304,30 @@ func TestRandomMissesFetchedAfterClose(t *testing.T) {
 		t.Fatalf("%d origin reads for chunks read before", n)
 	}
 }
+
+// The kernel's read-ahead issues the next offsets of a sequential reader
+// while earlier reads still wait: those reads are sequential (they follow
+// the read started before them), not random, even when they lie far past
+// the end of the last read to finish. Jumps away from both stay random.
+func TestReadsUnderWayKeepARunSequential(t *testing.T) {
+	const n = 128 << 10
+	h := &handle{lastEnd: -1, startedEnd: -1}
+	if h.isRandom(0, n) {
+		t.Fatal("first read at 0 counted as random")
+	}
+	h.lastEnd = n // the first read finished; the next ones are issued while it waited
+	for off := int64(n); off < 4*seqSlack; off += n {
+		if h.isRandom(off, n) {
+			t.Fatalf("read at %d issued after the one ending there counted as random (last finished read ends at %d)", off, h.lastEnd)
+		}
+	}
+	if !h.isRandom(64*seqSlack, n) {
+		t.Fatal("a jump far from both the last finished and the last started read counted as sequential")
+	}
+	if h.isRandom(64*seqSlack+n, n) {
+		t.Fatal("the read following the jump counted as random")
+	}
+	if !h.isRandom(2*seqSlack+n/2, n) {
+		t.Fatal("a jump back counted as sequential")
+	}
+}

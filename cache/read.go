@@ -17,6 +17,10 @@ import (
 // stored, so more would only cost link time).
 const rangeAlign = 4 << 10
 
+// peerBufWait bounds how long a read waits for a free chunk buffer, with
+// peer fetch on, before it reads the origin directly.
+const peerBufWait = time.Second
+
 // readRange serves dst (at off, inside chunk idx of v) straight from the
 // origin, reading the range rounded out to rangeAlign and clipped to the
 // chunk. Nothing is stored: the bytes are not indexed as a chunk.
@@ -156,6 +160,21 @@ func (e *entry) readChunk(ctx context.Context, v *version, idx int, dst []byte, 
 			return e.readDirect(ctx, v, dst, off)
 		}
 		buf := s.tryGetBuf(clen)
+		if buf == nil && s.peerSource() != nil {
+			// Every buffer is taken (by read-ahead, or fetches waiting on the
+			// disk), and a direct read would go to the origin, which peer
+			// fetch is there to spare: wait a little for a buffer, then
+			// fetch the chunk as usual (from a peer if one holds it).
+			e.mu.Unlock()
+			buf = s.getBufWithin(ctx, clen, peerBufWait)
+			e.mu.Lock()
+			if buf != nil && (e.ver != v || v.state[idx] != chunkAbsent || v.inflight[idx] != nil) {
+				// Changed while waiting: look again.
+				e.mu.Unlock()
+				s.putBuf(buf)
+				continue
+			}
+		}
 		if buf == nil {
 			// Every buffer waits on the disk: serve this read from the
 			// origin rather than slow the reader down to the disk's pace.

@@ -61,8 +61,9 @@ func (pc *peerCluster) testFanOut(t *testing.T) {
 		}
 	}
 	s1, s2, s0 := pc.stats(t, 1), pc.stats(t, 2), pc.stats(t, 0)
-	t.Logf("fan-out of %d MiB: origin tx %d (node 0), %d (nodes 1 and 2); peer_bytes %d, %d; served_bytes node 0 %d, node 1 %d, node 2 %d",
-		size>>20, txA, txBC, s1.PeerBytes, s2.PeerBytes, s0.ServedBytes, s1.ServedBytes, s2.ServedBytes)
+	t.Logf("fan-out of %d MiB: origin tx %d (node 0), %d (nodes 1 and 2); peer_bytes %d, %d; served_bytes node 0 %d, node 1 %d, node 2 %d; miss_bytes (direct) node 0 %d (%d), node 1 %d (%d), node 2 %d (%d)",
+		size>>20, txA, txBC, s1.PeerBytes, s2.PeerBytes, s0.ServedBytes, s1.ServedBytes, s2.ServedBytes,
+		s0.MissBytes, s0.DirectBytes, s1.MissBytes, s1.DirectBytes, s2.MissBytes, s2.DirectBytes)
 	if txA < size {
 		t.Fatalf("node 0's read sent %d origin bytes, want >= %d", txA, size)
 	}
