@@ -32,6 +32,10 @@ type fetch struct {
 	n         int           // bytes written
 	stored    bool          // set before persisted is closed: the chunk is durable and indexed (or kept for an evicted open version)
 	vouched   bool          // set before done is closed: the origin vouched the bytes are v's (origin.AttrWitness)
+	// Set before done is closed for a chunk from a peer: its bytes matched
+	// peerSum, which the persist step then need not compute again.
+	fromPeer bool
+	peerSum  uint64
 }
 
 func (f *fetch) release() {

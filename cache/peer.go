@@ -18,6 +18,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -91,6 +93,7 @@ func (e *entry) fetchFromPeer(ctx context.Context, f *fetch, clen int64) bool {
 		e.s.noteError("peer-checksum", fmt.Errorf("chunk %d of %s from a peer failed its checksum; reading the origin", f.idx, e.name))
 		return false
 	}
+	f.fromPeer, f.peerSum = true, sum
 	e.s.mets.fetched(ctx, time.Since(t0))
 	e.s.c.peerBytes.Add(clen)
 	e.s.c.misses.Add(1)
@@ -117,34 +120,15 @@ func (e *entry) peerKey(f *fetch, clen int64) PeerKey {
 // fetched here is waited for up to wait. ErrPeerNoChunk: not held. With
 // dst nil it only waits for a fetch under way (nothing is copied).
 func (s *Store) ServePeerChunk(ctx context.Context, key PeerKey, dst []byte, wait time.Duration) (int, uint64, error) {
-	name, err := cleanName(key.Path)
-	if err != nil || !s.Cacheable(name) {
-		return 0, 0, ErrPeerNoChunk
-	}
-	s.mu.Lock()
-	_, known := s.open[name]
-	s.mu.Unlock()
-	if !known && s.CachedBytes(name) <= 0 {
-		return 0, 0, ErrPeerNoChunk // nothing here: do not open it for nothing
-	}
-	e, err := s.acquire(name)
+	e, err := s.peerEntry(ctx, key)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer e.unref()
-	if err := e.maybeRevalidate(ctx); err != nil {
-		return 0, 0, ErrPeerNoChunk
-	}
 	for attempt := 0; attempt < 4; attempt++ {
 		e.mu.Lock()
-		v := e.ver
-		if v == nil || v.fp != key.Fingerprint || v.csize != key.ChunkSize || key.Index < 0 || key.Index >= v.nchunks ||
-			time.Since(e.checkedAt) >= s.cfg.Revalidate {
-			e.mu.Unlock()
-			return 0, 0, ErrPeerNoChunk
-		}
-		clen := chunkLen(v.size, v.csize, key.Index)
-		if clen != key.Len || (dst != nil && int64(len(dst)) < clen) {
+		v, clen, ok := e.peerVersionLocked(key)
+		if !ok || (dst != nil && int64(len(dst)) < clen) {
 			e.mu.Unlock()
 			return 0, 0, ErrPeerNoChunk
 		}
@@ -180,7 +164,7 @@ func (s *Store) ServePeerChunk(ctx context.Context, key PeerKey, dst []byte, wai
 			}
 			if int64(n) != clen || xxhash.Sum64(dst[:clen]) != want {
 				s.c.checksumFailures.Add(1)
-				s.noteError("checksum", fmt.Errorf("chunk %d of %s failed its checksum when served to a peer (read %d of %d bytes, %v)", key.Index, name, n, clen, rerr))
+				s.noteError("checksum", fmt.Errorf("chunk %d of %s failed its checksum when served to a peer (read %d of %d bytes, %v)", key.Index, e.name, n, clen, rerr))
 				e.dropChunk(v, key.Index)
 				return 0, 0, ErrPeerNoChunk
 			}
@@ -191,6 +175,97 @@ func (s *Store) ServePeerChunk(ctx context.Context, key PeerKey, dst []byte, wai
 		}
 	}
 	return 0, 0, ErrPeerNoChunk
+}
+
+// ErrPeerChunkBusy: the chunk is being fetched or checked here; ServePeerChunk
+// serves it (waiting for the fetch, checking it) where ServePeerChunkFile
+// does not.
+var ErrPeerChunkBusy = errors.New("chunk being fetched or checked here")
+
+// ServePeerChunkFile is ServePeerChunk for a chunk stored and checked here,
+// handed over for the kernel to send (sendfile) instead of copied: f is an
+// open file of its own on the version's data file, positioned at the chunk
+// (the caller closes it), n the chunk's length and sum its checksum from the
+// index. The bytes are not read here: the receiver checks them against sum,
+// so a chunk dropped or damaged while it is sent is refused there and
+// fetched elsewhere, never used. ErrPeerChunkBusy: the chunk is in flight
+// or not checked yet (use ServePeerChunk); ErrPeerNoChunk: not held.
+func (s *Store) ServePeerChunkFile(ctx context.Context, key PeerKey) (f *os.File, n int64, sum uint64, err error) {
+	e, err := s.peerEntry(ctx, key)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer e.unref()
+	e.mu.Lock()
+	v, clen, ok := e.peerVersionLocked(key)
+	if !ok {
+		e.mu.Unlock()
+		return nil, 0, 0, ErrPeerNoChunk
+	}
+	st, want, fd := v.state[key.Index], v.sums[key.Index], v.fd
+	busy := v.inflight[key.Index] != nil || st == chunkPresent
+	if busy || fd == nil || (st != chunkVerified && st != chunkWritten) {
+		e.mu.Unlock()
+		if busy {
+			return nil, 0, 0, ErrPeerChunkBusy
+		}
+		return nil, 0, 0, ErrPeerNoChunk
+	}
+	// The entry's reference keeps fd open until unref (a replaced version's
+	// files are retired, closed only with the entry): a description of our
+	// own through /proc outlives it and has an offset of its own.
+	f, err = os.Open(fmt.Sprintf("/proc/self/fd/%d", fd.Fd()))
+	e.mu.Unlock()
+	if err != nil {
+		return nil, 0, 0, ErrPeerChunkBusy
+	}
+	if _, err := f.Seek(int64(key.Index)*v.csize, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, 0, ErrPeerChunkBusy
+	}
+	s.c.servedBytes.Add(clen)
+	return f, clen, want, nil
+}
+
+// peerEntry opens the entry key names for serving a peer, revalidated when
+// its last check is older than the revalidation window; the caller unrefs
+// it. ErrPeerNoChunk when nothing of it is here.
+func (s *Store) peerEntry(ctx context.Context, key PeerKey) (*entry, error) {
+	name, err := cleanName(key.Path)
+	if err != nil || !s.Cacheable(name) {
+		return nil, ErrPeerNoChunk
+	}
+	s.mu.Lock()
+	_, known := s.open[name]
+	s.mu.Unlock()
+	if !known && s.CachedBytes(name) <= 0 {
+		return nil, ErrPeerNoChunk // nothing here: do not open it for nothing
+	}
+	e, err := s.acquire(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.maybeRevalidate(ctx); err != nil {
+		e.unref()
+		return nil, ErrPeerNoChunk
+	}
+	return e, nil
+}
+
+// peerVersionLocked returns e's current version and the chunk's length when
+// that version is key's and was checked against the origin within the
+// revalidation window. Called with e.mu held.
+func (e *entry) peerVersionLocked(key PeerKey) (*version, int64, bool) {
+	v := e.ver
+	if v == nil || v.fp != key.Fingerprint || v.csize != key.ChunkSize || key.Index < 0 || key.Index >= v.nchunks ||
+		time.Since(e.checkedAt) >= e.s.cfg.Revalidate {
+		return nil, 0, false
+	}
+	clen := chunkLen(v.size, v.csize, key.Index)
+	if clen != key.Len {
+		return nil, 0, false
+	}
+	return v, clen, true
 }
 
 // servePeerInflight waits (up to wait) for a fetch under way here and

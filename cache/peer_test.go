@@ -3,9 +3,12 @@ package cache
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // storePeer is a PeerSource that fetches from another store in-process;
@@ -117,21 +120,42 @@ func TestServePeerChunkVersionChecked(t *testing.T) {
 		t.Fatalf("serve: %d, %v", n, err)
 	}
 	mustEqual(t, "served", buf, data[testChunk:])
+	// Handed over as a file for the kernel to send: positioned at the chunk, with the
+	// index's checksum.
+	f, n, sum, err := a.ServePeerChunkFile(ctx, key)
+	if err != nil || n != testChunk || sum != xxhash.Sum64(data[testChunk:]) {
+		t.Fatalf("serve as a file: %d, %x, %v", n, sum, err)
+	}
+	sent, err := io.ReadAll(io.LimitReader(f, n))
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "served as a file", sent, data[testChunk:])
 	other := key
 	other.Fingerprint.MtimeNs++
 	if _, _, err := a.ServePeerChunk(ctx, other, buf, 0); !errors.Is(err, ErrPeerNoChunk) {
 		t.Fatalf("other version: %v, want ErrPeerNoChunk", err)
+	}
+	if _, _, _, err := a.ServePeerChunkFile(ctx, other); !errors.Is(err, ErrPeerNoChunk) {
+		t.Fatalf("other version as a file: %v, want ErrPeerNoChunk", err)
 	}
 	missing := key
 	missing.Path = "nope.bin"
 	if _, _, err := a.ServePeerChunk(ctx, missing, buf, 0); !errors.Is(err, ErrPeerNoChunk) {
 		t.Fatalf("missing file: %v, want ErrPeerNoChunk", err)
 	}
+	if _, _, _, err := a.ServePeerChunkFile(ctx, missing); !errors.Is(err, ErrPeerNoChunk) {
+		t.Fatalf("missing file as a file: %v, want ErrPeerNoChunk", err)
+	}
 	// The file replaced on the origin: once revalidated, the old version is not served.
 	o.replace("f.bin", pattern(2*testChunk, 6))
 	a.forceRevalidateName(t, "f.bin")
 	if _, _, err := a.ServePeerChunk(ctx, key, buf, 0); !errors.Is(err, ErrPeerNoChunk) {
 		t.Fatalf("replaced file: %v, want ErrPeerNoChunk", err)
+	}
+	if _, _, _, err := a.ServePeerChunkFile(ctx, key); !errors.Is(err, ErrPeerNoChunk) {
+		t.Fatalf("replaced file as a file: %v, want ErrPeerNoChunk", err)
 	}
 }
 

@@ -124,7 +124,10 @@ func (e *entry) persist(f *fetch) {
 	}
 	buf := *f.buf
 	off := int64(f.idx) * v.csize
-	sum := xxhash.Sum64(buf)
+	sum := f.peerSum
+	if !f.fromPeer {
+		sum = xxhash.Sum64(buf)
+	}
 	dfd := v.directFile()
 	direct := dfd != nil && directOK(buf, off)
 	var err error

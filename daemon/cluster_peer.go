@@ -52,6 +52,7 @@ const peerCorruptEnv = "EDDY_TEST_PEER_CORRUPT"
 type peerCache interface {
 	SetPeerSource(cache.PeerSource)
 	ServePeerChunk(ctx context.Context, key cache.PeerKey, dst []byte, wait time.Duration) (int, uint64, error)
+	ServePeerChunkFile(ctx context.Context, key cache.PeerKey) (*os.File, int64, uint64, error)
 }
 
 // startPeerFetch serves the chunk route and plugs the peer source into the cache, with
@@ -165,6 +166,18 @@ func (p *peerServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer func() { <-p.slots }()
+	if !p.corrupt {
+		f, n, sum, err := p.c.ServePeerChunkFile(ctx, key)
+		switch {
+		case err == nil:
+			p.sendFile(w, f, n, sum)
+			return
+		case errors.Is(err, cache.ErrPeerNoChunk):
+			api.WriteError(w, http.StatusNotFound, err)
+			return
+		}
+		// In flight or not checked yet: ServePeerChunk waits for it and copies it.
+	}
 	bp, _ := p.bufs.Get().(*[]byte)
 	if bp == nil || int64(cap(*bp)) < key.Len {
 		b := make([]byte, key.ChunkSize)
@@ -188,6 +201,18 @@ func (p *peerServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.Itoa(n))
 	_, _ = w.Write(buf[:n])
+}
+
+// sendFile answers with a chunk stored here, n bytes of f from its offset, sent by the kernel
+// (sendfile over plain TCP: no copy through the daemon, which on a node serving several peers
+// was a tenth of its CPU time), and closes f.
+func (p *peerServer) sendFile(w http.ResponseWriter, f *os.File, n int64, sum uint64) {
+	defer f.Close()
+	w.Header().Set(api.PeerSumHeader, fmt.Sprintf("%016x", sum))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	// A short send leaves the receiver short of Content-Length: it drops the chunk.
+	_, _ = io.Copy(w, io.LimitReader(f, n))
 }
 
 // peerKeyFrom parses the chunk route's query.

@@ -3,9 +3,11 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,6 +30,10 @@ func (c *nopPeerCache) ServePeerChunk(ctx context.Context, key cache.PeerKey, ds
 	}
 	copy(dst, make([]byte, key.Len))
 	return int(key.Len), 0xef46db3751d8e999, nil // xxhash64 of nothing, checked by nobody here
+}
+
+func (c *nopPeerCache) ServePeerChunkFile(context.Context, cache.PeerKey) (*os.File, int64, uint64, error) {
+	return nil, 0, 0, cache.ErrPeerChunkBusy // served by copy
 }
 
 // The chunk route serves only calls made with the cluster token itself: never one from the
@@ -81,6 +87,26 @@ func (c *chunkPeerCache) ServePeerChunk(ctx context.Context, key cache.PeerKey, 
 		return 0, 0, nil
 	}
 	return copy(dst, c.data), xxhash.Sum64(c.data), nil
+}
+
+// ServePeerChunkFile hands over the chunk stored in a file of its own, at an offset, as the
+// cache does: the route sends it from there (sendfile over the test server's TCP).
+func (c *chunkPeerCache) ServePeerChunkFile(ctx context.Context, key cache.PeerKey) (*os.File, int64, uint64, error) {
+	f, err := os.CreateTemp("", "chunk")
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	os.Remove(f.Name())
+	const at = 4096
+	if _, err := f.WriteAt(c.data, at); err != nil {
+		f.Close()
+		return nil, 0, 0, err
+	}
+	if _, err := f.Seek(at, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, 0, err
+	}
+	return f, int64(len(c.data)), xxhash.Sum64(c.data), nil
 }
 
 // A holder whose bytes do not match the checksum it sends (the test hook on) is refused and
