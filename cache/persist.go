@@ -412,7 +412,7 @@ func (e *entry) settle(v *version, fs []*fetch, stored bool) {
 			v.present--
 			// Punched before e.mu is released: a refetch of the chunk
 			// must not have its bytes punched out behind it.
-			punchHole(v.fd, int64(f.idx)*v.csize, int64(f.n))
+			v.punchChunkLocked(f.idx)
 		}
 	}
 	e.mu.Unlock()

@@ -52,7 +52,7 @@ func (e *entry) dropChunk(v *version, idx int) {
 	}
 	// Punched before e.mu is released: a refetch of the chunk must not
 	// have its bytes punched out behind it.
-	punchHole(v.fd, int64(idx)*v.csize, chunkLen(v.size, v.csize, idx))
+	v.punchChunkLocked(idx)
 	e.mu.Unlock()
 	v.commitMu.RLock()
 	if !v.detached.Load() && s.db != nil {

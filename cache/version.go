@@ -65,13 +65,21 @@ type version struct {
 	// under a record (a punched chunk, a crash), so a chunkPresent chunk is
 	// checked against its checksum before it is served (verifyChunk).
 	// INVARIANT: a chunk's space is punched out of fd only once it is
-	// chunkAbsent and before entry.mu is released: a reader of the data file
-	// then sees the chunk gone, and a refetch is not punched behind.
+	// chunkAbsent, and with entry.mu held from marking it so (by
+	// punchChunkLocked, or when the last stored range is released): a reader
+	// of the data file then sees the chunk gone, and a refetch is not
+	// punched behind.
 	state    []uint8        // GUARDED_BY(entry.mu)
 	sums     []uint64       // GUARDED_BY(entry.mu)
 	inflight map[int]*fetch // GUARDED_BY(entry.mu): chunks being fetched (their buffers hold the bytes)
 	syncing  map[int]*fetch // GUARDED_BY(entry.mu): chunks written, awaiting their group commit
 	present  int            // GUARDED_BY(entry.mu): chunks not absent
+	// holds counts the stored ranges of this version the kernel may be
+	// reading (ReadStored, until Release); punchLater, the chunks dropped
+	// while holds > 0, punched when it drops to 0 (GUARDED_BY(entry.mu)).
+	// INVARIANT: no chunk is punched while holds > 0.
+	holds      int
+	punchLater []int
 	// missed marks chunks a random reader was served straight from the
 	// origin (GUARDED_BY(entry.mu); nil until the first): fetched in the
 	// background once the handle closes (handle.fillHoles), so what was

@@ -159,6 +159,15 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		return h.readLive(ctx, dest, off)
 	}
 	if h.ch != nil {
+		if sr, ok := h.ch.(cache.StoredReader); ok {
+			r, ok, err := sr.ReadStored(ctx, off, len(dest))
+			if err != nil {
+				return nil, errno(err)
+			}
+			if ok {
+				return &storedResult{r: r}, 0
+			}
+		}
 		n, err := h.ch.ReadAt(ctx, dest, off)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, errno(err)
