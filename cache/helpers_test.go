@@ -143,3 +143,13 @@ func referenced(s *Store) int {
 	}
 	return n
 }
+
+// storedHandle opens name (data on o) in s, reads it whole and waits until
+// every chunk is stored.
+func storedHandle(t *testing.T, s *Store, o *fakeOrigin, name string, data []byte) Handle {
+	t.Helper()
+	h, _ := mustOpen(t, s, o, name)
+	mustEqual(t, "first read of "+name, readAll(t, h, int64(len(data))), data)
+	waitFor(t, name+" stored", func() bool { return s.CachedBytes(name) == int64(len(data)) })
+	return h
+}

@@ -85,9 +85,7 @@ func TestPeerFetchCorruptFallsBack(t *testing.T) {
 	data := pattern(3*testChunk, 4)
 	o.put("f.bin", data)
 	a := openStore(t, o, testConfig(t))
-	ha, _ := mustOpen(t, a, o, "f.bin")
-	mustEqual(t, "first read", readAll(t, ha, int64(len(data))), data)
-	waitFor(t, "f.bin cached", func() bool { return a.CachedBytes("f.bin") == int64(len(data)) })
+	storedHandle(t, a, o, "f.bin", data)
 
 	b := openStore(t, o, testConfig(t))
 	b.SetPeerSource(&storePeer{from: a, corrupt: true})

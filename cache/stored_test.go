@@ -15,9 +15,7 @@ func TestReadStoredRanges(t *testing.T) {
 	o.put("f", data)
 	o.put("g", pattern(2*testChunk, 22))
 	s := openStore(t, o, testConfig(t))
-	h, _ := mustOpen(t, s, o, "f")
-	mustEqual(t, "first read", readAll(t, h, int64(len(data))), data)
-	waitFor(t, "f stored", func() bool { return s.CachedBytes("f") == int64(len(data)) })
+	h := storedHandle(t, s, o, "f", data)
 	ctx := context.Background()
 	sr := h.(StoredReader)
 	for _, tc := range []struct {
@@ -57,9 +55,7 @@ func TestStoredRangeDefersPunch(t *testing.T) {
 	data := pattern(2*testChunk, 23)
 	o.put("f", data)
 	s := openStore(t, o, testConfig(t))
-	h, _ := mustOpen(t, s, o, "f")
-	mustEqual(t, "first read", readAll(t, h, int64(len(data))), data)
-	waitFor(t, "f stored", func() bool { return s.CachedBytes("f") == int64(len(data)) })
+	h := storedHandle(t, s, o, "f", data)
 	ctx := context.Background()
 	r, ok, err := h.(StoredReader).ReadStored(ctx, testChunk, testChunk)
 	if err != nil || !ok {
