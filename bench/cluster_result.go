@@ -41,7 +41,7 @@ type ClusterRun struct {
 	NodeServedBytes []int64 `json:"node_served_bytes,omitempty"`
 	// CPUBusy: the machine's busy fraction over the reads (all CPUs, every process: the
 	// machine is shared); DaemonsCPUS, GaneshaCPUS, ReadersCPUS: the CPU seconds of the node
-	// daemons, the NFS server and this process (the readers' sha256).
+	// daemons, the NFS server and this process (the readers' checksums).
 	CPUBusy     float64 `json:"cpu_busy"`
 	DaemonsCPUS float64 `json:"daemons_cpu_s"`
 	GaneshaCPUS float64 `json:"ganesha_cpu_s"`
@@ -335,12 +335,12 @@ func newClusterReport(cfg *ClusterConfig) *ClusterReport {
 			"runs a private containerd, new for every run, so each node reads the environment's tarball through its mount and imports it; " +
 			"wall_s until the last container started, submit_to_start_s per node from its submit call to its container running",
 		"env_payload_bytes": cfg.EnvSize,
-		"verify":            "sha256 of every node's bytes against the file's, known from writing it",
+		"verify":            "xxhash64 of every node's bytes against the file's, known from writing it",
 		"origin_bytes":      "tx_bytes of the server namespace's veth over the reads (NFS and TCP overhead included)",
 		"cpu_busy":          "/proc/stat over the reads: the whole machine, every process (it is shared)",
 		"bound": fmt.Sprintf("server-link (the server's sending), node-uplink (the busiest node's serving to its peers) or node-link (a node's median reading) "+
 			"when that link ran >= %.0f%% full, else cpu when cpu_busy >= %.0f%%, else other", 100*boundLinkUtil, 100*boundCPUBusy),
-		"suite_cores": "CPU seconds of the suite's own processes (daemons, ganesha, the readers' sha256) over wall_s",
+		"suite_cores": "CPU seconds of the suite's own processes (daemons, ganesha, the readers' checksums) over wall_s",
 		"mb":          "decimal megabytes (1e6 bytes)",
 	}
 	return r

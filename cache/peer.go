@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"golang.org/x/sys/unix"
+
 	"github.com/eddy-cluster/eddy/origin"
 )
 
@@ -219,10 +221,17 @@ func (s *Store) ServePeerChunkFile(ctx context.Context, key PeerKey) (f *os.File
 	if err != nil {
 		return nil, 0, 0, ErrPeerChunkBusy
 	}
-	if _, err := f.Seek(int64(key.Index)*v.csize, io.SeekStart); err != nil {
+	off := int64(key.Index) * v.csize
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		f.Close()
 		return nil, 0, 0, ErrPeerChunkBusy
 	}
+	// Read the chunk, and nothing past it: chunks are written O_DIRECT, so
+	// this read goes to the disk, and the kernel's read-ahead would run on
+	// into chunks not written yet, zeroing pages for holes (a twentieth of
+	// the CPU time of a node serving several peers).
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
+	_ = unix.Fadvise(int(f.Fd()), off, clen, unix.FADV_WILLNEED)
 	s.c.servedBytes.Add(clen)
 	return f, clen, want, nil
 }

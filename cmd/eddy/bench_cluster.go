@@ -22,7 +22,7 @@ func benchClusterCommand() *cli.Command {
 		Description: "Builds a Linux bridge in a namespace of its own with a server namespace (nfs-ganesha) and N node\n" +
 			"namespaces plugged into it, every port shaped with tbf, and one eddy daemon per node (node 0 the\n" +
 			"scheduler). For each backend and N, every node reads the whole file at once on empty caches and checks\n" +
-			"its sha256; the wall time until the last node is done and the bytes the server sent are recorded.\n" +
+			"its checksum (xxhash64); the wall time until the last node is done and the bytes the server sent are recorded.\n" +
 			"The env workload then has every node start a container from one environment tarball at once (one task\n" +
 			"pinned to each node, a private containerd per node, nothing imported): the wall time until the last\n" +
 			"container started, the median submit-to-start and the bytes the server sent are recorded.\n" +
