@@ -194,16 +194,21 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		}
 	}()
 
+	// The socket is bound now (a daemon already on it is refused before anything else starts)
+	// and served once every route is in place: the cluster's task and node routes are added by
+	// startCluster, and a caller that finds the socket answering (a script, a test waiting for
+	// start-up) must never meet a 404 for a route this daemon serves.
 	l, err := listenUnix(cfg.Socket, cfg.SocketGroup)
 	if err != nil {
 		return nil, err
 	}
-	srv := serveHTTP(l, d.api, log.With("part", "api"))
-	d.OnShutdown(func(ctx context.Context) error {
-		err := srv.Shutdown(ctx)
-		_ = os.Remove(cfg.Socket)
-		return err
-	})
+	served := false
+	defer func() {
+		if !served {
+			_ = l.Close()
+			_ = os.Remove(cfg.Socket)
+		}
+	}()
 
 	if err := d.startCluster(ctx); err != nil {
 		return nil, err
@@ -215,6 +220,13 @@ func start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err := d.startUI(); err != nil {
 		return nil, err
 	}
+	srv := serveHTTP(l, d.api, log.With("part", "api"))
+	served = true
+	d.OnShutdown(func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		_ = os.Remove(cfg.Socket)
+		return err
+	})
 	mountedOK = true
 	mode := "cached"
 	if cfg.NoCache {

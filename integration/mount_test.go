@@ -604,13 +604,20 @@ func TestMountIdleFiles(t *testing.T) {
 
 	deleted("after reading files changed on the origin")
 
-	// Evicting an idle file closes its data file.
+	// Evicting an idle file closes its data file. (Other files may close at
+	// the same time: the O_DIRECT writer of a file just read is closed when
+	// its chunks' commit lets the entry go idle, later under load.)
 	before := dataFDs()
 	if _, err := n.eddy("cache", "evict", name(3)); err != nil {
 		t.Fatal(err)
 	}
 	after := dataFDs()
-	if len(after) != len(before)-1 {
+	for fd := range after {
+		if _, ok := before[fd]; !ok {
+			t.Fatalf("data file %s opened by the eviction", fd)
+		}
+	}
+	if len(after) >= len(before) {
 		t.Fatalf("%d data files open after evicting an idle file, %d before", len(after), len(before))
 	}
 	deleted("after evicting an idle file")
