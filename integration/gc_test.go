@@ -135,9 +135,10 @@ func TestPeriodicGCRemovesExpiredKeepsRunning(t *testing.T) {
 	if b, err := os.ReadFile(c.n.org("jobs/" + running + "/out")); err != nil || string(b) != "partial\n" {
 		t.Errorf("running task's job dir: %q %v", b, err)
 	}
-	if log := c.n.log(); !strings.Contains(log, "kind=job path=jobs/"+done) {
-		t.Errorf("the daemon's log does not record the removal of jobs/%s:\n%s", done, c.n.tail(40))
-	}
+	// The run's record is written when the run ends, after its removals.
+	waitUntil(t, "the daemon's log to record the removal of jobs/"+done, 10*time.Second, func() bool {
+		return strings.Contains(c.n.log(), "kind=job path=jobs/"+done)
+	}, func() string { return c.n.tail(40) })
 
 	out, err := c.n.eddy("gc", "--status", "--json")
 	if err != nil {
