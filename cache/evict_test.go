@@ -80,9 +80,7 @@ func TestEvictWithOpenHandle(t *testing.T) {
 	data := pattern(3*testChunk, 40)
 	o.put("f", data)
 	s := openStore(t, o, testConfig(t))
-	h, _ := mustOpen(t, s, o, "f")
-	readAll(t, h, int64(len(data)))
-	waitFor(t, "cached", func() bool { return s.CachedBytes("f") == int64(len(data)) })
+	h := storedHandle(t, s, o, "f", data)
 	if err := s.Evict(context.Background(), "f"); err != nil {
 		t.Fatal(err)
 	}
