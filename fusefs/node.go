@@ -162,8 +162,14 @@ func (st *state) ino(a origin.Attr) uint64 {
 	return a.Ino ^ swap(a.Dev) ^ swap(st.rootDev)
 }
 
+// stable is the identity go-fuse keeps a's inode under. Gen is in it: the
+// origin reuses a deleted file's inode number for a new file, possibly made
+// elsewhere while this mount's kernel still holds the old one (its names,
+// its page cache); with the same identity go-fuse would hand the new file
+// the old inode, and a read by a name the kernel still resolves to it would
+// read whichever file that inode's newest name now names.
 func (st *state) stable(a origin.Attr) fs.StableAttr {
-	return fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: st.ino(a)}
+	return fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: st.ino(a), Gen: a.Gen}
 }
 
 func (st *state) fillAttr(a origin.Attr, out *fuse.Attr) {

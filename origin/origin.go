@@ -39,6 +39,14 @@ type Attr struct {
 	// Change is the origin's change attribute where it has one (NFSv4
 	// change, or a server's ctime-derived counter); 0 where there is none.
 	Change uint64
+	// Gen tells apart files that had the same Ino at different times: an
+	// origin file system gives a deleted file's inode number to the next
+	// file it creates, and a mount that took the two for one object would
+	// serve the new file through the old one's kernel inode (its names, its
+	// page cache). The path origin uses the birth time, the NFS origin the
+	// file handle; 0 where the origin has neither. Never part of the
+	// fingerprint: it identifies the object, not a version of its content.
+	Gen uint64
 	// InoVolatile: Ino is not stable for the file's life (a FUSE origin such
 	// as sshfs numbers inodes per lookup), so it is left out of Fingerprint.
 	InoVolatile bool

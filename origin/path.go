@@ -159,31 +159,46 @@ func (p *PathFS) Lstat(ctx context.Context, name string) (Attr, error) {
 		return Attr{}, err
 	}
 	defer done()
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	a, err := statx(dirfd, base, unix.AT_SYMLINK_NOFOLLOW)
+	if err != nil {
 		return Attr{}, pathErr("lstat", name, err)
 	}
-	a := attrFromStat(&st)
 	a.InoVolatile = p.inoVolatile
 	return a, nil
 }
 
-func attrFromStat(st *unix.Stat_t) Attr {
-	return Attr{
-		Ino:     st.Ino,
-		Dev:     st.Dev,
-		Mode:    st.Mode,
-		Nlink:   uint32(st.Nlink),
-		Uid:     st.Uid,
-		Gid:     st.Gid,
-		Rdev:    st.Rdev,
-		Size:    st.Size,
-		Blocks:  st.Blocks,
-		Blksize: uint32(st.Blksize),
-		Atime:   time.Unix(st.Atim.Sec, st.Atim.Nsec),
-		Mtime:   time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
-		Ctime:   time.Unix(st.Ctim.Sec, st.Ctim.Nsec),
+// statx reads the attributes of name in dirfd ("" with AT_EMPTY_PATH: dirfd
+// itself), with the birth time where the file system keeps one: it is the
+// attributes' Gen.
+func statx(dirfd int, name string, flags int) (Attr, error) {
+	var sx unix.Statx_t
+	if err := unix.Statx(dirfd, name, flags|unix.AT_STATX_SYNC_AS_STAT, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx); err != nil {
+		return Attr{}, err
 	}
+	return attrFromStatx(&sx), nil
+}
+
+func attrFromStatx(sx *unix.Statx_t) Attr {
+	ts := func(t unix.StatxTimestamp) time.Time { return time.Unix(t.Sec, int64(t.Nsec)) }
+	a := Attr{
+		Ino:     sx.Ino,
+		Dev:     unix.Mkdev(sx.Dev_major, sx.Dev_minor),
+		Mode:    uint32(sx.Mode),
+		Nlink:   sx.Nlink,
+		Uid:     sx.Uid,
+		Gid:     sx.Gid,
+		Rdev:    unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
+		Size:    int64(sx.Size),
+		Blocks:  int64(sx.Blocks),
+		Blksize: sx.Blksize,
+		Atime:   ts(sx.Atime),
+		Mtime:   ts(sx.Mtime),
+		Ctime:   ts(sx.Ctime),
+	}
+	if sx.Mask&unix.STATX_BTIME != 0 {
+		a.Gen = uint64(ts(sx.Btime).UnixNano())
+	}
+	return a
 }
 
 // ReadDir lists a directory (without "." and "..").
@@ -767,11 +782,10 @@ func (f *pathFile) WriteAt(ctx context.Context, b []byte, off int64) (int, error
 }
 
 func (f *pathFile) Stat(ctx context.Context) (Attr, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(f.fd, &st); err != nil {
+	a, err := statx(f.fd, "", unix.AT_EMPTY_PATH)
+	if err != nil {
 		return Attr{}, pathErr("fstat", f.name, err)
 	}
-	a := attrFromStat(&st)
 	a.InoVolatile = f.inoVolatile
 	return a, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -423,4 +424,63 @@ func TestFingerprintIgnoresVolatileIno(t *testing.T) {
 	if a.Fingerprint() == b.Fingerprint() {
 		t.Fatal("a size change must still change the fingerprint")
 	}
+}
+
+// The path origin's attributes are the file system's (as stat reports them),
+// and Gen tells a file from a later one that got its inode number.
+func TestPathAttrsAndGen(t *testing.T) {
+	dir := t.TempDir()
+	p, err := NewPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("first"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	a, err := p.Lstat(ctx, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, "f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if a.Ino != st.Ino || a.Dev != st.Dev || a.Mode != st.Mode || a.Size != st.Size || a.Nlink != uint32(st.Nlink) ||
+		a.Uid != st.Uid || a.Gid != st.Gid || a.Blocks != st.Blocks || !a.Mtime.Equal(time.Unix(st.Mtim.Sec, st.Mtim.Nsec)) ||
+		!a.Ctime.Equal(time.Unix(st.Ctim.Sec, st.Ctim.Nsec)) {
+		t.Fatalf("Lstat %+v, stat says %+v", a, st)
+	}
+	f, err := p.Open(ctx, "f", os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, err := f.Stat(ctx)
+	f.Close()
+	if err != nil || fa != a {
+		t.Fatalf("Stat of the open file %+v %v, Lstat %+v", fa, err, a)
+	}
+	if a.Gen == 0 {
+		t.Skipf("no birth times on %s", dir)
+	}
+	// Removed, and a new file made until one gets the old inode number.
+	os.Remove(filepath.Join(dir, "f"))
+	for i := 0; i < 64; i++ {
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte("second"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		b, err := p.Lstat(ctx, "f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Ino == a.Ino {
+			if b.Gen == a.Gen {
+				t.Fatalf("a new file with the old one's inode number has its Gen %d", a.Gen)
+			}
+			return
+		}
+		os.Rename(filepath.Join(dir, "f"), filepath.Join(dir, fmt.Sprintf("kept-%d", i)))
+	}
+	t.Skipf("no new file on %s got the old inode number", dir)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -540,9 +541,19 @@ func (f *FS) lookup(ctx context.Context, dfh []byte, base string) ([]byte, origi
 	_, err := f.nfs(ctx, "lookup", procLookup, f.cred, e.b, func(d *dec) error {
 		fh = append([]byte(nil), d.opaque(maxFHSize)...)
 		a, ok = d.postOpAttr()
+		a.Gen = fhGen(fh)
 		return nil
 	})
 	return fh, a, ok, err
+}
+
+// fhGen is the Gen of the file with handle fh: a server's handle carries
+// what tells a file from a later one given the same inode number (the
+// inode's generation), so distinct handles make distinct Gens.
+func fhGen(fh []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(fh)
+	return h.Sum64() | 1
 }
 
 // dirHandle returns the handle of directory dir, from the cache or by
@@ -634,6 +645,7 @@ func (f *FS) getattr(ctx context.Context, fh []byte) (origin.Attr, error) {
 	var a origin.Attr
 	_, err := f.nfs(ctx, "getattr", procGetattr, f.cred, e.b, func(d *dec) error {
 		a = d.fattr()
+		a.Gen = fhGen(fh)
 		return nil
 	})
 	return a, err
@@ -704,12 +716,15 @@ func (f *FS) readdir(ctx context.Context, dir string, dfh []byte) ([]origin.DirE
 				nm := d.str(4096)
 				cookie = d.u64()
 				a, ok := d.postOpAttr()
-				d.postOpFH()
+				fh := d.postOpFH()
 				if nm == "." || nm == ".." {
 					continue
 				}
 				de := origin.DirEntry{Name: nm, Ino: ino}
-				if ok {
+				if ok && fh != nil {
+					// Without the handle the entry's Gen is unknown: its
+					// attributes are asked for below, with a lookup.
+					a.Gen = fhGen(fh)
 					de.Mode = a.Mode & syscall.S_IFMT
 					de.Attr = &a
 				}

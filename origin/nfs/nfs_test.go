@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -486,4 +487,56 @@ func TestNFSOriginOpenAfterLookup(t *testing.T) {
 	if string(got[:n]) != "the other file" {
 		t.Fatalf("open after a rename read %q, want the renamed file", got[:n])
 	}
+}
+
+// Gen is the same for one file whichever call reports it (lookup, the open
+// file's getattr, a listing), and differs for a new file that got a deleted
+// one's inode number.
+func TestNFSOriginGen(t *testing.T) {
+	s := startServer(t)
+	f := s.open(t, "", 10*time.Second)
+	ctx := context.Background()
+	p := filepath.Join(s.export, "g")
+	os.WriteFile(p, []byte("first"), 0o644)
+	a, err := f.Lstat(ctx, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Gen == 0 {
+		t.Fatalf("Lstat %+v: no Gen", a)
+	}
+	fl, err := f.Open(ctx, "g", syscall.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, err := fl.Stat(ctx)
+	fl.Close()
+	if err != nil || fa.Gen != a.Gen {
+		t.Fatalf("the open file's Gen %d (%v), the lookup's %d", fa.Gen, err, a.Gen)
+	}
+	ents, err := f.ReadDir(ctx, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name == "g" && (e.Attr == nil || e.Attr.Gen != a.Gen) {
+			t.Fatalf("the listing's attributes of g: %+v, the lookup's Gen %d", e.Attr, a.Gen)
+		}
+	}
+	os.Remove(p)
+	for i := 0; i < 64; i++ {
+		os.WriteFile(p, []byte("second"), 0o644)
+		b, err := f.Lstat(ctx, "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Ino == a.Ino {
+			if b.Gen == a.Gen {
+				t.Fatalf("a new file with the old one's inode number %d has its Gen", a.Ino)
+			}
+			return
+		}
+		os.Rename(p, filepath.Join(s.export, fmt.Sprintf("kept-%d", i)))
+	}
+	t.Skipf("no new file on %s got the old inode number", s.export)
 }
