@@ -297,5 +297,10 @@ func runDaemon(c *cli.Context) error {
 		<-ctx.Done()
 		stop() // a second signal kills the process at once
 	}()
+	stopProfile, err := startCPUProfile()
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	return daemon.Run(ctx, cfg)
 }
