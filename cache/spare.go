@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -73,6 +74,28 @@ func (s *Store) closeSpares() {
 
 // createData creates the data file p (which must not exist): a spare file
 // linked to p if one is ready, else a new one.
+// createDataIn is createData, making p's directory (one of the data dir's
+// 256) the first time this store needs it.
+func (s *Store) createDataIn(p string) (*os.File, error) {
+	dir := filepath.Dir(p)
+	if _, made := s.dataDirs.Load(dir); !made {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		s.dataDirs.Store(dir, true)
+	}
+	f, err := s.createData(p)
+	if errors.Is(err, os.ErrNotExist) {
+		// Removed behind the store's back: make it again.
+		s.dataDirs.Delete(dir)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		f, err = s.createData(p)
+	}
+	return f, err
+}
+
 func (s *Store) createData(p string) (*os.File, error) {
 	select {
 	case fd := <-s.spare:

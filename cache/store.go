@@ -110,6 +110,9 @@ type Store struct {
 	// spare holds unnamed data files ready to be linked to a new file's
 	// name (spare.go); spareLoop fills it, createData takes from it.
 	spare chan int
+	// dataDirs are the data dir's subdirectories known to exist (path ->
+	// true), so a new data file's create needs no MkdirAll first.
+	dataDirs sync.Map
 
 	inv inventoryLog
 

@@ -85,10 +85,12 @@ func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time, va
 			s.noteError("index-read", fmt.Errorf("read record of %s: %w", e.name, err))
 			rec, chunks = nil, nil
 		}
+		fresh := false
 		if rec != nil && rec.Attr.Fingerprint() == fp {
 			nv.id, nv.csize = rec.ID, rec.ChunkSize
 			s.putRecTouch(e.name, rec, now, validated)
 		} else {
+			fresh = true
 			if rec != nil {
 				changed = true
 			}
@@ -102,7 +104,7 @@ func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time, va
 			s.inv.note(e.name, false)
 		}
 		if nv.id != 0 {
-			s.loadVersion(e.name, nv, chunks)
+			s.loadVersion(e.name, nv, chunks, fresh)
 		}
 	} else if changed {
 		s.c.invalidations.Add(1)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -134,22 +133,42 @@ type indexedChunk struct {
 
 // loadVersion opens nv's data file and sets its chunk states from chunks,
 // the version's chunk records (read in the caller's index transaction; none
-// for a fresh record).
-func (s *Store) loadVersion(name string, nv *version, chunks []indexedChunk) {
+// for a fresh record). fresh: the record was just made (a new ID), so its
+// data file is created, not looked for first (a cold open's cost).
+func (s *Store) loadVersion(name string, nv *version, chunks []indexedChunk, fresh bool) {
 	nv.nchunks = nchunks(nv.size, nv.csize)
 	nv.state = make([]uint8, nv.nchunks)
 	nv.sums = make([]uint64, nv.nchunks)
 	p := dataPath(s.dataDir, nv.id)
-	created := false
-	fd, err := s.openData(p, os.O_RDWR, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		_ = os.MkdirAll(filepath.Dir(p), 0o700)
-		fd, err = s.createData(p)
-		created = true
+	var (
+		fd      *os.File
+		err     error
+		created bool
+	)
+	if fresh {
+		fd, err = s.createDataIn(p)
+		created = err == nil
+	}
+	if !created {
+		// An existing record's data file, or one a fresh ID somehow found
+		// (its bytes are never trusted: a fresh record has no chunks).
+		fd, err = s.openData(p, os.O_RDWR, 0)
+		if errors.Is(err, os.ErrNotExist) {
+			fd, err = s.createDataIn(p)
+			created = true
+		}
 	}
 	if err == nil {
-		var st unix.Stat_t
-		if serr := unix.Fstat(int(fd.Fd()), &st); serr == nil && st.Size != nv.size {
+		size := int64(0)
+		if !created {
+			var st unix.Stat_t
+			if serr := unix.Fstat(int(fd.Fd()), &st); serr == nil {
+				size = st.Size
+			} else {
+				size = -1
+			}
+		}
+		if size != nv.size {
 			// A complete data file must have the file's exact length (passthrough).
 			err = fd.Truncate(nv.size)
 		}
