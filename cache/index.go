@@ -158,6 +158,26 @@ func getRec(txn *badger.Txn, name string) (*fileRec, error) {
 	return r, err
 }
 
+// getRecID reads only the ID of name's record in txn (0: there is none): a
+// commit's check that the version it commits for is still the file's, which
+// needs neither the attributes nor their times decoded.
+func getRecID(txn *badger.Txn, name string) (uint64, error) {
+	it, err := txn.Get(fileKey(name))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var r struct {
+		ID uint64 `json:"id"`
+	}
+	if err := it.Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+		return 0, fmt.Errorf("file record: %w", err)
+	}
+	return r.ID, nil
+}
+
 // chunkSums reads the chunk records of file id.
 func chunkSums(txn *badger.Txn, id uint64, fn func(idx int, c chunkRec)) error {
 	opts := badger.DefaultIteratorOptions

@@ -447,11 +447,11 @@ func (s *Store) commitChunks(name string, v *version, fs []*fetch) bool {
 	for attempt := 0; attempt < 10; attempt++ {
 		added = 0
 		err = s.db.Update(func(txn *badger.Txn) error {
-			rec, err := getRec(txn, name)
+			id, err := getRecID(txn, name)
 			if err != nil {
 				return err
 			}
-			if rec == nil || rec.ID != v.id {
+			if id != v.id {
 				return errVersionChanged
 			}
 			for _, f := range fs {
