@@ -96,6 +96,7 @@ type Fingerprint struct {
 	Ino     uint64 `json:"ino"`
 	Dev     uint64 `json:"dev"`
 	Change  uint64 `json:"change,omitempty"`
+	Gen     uint64 `json:"gen,omitempty"` // tells a file from a later one given its inode number
 }
 
 // PathsRequest names paths for warm, pin, unpin and evict. Each path is either share-relative

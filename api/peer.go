@@ -81,19 +81,24 @@ const (
 	MaxPeerRanges    = 1024
 )
 
-// PeerParam renders f as one query parameter: its fields as decimal numbers joined by dots.
+// PeerParam renders f as one query parameter: its fields as decimal numbers joined by dots
+// (Gen last, left out when 0, as a node that knows no Gen renders it).
 func (f Fingerprint) PeerParam() string {
-	return fmt.Sprintf("%d.%d.%d.%d.%d.%d", f.Size, f.MtimeNs, f.CtimeNs, f.Ino, f.Dev, f.Change)
+	p := fmt.Sprintf("%d.%d.%d.%d.%d.%d", f.Size, f.MtimeNs, f.CtimeNs, f.Ino, f.Dev, f.Change)
+	if f.Gen != 0 {
+		p += "." + strconv.FormatUint(f.Gen, 10)
+	}
+	return p
 }
 
 // ParsePeerParam parses what Fingerprint.PeerParam renders.
 func ParsePeerParam(s string) (Fingerprint, error) {
 	parts := strings.Split(s, ".")
-	if len(parts) != 6 {
-		return Fingerprint{}, fmt.Errorf("fingerprint %q: want 6 dot-separated numbers", s)
+	if len(parts) != 6 && len(parts) != 7 {
+		return Fingerprint{}, fmt.Errorf("fingerprint %q: want 6 or 7 dot-separated numbers", s)
 	}
-	var n [6]int64
-	var u [6]uint64
+	var n [7]int64
+	var u [7]uint64
 	for i, p := range parts {
 		var err error
 		if i < 3 {
@@ -105,5 +110,5 @@ func ParsePeerParam(s string) (Fingerprint, error) {
 			return Fingerprint{}, fmt.Errorf("fingerprint %q: %w", s, err)
 		}
 	}
-	return Fingerprint{Size: n[0], MtimeNs: n[1], CtimeNs: n[2], Ino: u[3], Dev: u[4], Change: u[5]}, nil
+	return Fingerprint{Size: n[0], MtimeNs: n[1], CtimeNs: n[2], Ino: u[3], Dev: u[4], Change: u[5], Gen: u[6]}, nil
 }

@@ -44,8 +44,8 @@ type Attr struct {
 	// file it creates, and a mount that took the two for one object would
 	// serve the new file through the old one's kernel inode (its names, its
 	// page cache). The path origin uses the birth time, the NFS origin the
-	// file handle; 0 where the origin has neither. Never part of the
-	// fingerprint: it identifies the object, not a version of its content.
+	// file handle; 0 where the origin has neither. Part of the fingerprint:
+	// the new file's size and times may be the old one's.
 	Gen uint64
 	// InoVolatile: Ino is not stable for the file's life (a FUSE origin such
 	// as sshfs numbers inodes per lookup), so it is left out of Fingerprint.
@@ -69,6 +69,9 @@ type Fingerprint struct {
 	Ino     uint64 `json:"ino"`
 	Dev     uint64 `json:"dev"`
 	Change  uint64 `json:"change,omitempty"`
+	// Gen: a file that got a deleted one's inode number is another file,
+	// even when its size and times (as coarse as the clock's tick) match.
+	Gen uint64 `json:"gen,omitempty"`
 }
 
 // Fingerprint derives the content fingerprint from the attributes.
@@ -80,6 +83,7 @@ func (a Attr) Fingerprint() Fingerprint {
 		Ino:     a.Ino,
 		Dev:     a.Dev,
 		Change:  a.Change,
+		Gen:     a.Gen,
 	}
 	if a.InoVolatile {
 		f.Ino = 0
@@ -89,8 +93,8 @@ func (a Attr) Fingerprint() Fingerprint {
 
 // String renders the fingerprint for logs.
 func (f Fingerprint) String() string {
-	return fmt.Sprintf("size=%d mtime=%d ctime=%d ino=%d dev=%d change=%d",
-		f.Size, f.MtimeNs, f.CtimeNs, f.Ino, f.Dev, f.Change)
+	return fmt.Sprintf("size=%d mtime=%d ctime=%d ino=%d dev=%d change=%d gen=%d",
+		f.Size, f.MtimeNs, f.CtimeNs, f.Ino, f.Dev, f.Change, f.Gen)
 }
 
 // DirEntry is one directory entry.

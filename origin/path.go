@@ -10,7 +10,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"time"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,6 +34,12 @@ type PathFS struct {
 	// handed out per lookup and change when the kernel forgets an inode: they are not part
 	// of a file's fingerprint there (Attr.InoVolatile).
 	inoVolatile bool
+	// noHandles are the devices whose file system gives no file handles
+	// (st_dev -> true): their files' Gen is 0 (pathattr.go).
+	noHandles sync.Map
+	// birthTimeGen makes Gen the birth time even where there are file
+	// handles (tests of that path on a file system with both).
+	birthTimeGen bool
 }
 
 var _ FS = (*PathFS)(nil)
@@ -159,46 +165,12 @@ func (p *PathFS) Lstat(ctx context.Context, name string) (Attr, error) {
 		return Attr{}, err
 	}
 	defer done()
-	a, err := statx(dirfd, base, unix.AT_SYMLINK_NOFOLLOW)
+	a, err := p.statx(dirfd, base, unix.AT_SYMLINK_NOFOLLOW)
 	if err != nil {
 		return Attr{}, pathErr("lstat", name, err)
 	}
 	a.InoVolatile = p.inoVolatile
 	return a, nil
-}
-
-// statx reads the attributes of name in dirfd ("" with AT_EMPTY_PATH: dirfd
-// itself), with the birth time where the file system keeps one: it is the
-// attributes' Gen.
-func statx(dirfd int, name string, flags int) (Attr, error) {
-	var sx unix.Statx_t
-	if err := unix.Statx(dirfd, name, flags|unix.AT_STATX_SYNC_AS_STAT, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx); err != nil {
-		return Attr{}, err
-	}
-	return attrFromStatx(&sx), nil
-}
-
-func attrFromStatx(sx *unix.Statx_t) Attr {
-	ts := func(t unix.StatxTimestamp) time.Time { return time.Unix(t.Sec, int64(t.Nsec)) }
-	a := Attr{
-		Ino:     sx.Ino,
-		Dev:     unix.Mkdev(sx.Dev_major, sx.Dev_minor),
-		Mode:    uint32(sx.Mode),
-		Nlink:   sx.Nlink,
-		Uid:     sx.Uid,
-		Gid:     sx.Gid,
-		Rdev:    unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
-		Size:    int64(sx.Size),
-		Blocks:  int64(sx.Blocks),
-		Blksize: sx.Blksize,
-		Atime:   ts(sx.Atime),
-		Mtime:   ts(sx.Mtime),
-		Ctime:   ts(sx.Ctime),
-	}
-	if sx.Mask&unix.STATX_BTIME != 0 {
-		a.Gen = uint64(ts(sx.Btime).UnixNano())
-	}
-	return a
 }
 
 // ReadDir lists a directory (without "." and "..").
@@ -741,6 +713,7 @@ func (p *PathFS) Statfs(ctx context.Context) (Statfs, error) {
 
 // pathFile is an open file of the path origin, backed by an *os.File.
 type pathFile struct {
+	p           *PathFS
 	f           *os.File
 	name        string
 	fd          int
@@ -753,7 +726,7 @@ var (
 )
 
 func (p *PathFS) newPathFile(fd int, name string) *pathFile {
-	return &pathFile{f: os.NewFile(uintptr(fd), name), name: name, fd: fd, inoVolatile: p.inoVolatile}
+	return &pathFile{p: p, f: os.NewFile(uintptr(fd), name), name: name, fd: fd, inoVolatile: p.inoVolatile}
 }
 
 // ReadAt reads like io.ReaderAt (io.EOF at the end of the file).
@@ -782,7 +755,7 @@ func (f *pathFile) WriteAt(ctx context.Context, b []byte, off int64) (int, error
 }
 
 func (f *pathFile) Stat(ctx context.Context) (Attr, error) {
-	a, err := statx(f.fd, "", unix.AT_EMPTY_PATH)
+	a, err := f.p.statx(f.fd, "", unix.AT_EMPTY_PATH)
 	if err != nil {
 		return Attr{}, pathErr("fstat", f.name, err)
 	}

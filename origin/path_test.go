@@ -429,12 +429,23 @@ func TestFingerprintIgnoresVolatileIno(t *testing.T) {
 // The path origin's attributes are the file system's (as stat reports them),
 // and Gen tells a file from a later one that got its inode number.
 func TestPathAttrsAndGen(t *testing.T) {
+	for _, btime := range []bool{false, true} {
+		t.Run(map[bool]string{false: "file-handle", true: "birth-time"}[btime], func(t *testing.T) {
+			testPathAttrsAndGen(t, btime)
+		})
+	}
+}
+
+// testPathAttrsAndGen: with btime, Gen is the birth time, as on a file
+// system without file handles.
+func testPathAttrsAndGen(t *testing.T, btime bool) {
 	dir := t.TempDir()
 	p, err := NewPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	p.birthTimeGen = btime
 	ctx := context.Background()
 	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("first"), 0o640); err != nil {
 		t.Fatal(err)
@@ -462,10 +473,27 @@ func TestPathAttrsAndGen(t *testing.T) {
 		t.Fatalf("Stat of the open file %+v %v, Lstat %+v", fa, err, a)
 	}
 	if a.Gen == 0 {
-		t.Skipf("no birth times on %s", dir)
+		t.Skipf("neither birth times nor file handles on %s", dir)
+	}
+	// Symlinks (not followed) and directories have a Gen of their own.
+	if btime {
+		time.Sleep(20 * time.Millisecond) // a later tick (above)
+	}
+	os.Symlink("f", filepath.Join(dir, "l"))
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	for _, n := range []string{"l", "d"} {
+		b, err := p.Lstat(ctx, n)
+		if err != nil || b.Gen == 0 || b.Gen == a.Gen {
+			t.Fatalf("Lstat %s: %+v %v (f's Gen %d)", n, b, err, a.Gen)
+		}
 	}
 	// Removed, and a new file made until one gets the old inode number.
 	os.Remove(filepath.Join(dir, "f"))
+	if btime {
+		// Birth times are stamped per tick of the file system's clock:
+		// only a file made in a later tick is told apart by them.
+		time.Sleep(20 * time.Millisecond)
+	}
 	for i := 0; i < 64; i++ {
 		if err := os.WriteFile(filepath.Join(dir, "f"), []byte("second"), 0o640); err != nil {
 			t.Fatal(err)
@@ -483,4 +511,15 @@ func TestPathAttrsAndGen(t *testing.T) {
 		os.Rename(filepath.Join(dir, "f"), filepath.Join(dir, fmt.Sprintf("kept-%d", i)))
 	}
 	t.Skipf("no new file on %s got the old inode number", dir)
+}
+
+// Two files with the same inode number, size and times are two versions
+// when their Gen differs.
+func TestFingerprintHasGen(t *testing.T) {
+	a := Attr{Ino: 7, Dev: 1, Size: 5, Mtime: time.Unix(1, 0), Ctime: time.Unix(1, 0), Gen: 1}
+	b := a
+	b.Gen = 3
+	if a.Fingerprint() == b.Fingerprint() {
+		t.Fatalf("fingerprints of Gen %d and %d are equal: %v", a.Gen, b.Gen, a.Fingerprint())
+	}
 }

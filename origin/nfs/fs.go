@@ -1176,6 +1176,9 @@ type file struct {
 func (fl *file) seen(a origin.Attr, ok bool) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
+	if ok {
+		a.Gen = fhGen(fl.fh) // a reply's attributes are the handle's file's
+	}
 	switch {
 	case !ok:
 		fl.wMixed = true
