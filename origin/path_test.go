@@ -523,3 +523,28 @@ func TestFingerprintHasGen(t *testing.T) {
 		t.Fatalf("fingerprints of Gen %d and %d are equal: %v", a.Gen, b.Gen, a.Fingerprint())
 	}
 }
+
+// What the file handle behind Gen costs a path origin's Lstat:
+// go test -run '^$' -bench PathLstat ./origin
+func BenchmarkPathLstat(b *testing.B) {
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for _, btime := range []bool{false, true} {
+		b.Run(map[bool]string{false: "file-handle", true: "birth-time"}[btime], func(b *testing.B) {
+			p, err := NewPath(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			p.birthTimeGen = btime
+			ctx := context.Background()
+			for b.Loop() {
+				if _, err := p.Lstat(ctx, "f"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
