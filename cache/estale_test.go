@@ -74,3 +74,32 @@ func TestReplacedDuringReadNeverMixes(t *testing.T) {
 		})
 	}
 }
+
+// A new file with the old one's inode number, size and times (only its
+// generation differs) is another version: an open reads its bytes, never
+// the old one's cached chunks, and a handle of the old file gets ESTALE.
+func TestReusedInoSameTimesIsAnotherVersion(t *testing.T) {
+	o := newFakeOrigin()
+	o.staleOnReplace = true
+	oldData := pattern(2*testChunk, 70)
+	newData := pattern(2*testChunk, 71)
+	o.put("f", oldData)
+	s := openStore(t, o, testConfig(t))
+	h, _ := mustOpen(t, s, o, "f")
+	ctx := context.Background()
+	buf := make([]byte, testChunk)
+	if _, err := h.ReadAt(ctx, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "old chunk 0", buf, oldData[:testChunk])
+	waitFor(t, "chunk 0 cached", func() bool { return s.CachedBytes("f") == testChunk })
+	a := o.reuseIno("f", newData)
+	h2, _ := mustOpen(t, s, o, "f")
+	mustEqual(t, "an open after the reuse", readAll(t, h2, int64(len(newData))), newData)
+	if v := h2.(*handle).e.current(); v == nil || v.attr.Gen != a.Gen {
+		t.Fatalf("current version %+v, want Gen %d", v, a.Gen)
+	}
+	if n, err := h.ReadAt(ctx, buf, testChunk); !errors.Is(err, syscall.ESTALE) {
+		t.Fatalf("the old file's handle read %d bytes (%v) after the reuse, want ESTALE", n, err)
+	}
+}

@@ -319,3 +319,17 @@ func (f *witnessFile) Witnessed() (origin.Attr, bool) {
 	defer f.mu.Unlock()
 	return f.first, f.set && !f.mixed
 }
+
+// reuseIno puts a new file at name with the old one's inode number, size and
+// times, only its generation differing: a file system that gave the deleted
+// file's number to the next file within one tick of its clock.
+func (o *fakeOrigin) reuseIno(name string, data []byte) origin.Attr {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	old := o.files[name]
+	fd := &fakeData{attr: old.attr, data: append([]byte(nil), data...)}
+	fd.attr.Gen = old.attr.Gen + 1
+	fd.attr.Size = int64(len(data))
+	o.files[name] = fd
+	return fd.attr
+}

@@ -59,14 +59,14 @@ type handle struct {
 	// The origin file this handle opened (inode and device; unset when the
 	// origin's inode numbers are not stable): a version of another file
 	// under the name (replaced by a rename) is never read through it.
-	ino, dev uint64
-	pinned   bool
+	ino, dev, gen uint64
+	pinned        bool
 }
 
 func newHandle(e *entry) *handle {
 	h := &handle{e: e, lastEnd: -1, startedEnd: -1}
 	if v := e.current(); v != nil && !v.attr.InoVolatile {
-		h.ino, h.dev, h.pinned = v.attr.Ino, v.attr.Dev, true
+		h.ino, h.dev, h.gen, h.pinned = v.attr.Ino, v.attr.Dev, v.attr.Gen, true
 	}
 	return h
 }
@@ -77,7 +77,7 @@ func newHandle(e *entry) *handle {
 // ESTALE, as an NFS client's reads of a file deleted on the server do (a
 // file rewritten in place keeps its inode and is followed, as there).
 func (h *handle) replaced(v *version) bool {
-	return h.pinned && !v.attr.InoVolatile && (v.attr.Ino != h.ino || v.attr.Dev != h.dev)
+	return h.pinned && !v.attr.InoVolatile && (v.attr.Ino != h.ino || v.attr.Dev != h.dev || v.attr.Gen != h.gen)
 }
 
 var _ Handle = (*handle)(nil)

@@ -127,7 +127,7 @@ func (e *entry) install(ctx context.Context, attr origin.Attr, now time.Time, va
 	e.mu.Unlock()
 	if old != nil {
 		old.detach()
-		if old.attr.Ino != attr.Ino || old.attr.Dev != attr.Dev {
+		if !old.attr.SameObject(attr) || old.attr.Dev != attr.Dev {
 			e.resetOrigin()
 		}
 	}

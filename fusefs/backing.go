@@ -214,7 +214,7 @@ func (n *node) syncBacking(ctx context.Context, a origin.Attr) {
 	if b == nil || b.version == fp {
 		return
 	}
-	if !a.InoVolatile && a.Ino != b.version.Ino {
+	if !a.InoVolatile && (a.Ino != b.version.Ino || a.Gen != b.version.Gen) {
 		return
 	}
 	if n.backDirtyLocked() {
@@ -263,7 +263,7 @@ func (n *node) copyIntoBacking(ctx context.Context, b *backingFile, a origin.Att
 	if err != nil {
 		return err
 	}
-	if !cur.InoVolatile && cur.Ino != b.version.Ino {
+	if !cur.InoVolatile && (cur.Ino != b.version.Ino || cur.Gen != b.version.Gen) {
 		return nil // replaced meanwhile: not this file
 	}
 	var st unix.Stat_t
@@ -320,7 +320,7 @@ func (n *node) pushBacking(ctx context.Context, of origin.File) error {
 	defer mine.Close()
 	if a, err := mine.Stat(octx); err != nil {
 		return fmt.Errorf("push passthrough writes: %w", err)
-	} else if w, err := of.Stat(octx); err == nil && !a.InoVolatile && a.Ino != w.Ino {
+	} else if w, err := of.Stat(octx); err == nil && !a.InoVolatile && !a.SameObject(w) {
 		return fmt.Errorf("push passthrough writes: %w", syscall.ESTALE)
 	}
 	if _, err := copyRange(octx, originWriter{octx, mine}, fileReader{b.f}, 0, st.Size); err != nil {

@@ -208,7 +208,7 @@ func (h *handle) readLive(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		if err != nil {
 			return nil, errno(err)
 		}
-		if !a.InoVolatile && a.Ino != h.attr.Ino {
+		if !a.InoVolatile && !a.SameObject(h.attr) {
 			return nil, syscall.ESTALE
 		}
 	}

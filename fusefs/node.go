@@ -118,7 +118,7 @@ func (n *node) toldKernel(a origin.Attr) {
 	n.kernSeen = seenVersion{fp: fp, set: n.writers == 0}
 	var inPlace bool
 	for h := range n.cached {
-		if h.attr.Fingerprint() != fp && (a.InoVolatile || a.Ino == h.attr.Ino) && !h.moved.Swap(true) {
+		if h.attr.Fingerprint() != fp && (a.InoVolatile || a.SameObject(h.attr)) && !h.moved.Swap(true) {
 			inPlace = inPlace || a.Size <= h.attr.Size
 		}
 	}
@@ -340,7 +340,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 	}
 	a, _, err := n.st.lstat(ctx, n.name(), n)
-	if h := asHandle(f); h != nil && h.ch != nil && (origin.IsNotExist(err) || (err == nil && !a.InoVolatile && a.Ino != h.attr.Ino)) {
+	if h := asHandle(f); h != nil && h.ch != nil && (origin.IsNotExist(err) || (err == nil && !a.InoVolatile && !a.SameObject(h.attr))) {
 		// fstat of an open cached file that was unlinked or replaced: it is
 		// still what the caller has open.
 		a, err = h.attr, nil

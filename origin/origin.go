@@ -52,6 +52,10 @@ type Attr struct {
 	InoVolatile bool
 }
 
+// SameObject reports whether a and b are attributes of one file (its inode
+// number and generation), not of a later file given the same number.
+func (a Attr) SameObject(b Attr) bool { return a.Ino == b.Ino && a.Gen == b.Gen }
+
 // IsDir, IsRegular and IsSymlink report the file type.
 func (a Attr) IsDir() bool     { return a.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 func (a Attr) IsRegular() bool { return a.Mode&syscall.S_IFMT == syscall.S_IFREG }
