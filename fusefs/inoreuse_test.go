@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eddy-cluster/eddy/origin"
 )
 
 // inoOf is p's inode number.
@@ -103,5 +106,26 @@ func TestReusedInodeNumberIsANewFile(t *testing.T) {
 				t.Fatalf("%s after its removal elsewhere: %v, want ENOENT", old, err)
 			}
 		})
+	}
+}
+
+// A path origin on a FUSE file system (this mount standing in for sshfs)
+// gives Gen 0: its file handles hold the per-lookup inode numbers such file
+// systems hand out, which change for one file when the kernel forgets it.
+func TestFUSEOriginHasNoGen(t *testing.T) {
+	dir := t.TempDir()
+	_, mp := mountT(t, dir, nil, Options{})
+	writeFile(t, filepath.Join(mp, "f"), []byte("x"))
+	org, err := origin.NewPath(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer org.Close()
+	a, err := org.Lstat(context.Background(), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.InoVolatile || a.Gen != 0 {
+		t.Fatalf("attributes over a FUSE origin: InoVolatile %v, Gen %d; want true, 0", a.InoVolatile, a.Gen)
 	}
 }

@@ -90,7 +90,7 @@ func (a Attr) Fingerprint() Fingerprint {
 		Gen:     a.Gen,
 	}
 	if a.InoVolatile {
-		f.Ino = 0
+		f.Ino, f.Gen = 0, 0
 	}
 	return f
 }

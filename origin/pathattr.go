@@ -15,8 +15,8 @@ import (
 // Where the file system gives no handles it is the birth time (statx),
 // which tells the two apart only when they were made in different ticks of
 // the file system's clock (ext4 stamps times per jiffy, a few ms). FUSE
-// mounts such as sshfs give neither: Gen 0, and their inode numbers are no
-// file's lasting name anyway (InoVolatile).
+// mounts such as sshfs: Gen 0, as their handles hold the inode numbers they
+// hand out per lookup, no file's lasting name (InoVolatile).
 
 // statx reads the attributes of name in dirfd ("" with AT_EMPTY_PATH: dirfd
 // itself), Gen included.
@@ -26,6 +26,11 @@ func (p *PathFS) statx(dirfd int, name string, flags int) (Attr, error) {
 		return Attr{}, err
 	}
 	a := attrFromStatx(&sx)
+	if p.inoVolatile {
+		// A FUSE file system's handles carry its per-lookup inode
+		// numbers: they change for one file when the kernel forgets it.
+		return a, nil
+	}
 	if !p.birthTimeGen {
 		gen, err := p.handleGen(dirfd, name, flags&unix.AT_EMPTY_PATH, a.Dev)
 		if err != nil {
