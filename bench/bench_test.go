@@ -308,3 +308,24 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
+
+// A run of some workloads generates only the files they read.
+func TestDatasetForWorkloads(t *testing.T) {
+	full := DatasetSpec{BigSize: 4 << 30, SharedSize: 1 << 30, SmallCount: 10000, SmallSize: 128 << 10, PerDir: 100}
+	for _, tc := range []struct {
+		names              []string
+		big, shared, small bool
+	}{
+		{nil, true, true, true},
+		{[]string{WEpoch}, false, false, true},
+		{[]string{WMeta, WRand}, true, false, true},
+		{[]string{"parallel"}, false, true, false},
+		{[]string{"parallel-4", WSeq}, true, true, false},
+		{[]string{"no-such-workload"}, true, true, true},
+	} {
+		got := datasetFor(full, tc.names)
+		if (got.BigSize != 0) != tc.big || (got.SharedSize != 0) != tc.shared || (got.SmallCount != 0) != tc.small {
+			t.Errorf("datasetFor(%v) = %+v; want big %v, shared %v, small %v", tc.names, got, tc.big, tc.shared, tc.small)
+		}
+	}
+}

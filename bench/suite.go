@@ -246,6 +246,39 @@ func where(link string, lat time.Duration) string {
 }
 
 // selectWorkloads filters ws by names ("parallel" selects every parallel-N).
+// datasetFor trims spec to what the named workloads read (all of it for
+// none named): the large file for the sequential and random reads, the
+// shared one for parallel readers, the small files for the epoch and the
+// metadata walk. A run of one workload writes no gigabytes it never reads.
+func datasetFor(spec DatasetSpec, names []string) DatasetSpec {
+	if len(names) == 0 {
+		return spec
+	}
+	var big, shared, small bool
+	for _, n := range names {
+		switch {
+		case n == WSeq || n == WRand:
+			big = true
+		case n == "parallel" || strings.HasPrefix(n, wParPrefix):
+			shared = true
+		case n == WEpoch || n == WMeta:
+			small = true
+		default:
+			return spec // unknown: selectWorkloads says so
+		}
+	}
+	if !big {
+		spec.BigSize = 0
+	}
+	if !shared {
+		spec.SharedSize = 0
+	}
+	if !small {
+		spec.SmallCount = 0
+	}
+	return spec
+}
+
 func selectWorkloads(ws []Workload, names []string) ([]Workload, error) {
 	if len(names) == 0 {
 		return ws, nil
@@ -333,7 +366,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		prog.Printf("bench: results in %s", cfg.Out)
 	}()
 
-	spec := DatasetSpec{BigSize: cfg.Size, SharedSize: cfg.SharedSize, SmallCount: cfg.SmallCount, SmallSize: cfg.SmallSize, PerDir: 100}
+	spec := datasetFor(DatasetSpec{BigSize: cfg.Size, SharedSize: cfg.SharedSize, SmallCount: cfg.SmallCount, SmallSize: cfg.SmallSize, PerDir: 100}, cfg.Workloads)
 	prog.Printf("bench: generating dataset (%s) in %s", units.FormatBytesUpToGiB(spec.Bytes()), work)
 	prog.Begin("generate dataset")
 	ds, err := Generate(ctx, filepath.Join(work, "export"), spec, prog)
