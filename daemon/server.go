@@ -377,6 +377,10 @@ func (s *apiServer) mayWarm(ctx context.Context, id api.Identity, name string) e
 // sched.Authorize, which it is). For the cluster's TCP listener.
 func RequireToken(token string, h http.Handler) http.Handler { return sched.Authorize(token, h) }
 
+// maxUnixSocketPath is the longest path Linux binds a unix socket to (sun_path is 108 bytes,
+// NUL included); a longer one fails with a bare EINVAL.
+const maxUnixSocketPath = 107
+
 // listenUnix listens on a unix socket for the local API: its directory is
 // created, a stale socket is removed (one a live daemon answers on is not),
 // and the socket is opened to every local user (mode 0666) or, with group
@@ -391,6 +395,9 @@ func listenUnix(sock, group string) (net.Listener, error) {
 			return nil, err
 		}
 		gid = g
+	}
+	if len(sock) > maxUnixSocketPath {
+		return nil, fmt.Errorf("socket %s is %d bytes long; a unix socket path holds at most %d: choose a shorter --socket", sock, len(sock), maxUnixSocketPath)
 	}
 	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 		return nil, fmt.Errorf("socket dir: %w", err)

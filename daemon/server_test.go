@@ -717,3 +717,17 @@ func TestClientTLS(t *testing.T) {
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// A socket path too long for a unix socket is refused with a reason, not a bare EINVAL.
+func TestListenUnixPathTooLong(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("s", 120))
+	if _, err := listenUnix(filepath.Join(dir, "eddy.sock"), ""); err == nil || !strings.Contains(err.Error(), "shorter --socket") {
+		t.Fatalf("long socket path: %v", err)
+	}
+	sock := filepath.Join(t.TempDir(), "ok.sock")
+	l, err := listenUnix(sock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+}

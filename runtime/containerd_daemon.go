@@ -36,12 +36,20 @@ func privateStateExists(dir string) bool {
 	return err == nil && fi.IsDir()
 }
 
+// containerdSocketLimit is the longest socket path containerd accepts: it refuses any over
+// 104 bytes (the smallest sun_path among the systems it runs on), whatever Linux allows.
+const containerdSocketLimit = 104
+
+// ttrpcSuffix is what the private config appends to the gRPC socket for the ttrpc one: the
+// longer of the two paths containerd listens on, so the one the length check must count.
+const ttrpcSuffix = ".ttrpc"
+
 // PrivateContainerdSocket is the socket of the private containerd under dir (for `ctr -a`):
-// dir/containerd.sock, or a name under /run derived from dir when that path is too long for
-// a unix socket.
+// dir/containerd.sock, or a name under /run derived from dir when the ttrpc socket beside it
+// (containerd.sock.ttrpc) would be too long for containerd.
 func PrivateContainerdSocket(dir string) string {
 	sock := filepath.Join(dir, "containerd.sock")
-	if len(sock) > 100 {
+	if len(sock)+len(ttrpcSuffix) > containerdSocketLimit {
 		sock = fmt.Sprintf("/run/eddy-containerd-%016x.sock", xxhash.Sum64String(dir))
 	}
 	return sock
@@ -78,7 +86,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   level = "warn"
 [metrics]
   address = ""
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc")
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+ttrpcSuffix)
 	cfgPath := filepath.Join(dir, "config.toml")
 	pidPath := filepath.Join(dir, "containerd.pid")
 	stopStale(pidPath, cfgPath)
@@ -138,6 +146,9 @@ func (p *privateContainerd) stop() error {
 	}
 	p.log.Close()
 	_ = os.Remove(p.pidPath)
+	// containerd leaves its ttrpc socket behind; a fallback one under /run would pile up.
+	_ = os.Remove(p.sock)
+	_ = os.Remove(p.sock + ttrpcSuffix)
 	return nil
 }
 
